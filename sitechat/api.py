@@ -1,0 +1,79 @@
+"""The async entry points most code needs: ingest a site, search it, open a chat over it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sitechat.chat.base import ChatService
+from sitechat.config import Settings
+from sitechat.factories import build_chat_service, open_store
+from sitechat.ingest.pipeline import IngestSummary, Progress, ingest_sources
+from sitechat.models import SearchHit
+from sitechat.retrieval.hybrid import HybridRetriever
+
+__all__ = ["ingest", "open_chat", "search"]
+
+
+def _settings(settings: Settings | None, index: str | None, **overrides: Any) -> Settings:
+    base = settings or Settings.load()
+    update: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    if index is not None:
+        update["index"] = str(index)
+    return base.model_copy(update=update) if update else base
+
+
+async def ingest(
+    sources: str | Sequence[str],
+    *,
+    index: str | None = None,
+    settings: Settings | None = None,
+    allow_private: bool = False,
+    base_url: str | None = None,
+    progress: Progress | None = None,
+) -> IngestSummary:
+    """Crawl or read ``sources`` (URLs and/or local paths) into the index; incremental.
+
+    >>> summary = await sitechat.ingest("https://docs.example.com/", index="docs-index")
+    """
+    cfg = _settings(settings, index)
+    store, embeddings = await open_store(cfg, create=True)
+    try:
+        return await ingest_sources(
+            [sources] if isinstance(sources, str) else list(sources),
+            store,
+            embeddings,
+            cfg,
+            allow_private=allow_private,
+            base_url=base_url,
+            progress=progress,
+        )
+    finally:
+        await store.aclose()
+
+
+async def search(
+    query: str,
+    *,
+    index: str | None = None,
+    k: int | None = None,
+    where: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
+) -> list[SearchHit]:
+    """The passages of the index that best match ``query`` (hybrid search), best first."""
+    cfg = _settings(settings, index)
+    store, embeddings = await open_store(cfg)
+    try:
+        result = await HybridRetriever(store, embeddings, cfg.retrieval).retrieve(query, k, where)
+        return list(result.hits)
+    finally:
+        await store.aclose()
+
+
+async def open_chat(index: str | None = None, *, settings: Settings | None = None) -> ChatService:
+    """A chat service over the index, with the LLM the settings choose.
+
+    Close it with ``await chat.aclose()`` when done.
+    """
+    service: ChatService = await build_chat_service(_settings(settings, index))
+    return service

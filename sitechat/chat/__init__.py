@@ -1,0 +1,1 @@
+"""Chat: the :class:`~sitechat.chat.base.ChatService` contract, prompts, history, sync façade."""

@@ -1,0 +1,236 @@
+"""``RetrievalChatService``: retrieve passages, then stream a cited answer.
+
+Retrieval starts first and runs while the history is formatted, so its latency overlaps the
+rest of the request preparation. Provider failures never raise out of
+:meth:`RetrievalChatService.stream_events`: they end the stream with an ``ErrorEvent`` that
+keeps whatever text had already streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from sitechat.chat.base import ChatService, HistoryLike
+from sitechat.chat.history import normalize_history
+from sitechat.chat.prompts import DEFAULT_PROMPTS, PromptTemplates, build_messages, parse_citations
+from sitechat.config import ChatSettings, RetrievalSettings
+from sitechat.errors import InvalidInputError, ProviderError, StreamInterruptedError
+from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
+from sitechat.models import ChatMessage, SearchHit, Source, Timings, Usage
+from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
+
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+    from typing_extensions import Self
+
+    from sitechat.config import Settings
+    from sitechat.llm.base import BaseLLMService
+    from sitechat.vectorstores.base import VectorStore
+
+__all__ = ["RetrievalChatService"]
+
+logger = logging.getLogger(__name__)
+
+_SNIPPET_CHARS = 240
+_CHARS_PER_TOKEN = 4  # a deliberately cautious estimate; no tokenizer download needed
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _SNIPPET_CHARS else flat[: _SNIPPET_CHARS - 1].rstrip() + "…"
+
+
+class RetrievalChatService(ChatService):
+    """Answers questions about a site from its index, with numbered citations."""
+
+    name: ClassVar[str] = "retrieval"
+
+    def __init__(
+        self,
+        llm: BaseLLMService,
+        retriever: HybridRetriever,
+        *,
+        settings: ChatSettings | None = None,
+        prompts: PromptTemplates = DEFAULT_PROMPTS,
+    ) -> None:
+        self.llm = llm
+        self.retriever = retriever
+        self.settings = settings or ChatSettings()
+        self.prompts = prompts
+
+    @classmethod
+    def from_components(
+        cls,
+        settings: Settings,
+        *,
+        llm: BaseLLMService,
+        embeddings: Embeddings,
+        store: VectorStore,
+    ) -> Self:
+        retriever = HybridRetriever(store, embeddings, settings.retrieval)
+        return cls(llm, retriever, settings=settings.chat)
+
+    @property
+    def retrieval_settings(self) -> RetrievalSettings:
+        return self.retriever.settings
+
+    def _validate(self, message: str) -> str:
+        text = message.strip() if isinstance(message, str) else ""
+        if not text:
+            raise InvalidInputError("The message is empty. Type a question about the site.")
+        limit = self.settings.max_message_chars
+        if len(text) > limit:
+            raise InvalidInputError(
+                f"The message is {len(text)} characters long; the limit is {limit}. "
+                "Shorten it, or raise SITECHAT_CHAT__MAX_MESSAGE_CHARS."
+            )
+        return text
+
+    async def _retrieve(self, message: str, history: Sequence[ChatMessage]) -> RetrievalResult:
+        return await self.retriever.retrieve(message)
+
+    async def _format_history(self, history: HistoryLike) -> list[ChatMessage]:
+        turns = [t for t in normalize_history(history) if t.role != "system"]
+        return (
+            turns[-self.settings.max_history_messages :]
+            if self.settings.max_history_messages
+            else []
+        )
+
+    def _fit(
+        self, hits: Sequence[SearchHit], history: list[ChatMessage], question: str
+    ) -> tuple[list[SearchHit], list[ChatMessage]]:
+        """Trim sources (last first) and history (oldest first) to the model's context."""
+        budget = (self.llm.context_window - self.llm.max_output_tokens) * _CHARS_PER_TOKEN
+        budget -= len(self.prompts.system) + len(self.prompts.question) + len(question)
+        kept_hits: list[SearchHit] = []
+        for hit in hits:
+            cost = len(hit.chunk.text) + len(hit.chunk.title) + len(hit.chunk.url) + 64
+            if cost > budget and kept_hits:
+                break
+            kept_hits.append(hit)
+            budget -= cost
+        kept_history: list[ChatMessage] = []
+        for turn in reversed(history):
+            if len(turn.content) > budget:
+                break
+            kept_history.insert(0, turn)
+            budget -= len(turn.content)
+        return kept_hits, kept_history
+
+    async def stream_events(
+        self, message: str, history: HistoryLike = ()
+    ) -> AsyncGenerator[ChatEvent, None]:
+        question = self._validate(message)
+        started = time.perf_counter()
+        turns = normalize_history(history)
+        # retrieval is the slow part: start it, then format the history while it runs
+        retrieval = asyncio.ensure_future(self._retrieve(question, turns))
+        try:
+            formatted = await self._format_history(turns)
+            result = await retrieval
+        except BaseException:
+            retrieval.cancel()
+            raise
+        retrieval_ms = _ms(started)
+        hits, formatted = self._fit(result.hits if result.covered else (), formatted, question)
+        sources = tuple(
+            Source(
+                n=i,
+                title=hit.chunk.title,
+                url=hit.chunk.link,
+                snippet=_snippet(hit.chunk.text),
+                score=hit.score,
+                chunk_id=hit.chunk.id,
+                heading=hit.chunk.heading,
+            )
+            for i, hit in enumerate(hits, start=1)
+        )
+        yield SourcesEvent(sources=sources, query=result.query)
+
+        if not result.covered or not sources:
+            answer = self.prompts.not_covered
+            yield TokenEvent(answer)
+            yield DoneEvent(
+                answer=answer,
+                cited=(),
+                timings=Timings(retrieval_ms=retrieval_ms, total_ms=_ms(started)),
+                covered=False,
+            )
+            return
+
+        texts = [hit.chunk.text for hit in hits]
+        messages = build_messages(question, sources, texts, formatted, self.prompts)
+        parts: list[str] = []
+        usage: Usage | None = None
+        first_token_at: float | None = None
+        stream = self.llm.stream(messages)
+        try:
+            async for delta in stream:
+                if delta.usage is not None:
+                    usage = delta.usage if usage is None else usage + delta.usage
+                if delta.text:
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    parts.append(delta.text)
+                    yield TokenEvent(delta.text)
+        except ProviderError as exc:
+            partial = "".join(parts)
+            if isinstance(exc, StreamInterruptedError) and exc.partial and not partial:
+                partial = exc.partial
+            yield ErrorEvent(
+                message=str(exc),
+                error_type=type(exc).__name__,
+                partial=partial,
+                timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
+            )
+            return
+        except Exception as exc:  # a provider bug must not crash the UI
+            logger.exception("unexpected error from LLM provider %s", self.llm.describe())
+            yield ErrorEvent(
+                message=f"The answer failed unexpectedly ({type(exc).__name__}). "
+                "Try again; if it keeps failing, check the server logs.",
+                error_type="SitechatError",
+                partial="".join(parts),
+                timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
+            )
+            return
+        finally:
+            await stream.aclose()
+
+        answer = "".join(parts)
+        yield DoneEvent(
+            answer=answer,
+            cited=parse_citations(answer, len(sources)),
+            timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
+            usage=usage,
+            covered=True,
+        )
+
+    @staticmethod
+    def _timings(
+        started: float, retrieval_ms: float, first_token_at: float | None, tokens: int
+    ) -> Timings:
+        now = time.perf_counter()
+        first_ms = round((first_token_at - started) * 1000, 3) if first_token_at else None
+        rate = None
+        if first_token_at is not None and tokens > 1 and now > first_token_at:
+            rate = round((tokens - 1) / (now - first_token_at), 1)
+        return Timings(
+            retrieval_ms=retrieval_ms,
+            first_token_ms=first_ms,
+            total_ms=round((now - started) * 1000, 3),
+            tokens_per_second=rate,
+        )
+
+    async def aclose(self) -> None:
+        await self.llm.aclose()
+        await self.retriever.store.aclose()

@@ -1,0 +1,267 @@
+"""The ``sitechat`` command: a thin layer that parses arguments and calls the public API.
+
+Scripts rely on these forms and on ``--json`` output staying stable::
+
+    sitechat ingest SOURCE [SOURCE...] --index DIR [--json]
+    sitechat search QUERY --index DIR [-k N] [--json]
+    sitechat ask QUESTION --index DIR [--json]
+    sitechat providers [--json]
+
+Failures print one line to stderr and exit non-zero (1 for errors, 2 for bad usage); the
+traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from sitechat import __version__
+from sitechat.config import Settings
+from sitechat.errors import SitechatError
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own message, without the usage dump
+        self.exit(
+            EXIT_USAGE,
+            f"sitechat: error: {message} (see 'sitechat {self.prog.split()[-1]} --help')\n",
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sitechat", description="Chat with a website: ingest it, then ask.")
+    parser.add_argument("--version", action="version", version=f"sitechat {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def index_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--index", metavar="DIR", help="index location (default: SITECHAT_INDEX)")
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    p = sub.add_parser("ingest", help="crawl a site or read a folder into an index")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="http(s) URL or local path")
+    index_option(p)
+    p.add_argument("--allow-private", action="store_true", help="allow intranet/localhost URLs")
+    p.add_argument("--base-url", help="public URL that local files are served under")
+    p.add_argument("--max-pages", type=int, help="stop crawling after this many pages")
+    p.add_argument("--max-depth", type=int, help="follow links at most this deep")
+
+    p = sub.add_parser("search", help="show the passages that best match a query")
+    p.add_argument("query", metavar="QUERY")
+    index_option(p)
+    p.add_argument("-k", type=int, default=None, help="number of results (default: top_k)")
+
+    p = sub.add_parser("ask", help="answer a question from the index, with sources")
+    p.add_argument("question", metavar="QUESTION")
+    index_option(p)
+
+    p = sub.add_parser("providers", help="list the registered providers")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.load()
+    update: dict[str, Any] = {}
+    if getattr(args, "index", None):
+        update["index"] = args.index
+    ingest_update = {
+        key: getattr(args, key)
+        for key in ("max_pages", "max_depth")
+        if getattr(args, key, None) is not None
+    }
+    if ingest_update:
+        update["ingest"] = settings.ingest.model_copy(update=ingest_update)
+    return settings.model_copy(update=update) if update else settings
+
+
+def _print_json(data: object, out: TextIO) -> None:
+    out.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+async def _ingest(args: argparse.Namespace, out: TextIO) -> int:
+    from sitechat.api import ingest
+
+    settings = _settings(args)
+    interactive = sys.stderr.isatty() and not args.json
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        if interactive:
+            of = f"/{total}" if total else ""
+            sys.stderr.write(f"\r{phase}: {done}{of}   ")
+            sys.stderr.flush()
+
+    summary = await ingest(
+        args.sources,
+        settings=settings,
+        allow_private=args.allow_private,
+        base_url=args.base_url,
+        progress=progress,
+    )
+    if interactive:
+        sys.stderr.write("\r" + " " * 40 + "\r")
+    if args.json:
+        _print_json(summary.to_dict(), out)
+        return 0
+    out.write(
+        f"Indexed {summary.pages_seen} pages into {settings.index}: "
+        f"{summary.pages_added} added, {summary.pages_updated} updated, "
+        f"{summary.pages_unchanged} unchanged, {summary.pages_removed} removed, "
+        f"{summary.pages_skipped} skipped, {summary.pages_failed} failed.\n"
+        f"Chunks: {summary.chunks_added} embedded, {summary.chunks_unchanged} unchanged, "
+        f"{summary.chunks_removed} removed, {summary.chunks_total} in the index.\n"
+    )
+    for url, reason in summary.failed[:10]:
+        out.write(f"  failed: {url} ({reason})\n")
+    return 0
+
+
+async def _search(args: argparse.Namespace, out: TextIO) -> int:
+    from sitechat.api import search
+
+    hits = await search(args.query, k=args.k, settings=_settings(args))
+    if args.json:
+        _print_json(
+            [
+                {
+                    "url": h.chunk.link,
+                    "title": h.chunk.title,
+                    "heading": h.chunk.heading,
+                    "text": h.chunk.text,
+                    "score": round(h.score, 6),
+                }
+                for h in hits
+            ],
+            out,
+        )
+        return 0
+    if not hits:
+        out.write("No matching passages.\n")
+    for i, hit in enumerate(hits, start=1):
+        snippet = " ".join(hit.chunk.text.split())[:160]
+        out.write(f"{i}. {hit.chunk.title} [{hit.score:.4f}]\n   {hit.chunk.link}\n   {snippet}\n")
+    return 0
+
+
+async def _ask(args: argparse.Namespace, out: TextIO) -> int:
+    from sitechat.api import open_chat
+    from sitechat.events import DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
+
+    chat = await open_chat(settings=_settings(args))
+    sources: tuple[Any, ...] = ()
+    parts: list[str] = []
+    try:
+        async for event in chat.stream_events(args.question):
+            if isinstance(event, SourcesEvent):
+                sources = event.sources
+            elif isinstance(event, TokenEvent):
+                parts.append(event.text)
+                if not args.json:
+                    out.write(event.text)
+                    out.flush()
+            elif isinstance(event, DoneEvent):
+                cited = set(event.cited)
+                if args.json:
+                    _print_json(
+                        {
+                            "answer": event.answer,
+                            "covered": event.covered,
+                            "cited": list(event.cited),
+                            "sources": [
+                                {"n": s.n, "url": s.url, "title": s.title, "cited": s.n in cited}
+                                for s in sources
+                            ],
+                        },
+                        out,
+                    )
+                else:
+                    out.write("\n")
+                    if sources and event.covered:
+                        out.write("\nSources:\n")
+                        for s in sources:
+                            mark = "*" if s.n in cited else " "
+                            out.write(f" {mark}[{s.n}] {s.title} — {s.url}\n")
+            elif isinstance(event, ErrorEvent):
+                if not args.json:
+                    out.write("\n")
+                sys.stderr.write(f"sitechat: error: {event.message}\n")
+                return EXIT_ERROR
+    finally:
+        await chat.aclose()
+    return 0
+
+
+def _providers(args: argparse.Namespace, out: TextIO) -> int:
+    from sitechat.registry import check_providers
+
+    statuses = check_providers()
+    if args.json:
+        _print_json(
+            [
+                {
+                    "group": s.info.group,
+                    "name": s.info.name,
+                    "distribution": s.info.distribution,
+                    "version": s.info.version,
+                    "target": s.info.target,
+                    "ok": s.ok,
+                    "error": s.error,
+                }
+                for s in statuses
+            ],
+            out,
+        )
+        return 0
+    group = None
+    for status in statuses:
+        if status.info.group != group:
+            group = status.info.group
+            out.write(f"{group}:\n")
+        state = "" if status.ok else f"  BROKEN: {status.error}"
+        out.write(
+            f"  {status.info.name:<16} {status.info.distribution} {status.info.version}{state}\n"
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    out = out or sys.stdout
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)
+    try:
+        if args.command == "providers":
+            return _providers(args, out)
+        handler = {"ingest": _ingest, "search": _search, "ask": _ask}[args.command]
+        return asyncio.run(handler(args, out))
+    except SitechatError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"sitechat: error: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("sitechat: interrupted\n")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(
+            f"sitechat: unexpected error ({type(exc).__name__}: {exc}). "
+            "Run again with --debug for details.\n"
+        )
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Settings, read from ``SITECHAT_*`` environment variables and a ``.env`` file.
+
+Nested fields use ``__``: ``SITECHAT_LLM__PROVIDER=bedrock``. Each provider owns a section
+named after it, ``SITECHAT_<PROVIDER>__<FIELD>`` (``SITECHAT_OPENAI__API_KEY``), declared by
+the provider's ``config_class`` and validated when the provider is built, so a third-party
+plugin gets configuration the same way as a built-in one.
+
+Priority, highest first: arguments passed in code, environment variables, the ``.env``
+file, defaults. A bad value raises :class:`~sitechat.errors.ConfigurationError` naming the
+environment variable; secrets are never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sitechat.errors import ConfigurationError
+
+__all__ = [
+    "ChatSettings",
+    "EmbeddingsSettings",
+    "IngestSettings",
+    "LLMSettings",
+    "RetrievalSettings",
+    "RetrySettings",
+    "Settings",
+    "VectorStoreSettings",
+    "env_prefix_for",
+    "load_provider_config",
+]
+
+ENV_PREFIX = "SITECHAT_"
+_SECRET_HINTS = ("key", "secret", "password", "token", "dsn", "credential")
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class RetrySettings(BaseModel):
+    """How provider calls are retried before the first token (``SITECHAT_LLM__RETRY__*``)."""
+
+    max_attempts: int = Field(
+        default=3, ge=1, le=20, description="Tries in all, the first included."
+    )
+    initial_backoff: float = Field(
+        default=0.5, ge=0.0, description="Seconds before the first retry."
+    )
+    max_backoff: float = Field(default=8.0, ge=0.0, description="Cap on one wait, in seconds.")
+    deadline: float = Field(
+        default=60.0, gt=0, description="Seconds after which no new attempt starts."
+    )
+    jitter: bool = True
+
+
+class LLMSettings(BaseModel):
+    """Which LLM answers (``SITECHAT_LLM__*``)."""
+
+    provider: str | None = Field(
+        default=None,
+        description="Registry name of the LLM provider; unset picks 'openai' when an OpenAI "
+        "key is configured and the offline 'extractive' answerer otherwise.",
+    )
+    model: str | None = Field(default=None, description="Model id; each provider has a default.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=1024, ge=1, le=200_000)
+    timeout: float = Field(default=60.0, gt=0, description="Seconds to wait for the first byte.")
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Providers tried in order when the main one fails before its first token.",
+    )
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+
+
+class EmbeddingsSettings(BaseModel):
+    """Which embedder turns text into vectors (``SITECHAT_EMBEDDINGS__*``)."""
+
+    provider: str = "hashing"
+    model: str | None = None
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+class VectorStoreSettings(BaseModel):
+    """Which store keeps the vectors (``SITECHAT_VECTORSTORE__*``)."""
+
+    provider: str = "faiss"
+
+
+class RetrievalSettings(BaseModel):
+    """How passages are found (``SITECHAT_RETRIEVAL__*``)."""
+
+    top_k: int = Field(default=5, ge=1, le=50)
+    mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
+    min_score: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Dense similarity at or above which a passage counts as relevant on its own; "
+        "unset uses the embedder's calibrated value, if it has one.",
+    )
+    min_keyword_coverage: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of the question's content words a passage must contain to count as "
+        "relevant by keywords. Below both thresholds the site is taken not to cover the question.",
+    )
+    max_per_page: int = Field(
+        default=2, ge=1, description="Keeps one page from crowding out the rest."
+    )
+
+
+class ChatSettings(BaseModel):
+    """How conversations are handled (``SITECHAT_CHAT__*``)."""
+
+    provider: str = "retrieval"
+    max_message_chars: int = Field(default=4000, ge=1)
+    max_history_messages: int = Field(default=20, ge=0)
+
+
+class IngestSettings(BaseModel):
+    """Crawl limits (``SITECHAT_INGEST__*``)."""
+
+    max_pages: int = Field(default=500, ge=1)
+    max_depth: int = Field(default=10, ge=0)
+    max_bytes_per_page: int = Field(default=5_000_000, ge=1024)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    timeout: float = Field(default=20.0, gt=0)
+    user_agent: str = "sitechat (+https://github.com/sitechat/sitechat)"
+    allow_private: bool = False
+    chunk_size: int = Field(default=1200, ge=200, description="Maximum characters per chunk.")
+    chunk_overlap: int = Field(default=150, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything sitechat reads from the environment. Build it with :meth:`load`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    index: str = Field(
+        default="sitechat-index",
+        description="Where the index lives: a directory for 'faiss', a collection name for "
+        "database stores.",
+    )
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    embeddings: EmbeddingsSettings = Field(default_factory=EmbeddingsSettings)
+    vectorstore: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    @classmethod
+    def load(cls, env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+        """Read settings; ``overrides`` (as keyword arguments) win over the environment.
+
+        Raises :class:`ConfigurationError` naming the variable at fault.
+        """
+        try:
+            settings = cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise ConfigurationError(describe_validation_error(exc, ENV_PREFIX)) from None
+        settings._source_env_file = str(env_file) if env_file else None
+        return settings
+
+    @property
+    def env_file(self) -> str | None:
+        """The ``.env`` file these settings were read from; provider sections read it too."""
+        return self._source_env_file
+
+    _source_env_file: str | None = PrivateAttr(default=".env")
+
+
+def env_prefix_for(provider: str) -> str:
+    """The environment prefix of a provider's own section: ``SITECHAT_<NAME>__``."""
+    return f"{ENV_PREFIX}{provider.upper().replace('-', '_').replace('.', '_')}__"
+
+
+def load_provider_config(
+    config_class: type[ConfigT], provider: str, env_file: str | Path | None = ".env"
+) -> ConfigT:
+    """Read a provider's section (``SITECHAT_<NAME>__<FIELD>``) into ``config_class``.
+
+    ``config_class`` is a plain pydantic model; this wraps it in a settings source with the
+    provider's prefix so every provider, built-in or plugin, is configured the same way.
+    """
+    prefix = env_prefix_for(provider)
+    source = type(
+        f"{config_class.__name__}FromEnv",
+        (BaseSettings, config_class),
+        {
+            "model_config": SettingsConfigDict(
+                env_prefix=prefix,
+                env_nested_delimiter="__",
+                env_file=env_file if env_file and os.path.exists(env_file) else None,
+                extra="ignore",
+            )
+        },
+    )
+    try:
+        loaded = source()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc, prefix)) from None
+    return config_class.model_validate(loaded.model_dump())
+
+
+def describe_validation_error(exc: ValidationError, prefix: str) -> str:
+    """One line per bad field, naming its environment variable and never echoing a secret."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"] if not isinstance(part, int)]
+        env_var = prefix + "__".join(part.upper() for part in loc) if loc else prefix.rstrip("_")
+        message = err["msg"]
+        secret = any(hint in part.lower() for part in loc for hint in _SECRET_HINTS)
+        value = err.get("input")
+        shown = (
+            ""
+            if secret or isinstance(value, (dict, list)) or value is None
+            else f" (got {value!r})"
+        )
+        lines.append(f"{env_var}: {message}{shown}")
+    return (
+        "Invalid settings: "
+        + "; ".join(lines)
+        + ". Fix the variable in your environment or .env file."
+    )

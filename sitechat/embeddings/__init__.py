@@ -1,0 +1,1 @@
+"""Embedders: any LangChain ``Embeddings``; the offline ``hashing`` default lives here."""

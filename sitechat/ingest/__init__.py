@@ -1,0 +1,1 @@
+"""Ingestion: crawl or read a site, keep its main content, chunk it, embed what changed."""

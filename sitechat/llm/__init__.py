@@ -1,0 +1,1 @@
+"""LLM services: the :class:`~sitechat.llm.base.BaseLLMService` contract and its providers."""

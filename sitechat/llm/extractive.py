@@ -1,0 +1,131 @@
+"""An offline answerer that quotes the retrieved passages instead of generating text.
+
+It needs no key, no network and no model, so a newcomer sees sitechat answer (with real
+citations) in one command; it is also a deterministic stand-in for a real LLM in tests.
+It reads the same prompt an LLM would get, picks the sentences that best match the
+question, and cites the source each one came from.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from langchain_core.messages import BaseMessage
+
+from sitechat._text import content_terms, split_sentences
+from sitechat.chat.prompts import parse_prompt
+from sitechat.llm.base import BaseLLMService, LLMDelta
+from sitechat.models import Usage
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from sitechat.config import Settings
+
+__all__ = ["ExtractiveLLMService"]
+
+_TOKEN_RE = re.compile(r"\S+\s*|\s+")
+_NO_SOURCES = "The site does not seem to cover this: no passage matched the question."
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    source_rank: int
+    n: int
+    position: int
+    text: str
+    score: float
+
+
+class ExtractiveLLMService(BaseLLMService):
+    """Answers with the most relevant sentences of the sources, each cited as ``[n]``."""
+
+    name: ClassVar[str] = "extractive"
+    needs_key: ClassVar[bool] = False
+    context_window = 1_000_000
+    model = "extractive"
+
+    def __init__(self, *, max_sentences: int = 4, max_chars: int = 900) -> None:
+        self.max_sentences = max_sentences
+        self.max_chars = max_chars
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls()
+
+    async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[LLMDelta]:
+        prompt = parse_prompt(messages)
+        answer = self.compose(prompt.question, prompt.sources)
+        output_tokens = 0
+        for match in _TOKEN_RE.finditer(answer):
+            output_tokens += 1
+            yield LLMDelta(text=match.group(0))
+        input_tokens = sum(len(str(m.content).split()) for m in messages)
+        yield LLMDelta(usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+
+    def compose(self, question: str, sources: Sequence[tuple[int, str, str, str]]) -> str:
+        """The extractive answer to ``question`` from ``(n, title, url, text)`` sources."""
+        if not sources:
+            return _NO_SOURCES
+        candidates = self._candidates(question, sources)
+        chosen = self._choose(candidates)
+        if not chosen:
+            first = next((c for c in candidates if c.source_rank == 0), None)
+            if first is None:
+                return _NO_SOURCES
+            return f"The closest passage I found on the site says: {first.text} [{first.n}]"
+        groups: dict[int, list[_Candidate]] = {}
+        for cand in sorted(chosen, key=lambda c: (c.source_rank, c.position)):
+            groups.setdefault(cand.n, []).append(cand)
+        paragraphs = [" ".join(c.text for c in group) + f" [{n}]" for n, group in groups.items()]
+        return "\n\n".join(paragraphs)
+
+    def _candidates(
+        self, question: str, sources: Sequence[tuple[int, str, str, str]]
+    ) -> list[_Candidate]:
+        query = set(content_terms(question))
+        split = [
+            (rank, n, pos, sentence, set(content_terms(sentence)))
+            for rank, (n, _title, _url, text) in enumerate(sources)
+            for pos, sentence in enumerate(split_sentences(text))
+        ]
+        document_frequency: Counter[str] = Counter()
+        for *_, terms in split:
+            document_frequency.update(terms & query)
+        total = max(len(split), 1)
+        out = []
+        for rank, n, pos, sentence, terms in split:
+            matched = terms & query
+            score = sum(math.log(1 + total / document_frequency[t]) for t in matched)
+            # earlier (better-ranked) sources and shorter, denser sentences win ties
+            score *= 1.0 / (1 + 0.15 * rank)
+            score /= 1 + max(len(terms) - 25, 0) / 50
+            out.append(_Candidate(rank, n, pos, sentence, score))
+        return out
+
+    def _choose(self, candidates: list[_Candidate]) -> list[_Candidate]:
+        best = sorted((c for c in candidates if c.score > 0), key=lambda c: -c.score)
+        if not best:
+            return []
+        floor = best[0].score * 0.35
+        chosen: list[_Candidate] = []
+        length = 0
+        seen: list[str] = []
+        for cand in best:
+            if cand.score < floor or len(chosen) >= self.max_sentences:
+                break
+            if length + len(cand.text) > self.max_chars and chosen:
+                continue
+            key = " ".join(cand.text.lower().split())
+            # overlapping chunks repeat sentences, sometimes cut at the front
+            if any(key in other or other in key for other in seen):
+                continue
+            seen.append(key)
+            chosen.append(cand)
+            length += len(cand.text)
+        return chosen

@@ -1,0 +1,174 @@
+"""Find providers through Python entry points, import only the one selected.
+
+Four groups, name → class: ``sitechat.llm`` (:class:`BaseLLMService`),
+``sitechat.embeddings`` (LangChain ``Embeddings``), ``sitechat.vectorstores``
+(:class:`VectorStore`) and ``sitechat.chat`` (:class:`ChatService`). sitechat registers its
+own providers in its ``pyproject.toml`` exactly as a plugin package does::
+
+    [project.entry-points."sitechat.llm"]
+    my-llm = "my_package.llm:MyLLMService"
+
+Listing reads only package metadata; a provider module is imported when it is selected
+(or when :func:`check_providers` is asked to verify everything). A plugin that fails to
+import, or whose class is not a subclass of its group's base, is reported with its name,
+distribution and reason, and never stops the other providers from working.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from sitechat.errors import PluginError, ProviderNotFoundError
+
+__all__ = [
+    "GROUPS",
+    "ProviderInfo",
+    "ProviderStatus",
+    "available",
+    "check_providers",
+    "list_providers",
+    "load_provider",
+    "refresh",
+]
+
+logger = logging.getLogger(__name__)
+
+GROUPS: dict[str, str] = {
+    "llm": "sitechat.llm",
+    "embeddings": "sitechat.embeddings",
+    "vectorstores": "sitechat.vectorstores",
+    "chat": "sitechat.chat",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    """A registered provider, known from package metadata alone."""
+
+    group: str
+    name: str
+    target: str
+    distribution: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """The outcome of loading a provider: ``error`` is None when it is usable."""
+
+    info: ProviderInfo
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _base_class(group: str) -> type[Any]:
+    # imported here so that listing providers never imports the heavy contracts
+    if group == "llm":
+        from sitechat.llm.base import BaseLLMService
+
+        return BaseLLMService
+    if group == "embeddings":
+        from langchain_core.embeddings import Embeddings
+
+        return Embeddings
+    if group == "vectorstores":
+        from sitechat.vectorstores.base import VectorStore
+
+        return VectorStore
+    if group == "chat":
+        from sitechat.chat.base import ChatService
+
+        return ChatService
+    raise PluginError(f"Unknown provider group '{group}'. Known groups: {', '.join(GROUPS)}.")
+
+
+@cache
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    if group not in GROUPS:
+        raise PluginError(f"Unknown provider group '{group}'. Known groups: {', '.join(GROUPS)}.")
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=GROUPS[group]):
+        # the first distribution on sys.path wins, as for imports
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def refresh() -> None:
+    """Forget cached entry points, e.g. after installing a plugin in a running process."""
+    _entry_points.cache_clear()
+    _load.cache_clear()
+
+
+def _info(group: str, ep: EntryPoint) -> ProviderInfo:
+    dist = ep.dist
+    return ProviderInfo(
+        group=group,
+        name=ep.name,
+        target=ep.value,
+        distribution=dist.metadata["Name"] if dist is not None else "unknown",
+        version=dist.version if dist is not None else "unknown",
+    )
+
+
+def available(group: str) -> list[str]:
+    """The sorted names registered in ``group`` (no module is imported)."""
+    return sorted(_entry_points(group))
+
+
+def list_providers(group: str | None = None) -> list[ProviderInfo]:
+    """Every registered provider, from metadata only, sorted by group and name."""
+    groups = [group] if group else list(GROUPS)
+    return [_info(g, ep) for g in groups for _, ep in sorted(_entry_points(g).items())]
+
+
+@cache
+def _load(group: str, name: str) -> type[Any]:
+    eps = _entry_points(group)
+    if name not in eps:
+        raise ProviderNotFoundError(group, name, available(group))
+    ep = eps[name]
+    info = _info(group, ep)
+    try:
+        obj = ep.load()
+    except Exception as exc:  # a plugin may fail in any way while importing
+        raise PluginError(
+            f"The {group} provider '{name}' from {info.distribution} {info.version} failed to "
+            f"import ({type(exc).__name__}: {exc}). Reinstall or upgrade that package."
+        ) from exc
+    base = _base_class(group)
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise PluginError(
+            f"The {group} provider '{name}' from {info.distribution} {info.version} points at "
+            f"{ep.value}, which is not a subclass of {base.__name__}. Ask its author to fix it."
+        )
+    return obj
+
+
+def load_provider(group: str, name: str) -> type[Any]:
+    """Import and return the class registered as ``name`` in ``group``.
+
+    Raises :class:`ProviderNotFoundError` (listing the available names) or
+    :class:`PluginError` (naming the distribution and the reason).
+    """
+    return _load(group, name)
+
+
+def check_providers(group: str | None = None) -> list[ProviderStatus]:
+    """Load every registered provider and report which work; broken ones are logged."""
+    statuses = []
+    for info in list_providers(group):
+        try:
+            load_provider(info.group, info.name)
+        except PluginError as exc:
+            logger.warning("skipping provider: %s", exc)
+            statuses.append(ProviderStatus(info, str(exc)))
+        else:
+            statuses.append(ProviderStatus(info, None))
+    return statuses

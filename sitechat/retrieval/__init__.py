@@ -1,0 +1,1 @@
+"""Retrieval: hybrid dense + keyword search fused by reciprocal rank."""

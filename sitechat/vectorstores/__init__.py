@@ -1,0 +1,1 @@
+"""Vector stores: the :class:`~sitechat.vectorstores.base.VectorStore` contract and its stores."""

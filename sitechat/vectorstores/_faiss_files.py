@@ -1,0 +1,199 @@
+"""The files of a FAISS index directory: manifest, vectors, and crash-safe writes.
+
+A directory holds ``manifest.json`` (what this is, for humans and for a quick format
+check), ``chunks.sqlite3`` (the source of truth, including which vectors file is current)
+and ``vectors-<generation>.faiss``. Nothing here is ever pickled: the manifest is JSON and
+the vectors are FAISS's own binary format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import faiss
+
+from sitechat.errors import CorruptIndexError
+from sitechat.vectorstores.base import EmbedderInfo
+
+__all__ = [
+    "DATABASE_NAME",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "Manifest",
+    "corrupt",
+    "read_index_file",
+    "read_manifest",
+    "remove_stale_vectors",
+    "utc_now",
+    "vectors_path",
+    "write_index_file",
+    "write_manifest",
+]
+
+FORMAT_NAME = "sitechat-faiss"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+DATABASE_NAME = "chunks.sqlite3"
+_VECTORS_RE = re.compile(r"^vectors-(\d+)\.faiss$")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def corrupt(directory: Path, problem: str) -> CorruptIndexError:
+    """The one wording for every kind of damage: what is wrong, and to re-ingest."""
+    return CorruptIndexError(
+        f"The index at {directory} cannot be read: {problem}. Delete that directory and "
+        f"re-ingest (sitechat ingest <URL> --index {directory}), or restore it from a backup."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The parsed ``manifest.json``: informational except for format and embedder."""
+
+    embedder: EmbedderInfo
+    chunk_count: int
+    generation: int
+    created_at: str
+    updated_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "embedder": {"name": self.embedder.name, "dimension": self.embedder.dimension},
+            "chunk_count": self.chunk_count,
+            "generation": self.generation,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Parse and check ``manifest.json``; any surprise is a :class:`CorruptIndexError`."""
+    path = directory / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise corrupt(directory, f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise corrupt(directory, f"{MANIFEST_NAME} does not describe a sitechat FAISS index")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise corrupt(
+            directory,
+            f"it is in format version {version!r}, and this sitechat reads version "
+            f"{FORMAT_VERSION} (upgrade sitechat if the index is newer)",
+        )
+    try:
+        embedder = data["embedder"]
+        name, dimension = embedder["name"], embedder["dimension"]
+        if not isinstance(name, str) or not isinstance(dimension, int) or dimension < 1:
+            raise TypeError("bad embedder")
+        return Manifest(
+            embedder=EmbedderInfo(name, dimension),
+            chunk_count=int(data.get("chunk_count", 0)),
+            generation=int(data.get("generation", 0)),
+            created_at=str(data.get("created_at", "")),
+            updated_at=str(data.get("updated_at", "")),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise corrupt(
+            directory, f"{MANIFEST_NAME} has no valid embedder name and dimension"
+        ) from None
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Replace ``manifest.json`` atomically: readers see the old or the new one, never half."""
+    text = json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n"
+    target = directory / MANIFEST_NAME
+    temporary = directory / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+    fsync_directory(directory)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename durable; a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def vectors_path(directory: Path, generation: int) -> Path:
+    return directory / f"vectors-{generation}.faiss"
+
+
+def write_index_file(index: faiss.Index, path: Path) -> None:
+    """Write ``index`` under a temporary name, fsync it, then give it its final name."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        faiss.write_index(index, str(temporary))
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    fsync_directory(path.parent)
+
+
+def read_index_file(directory: Path, path: Path, dimension: int) -> faiss.Index:
+    """Load a vectors file, mapping FAISS's C++ errors to :class:`CorruptIndexError`.
+
+    Raises ``FileNotFoundError`` untouched: a concurrent writer may just have replaced the
+    file, and the caller retries with the new generation.
+    """
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        index = faiss.read_index(str(path))
+    except (RuntimeError, MemoryError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise corrupt(directory, f"{path.name} is damaged ({first_line[:200]})") from None
+    if not isinstance(index, faiss.IndexIDMap2):
+        raise corrupt(
+            directory, f"{path.name} holds a {type(index).__name__}, not an id-mapped index"
+        )
+    if index.d != dimension:
+        raise corrupt(
+            directory,
+            f"{path.name} holds vectors of dimension {index.d}, the index says {dimension}",
+        )
+    return index
+
+
+def remove_stale_vectors(directory: Path, keep: int) -> None:
+    """Delete vectors files of other generations and temporary files left by a crash.
+
+    Only the process holding the database's write lock may call this: another writer's
+    not-yet-committed generation would otherwise look stale.
+    """
+    for entry in directory.iterdir():
+        match = _VECTORS_RE.match(entry.name)
+        stale_vectors = match is not None and int(match.group(1)) != keep
+        leftover = entry.name.startswith(".vectors-") and entry.name.endswith(".tmp")
+        if stale_vectors or leftover:
+            with contextlib.suppress(OSError):
+                entry.unlink()

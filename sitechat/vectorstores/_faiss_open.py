@@ -1,0 +1,142 @@
+"""Creating and loading a FAISS index directory, with every check a damaged one fails.
+
+Creation builds a complete empty index in a hidden sibling directory and renames it into
+place, so a crash mid-creation never leaves a half-made index under the user's name.
+Loading reads the current generation from the database and the matching vectors file,
+retrying if a writer in another process switches generations meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+
+from sitechat.vectorstores import _faiss_files as files
+from sitechat.vectorstores import _faiss_sql as sql
+from sitechat.vectorstores.base import EmbedderInfo
+
+__all__ = ["LoadedIndex", "create_directory", "is_writable", "load_directory"]
+
+_OPEN_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedIndex:
+    """The checked parts of an index directory, ready to become a store."""
+
+    conn: sqlite3.Connection
+    index: faiss.Index
+    embedder: EmbedderInfo
+    meta: dict[str, str]
+    read_only: bool
+
+
+def create_directory(
+    directory: Path, embedder: EmbedderInfo, new_index: Callable[[int], faiss.Index]
+) -> None:
+    """Build a complete empty index aside, then rename it into place in one step."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.creating-", dir=directory.parent))
+    try:
+        now = files.utc_now()
+        conn = sql.connect(staging, read_only=False)
+        try:
+            sql.create_schema(
+                conn,
+                {
+                    "format": files.FORMAT_NAME,
+                    "format_version": str(files.FORMAT_VERSION),
+                    "embedder_name": embedder.name,
+                    "embedder_dimension": str(embedder.dimension),
+                    "next_id": "1",
+                    "generation": "0",
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+        finally:
+            conn.close()
+        files.write_index_file(new_index(embedder.dimension), files.vectors_path(staging, 0))
+        files.write_manifest(staging, files.Manifest(embedder, 0, 0, now, now))
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # an empty directory the user made for us
+        try:
+            staging.rename(directory)
+        except OSError:
+            if not (directory / files.MANIFEST_NAME).exists():
+                raise
+            # another process created the same index first: use theirs
+        files.fsync_directory(directory.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_directory(directory: Path) -> LoadedIndex:
+    """Open and check an existing index; any damage is a ``CorruptIndexError``."""
+    manifest = files.read_manifest(directory)
+    if not (directory / files.DATABASE_NAME).is_file():
+        raise files.corrupt(directory, f"{files.DATABASE_NAME} is missing")
+    read_only = not is_writable(directory)
+    with sql.sqlite_errors(directory):
+        conn = sql.connect(directory, read_only=read_only)
+    try:
+        return _load_with(directory, conn, manifest, read_only)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def is_writable(directory: Path) -> bool:
+    return os.access(directory, os.W_OK)
+
+
+def _load_with(
+    directory: Path, conn: sqlite3.Connection, manifest: files.Manifest, read_only: bool
+) -> LoadedIndex:
+    for _ in range(_OPEN_RETRIES):
+        with sql.sqlite_errors(directory):
+            conn.execute("BEGIN")
+            try:
+                meta = sql.read_meta(conn)
+                embedder = _check_meta(directory, meta, manifest)
+                count = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+        path = files.vectors_path(directory, int(meta["generation"]))
+        try:
+            index = files.read_index_file(directory, path, embedder.dimension)
+        except FileNotFoundError:
+            continue  # a writer switched generations under us: read the new one
+        if index.ntotal != count:
+            raise files.corrupt(
+                directory,
+                f"{path.name} holds {index.ntotal} vectors but the database {count} chunks",
+            )
+        return LoadedIndex(conn, index, embedder, meta, read_only)
+    raise files.corrupt(directory, "the current vectors file is missing")
+
+
+def _check_meta(directory: Path, meta: dict[str, str], manifest: files.Manifest) -> EmbedderInfo:
+    """The embedder recorded in the database, after checking the database is one of ours."""
+    if meta.get("format") != files.FORMAT_NAME or meta.get("format_version") != str(
+        files.FORMAT_VERSION
+    ):
+        raise files.corrupt(
+            directory, f"{files.DATABASE_NAME} is not a sitechat FAISS index database"
+        )
+    try:
+        embedder = EmbedderInfo(meta["embedder_name"], int(meta["embedder_dimension"]))
+        int(meta["generation"]), int(meta["next_id"])
+    except (KeyError, ValueError):
+        raise files.corrupt(directory, f"{files.DATABASE_NAME} lacks its bookkeeping") from None
+    if embedder != manifest.embedder:
+        raise files.corrupt(directory, f"{files.MANIFEST_NAME} and {files.DATABASE_NAME} disagree")
+    return embedder

@@ -1,0 +1,367 @@
+"""The SQLite half of the FAISS store: chunk rows, BM25 keyword index, bookkeeping.
+
+Chunk text and metadata live here rather than in Python dicts, so a large site costs disk,
+not RAM. ``meta`` records the embedder, the next FAISS id (ids are never reused) and the
+current vectors generation; committing a new generation is the atomic switch of a persist.
+Triggers keep two derived tables in step with ``chunks``: ``chunks_fts``, an
+external-content FTS5 index over title, headings and text, and ``chunk_metadata``, each
+chunk's metadata as indexed (key, value) rows so a filter is a lookup, not a JSON scan.
+
+Every function here expects the caller to hold the store's lock around the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from sitechat.embeddings.hashing import ENGLISH_STOPWORDS
+from sitechat.errors import InvalidInputError, StoreError
+from sitechat.models import Chunk
+from sitechat.vectorstores._faiss_files import DATABASE_NAME, corrupt
+
+__all__ = [
+    "chunk_hashes",
+    "chunks_by_fid",
+    "chunks_by_id",
+    "connect",
+    "create_schema",
+    "delete_rows",
+    "fids_where",
+    "filter_sql",
+    "json_list",
+    "keyword_hits",
+    "keyword_match_expression",
+    "read_meta",
+    "replace_rows",
+    "sqlite_errors",
+    "urls",
+    "write_meta",
+]
+
+# title and headings say what a chunk is about in a few words: a match there counts more
+BM25_WEIGHTS = (4.0, 2.0, 1.0)
+_MAX_QUERY_TOKENS = 64
+_QUERY_TOKEN_RE = re.compile(r"[^\W_]+")
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE chunks (
+    fid INTEGER PRIMARY KEY,
+    chunk_id TEXT NOT NULL UNIQUE,
+    url TEXT NOT NULL,
+    title TEXT NOT NULL,
+    headings TEXT NOT NULL,
+    heading_path TEXT NOT NULL,
+    anchor TEXT,
+    text TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    page_hash TEXT NOT NULL,
+    metadata TEXT NOT NULL
+);
+CREATE INDEX chunks_by_url ON chunks(url);
+CREATE TABLE chunk_metadata (
+    fid INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (key, value, fid)
+) WITHOUT ROWID;
+CREATE INDEX chunk_metadata_by_fid ON chunk_metadata(fid);
+CREATE VIRTUAL TABLE chunks_fts USING fts5(
+    title, headings, text, content='chunks', content_rowid='fid', tokenize='porter unicode61'
+);
+CREATE TRIGGER chunks_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, title, headings, text)
+    VALUES (new.fid, new.title, new.headings, new.text);
+    INSERT INTO chunk_metadata(fid, key, value)
+    SELECT new.fid, key, value FROM json_each(new.metadata);
+END;
+CREATE TRIGGER chunks_delete AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, title, headings, text)
+    VALUES ('delete', old.fid, old.title, old.headings, old.text);
+    DELETE FROM chunk_metadata WHERE fid = old.fid;
+END;
+CREATE TRIGGER chunks_no_update BEFORE UPDATE ON chunks BEGIN
+    SELECT RAISE(ABORT, 'chunks are replaced (deleted and inserted), never updated');
+END;
+"""
+
+CHUNK_COLUMNS = (
+    "fid, chunk_id, url, title, heading_path, anchor, text, content_hash, page_hash, metadata"
+)
+INSERT_CHUNK = (
+    "INSERT INTO chunks (fid, chunk_id, url, title, headings, heading_path, anchor, text, "
+    "content_hash, page_hash, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def connect(directory: Path, *, read_only: bool) -> sqlite3.Connection:
+    """Open the database in autocommit mode; transactions are begun explicitly.
+
+    One connection serves every thread of a store (under its lock), so a reader sees the
+    writer's not-yet-persisted rows, matching the in-memory vectors. A read-only
+    directory (a baked container image) is opened ``immutable``: no WAL files needed.
+    """
+    path = directory / DATABASE_NAME
+    if read_only:
+        uri = path.resolve().as_uri() + "?immutable=1"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL makes the commit that switches generations durable before persist returns
+            conn.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def create_schema(conn: sqlite3.Connection, meta: Mapping[str, str]) -> None:
+    try:
+        conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+    except sqlite3.OperationalError as exc:
+        if "fts5" in str(exc).lower():
+            raise StoreError(
+                "This Python's SQLite lacks the FTS5 extension the FAISS store needs for "
+                "keyword search. Use a Python built with a standard SQLite (3.9 or newer)."
+            ) from exc
+        raise
+    write_meta(conn, meta)
+
+
+def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
+    return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+
+
+def write_meta(conn: sqlite3.Connection, values: Mapping[str, str]) -> None:
+    conn.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        list(values.items()),
+    )
+
+
+@contextlib.contextmanager
+def sqlite_errors(directory: Path) -> Iterator[None]:
+    """Turn SQLite's exceptions into sitechat's: damage, a busy writer, a full disk."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        message = str(exc)
+        lowered = message.lower()
+        if "malformed" in lowered or "not a database" in lowered or "no such table" in lowered:
+            raise corrupt(
+                directory, f"{DATABASE_NAME} is damaged or not ours ({message})"
+            ) from None
+        if "locked" in lowered or "busy" in lowered:
+            raise StoreError(
+                f"The index at {directory} is being written by another process. Wait for it "
+                "to finish, or give this process its own index directory."
+            ) from exc
+        raise StoreError(f"The index database at {directory} failed: {message}.") from exc
+
+
+def chunk_row(fid: int, chunk: Chunk) -> tuple[Any, ...]:
+    """The ``INSERT_CHUNK`` parameters for one chunk."""
+    return (
+        fid,
+        chunk.id,
+        chunk.url,
+        chunk.title,
+        "\n".join(chunk.heading_path),
+        json.dumps(list(chunk.heading_path), ensure_ascii=False),
+        chunk.anchor,
+        chunk.text,
+        chunk.content_hash,
+        chunk.page_hash,
+        json.dumps(dict(chunk.metadata), ensure_ascii=False, sort_keys=True),
+    )
+
+
+def read_chunk(directory: Path, row: Sequence[Any]) -> Chunk:
+    """A :class:`Chunk` from a row of ``CHUNK_COLUMNS`` (the fid is ignored)."""
+    _, chunk_id, url, title, heading_path, anchor, text, c_hash, p_hash, metadata = row
+    try:
+        headings = json.loads(heading_path)
+        meta = json.loads(metadata)
+    except ValueError:
+        raise corrupt(
+            directory, f"chunk {chunk_id!r} has unreadable headings or metadata"
+        ) from None
+    return Chunk(
+        id=chunk_id,
+        url=url,
+        title=title,
+        heading_path=tuple(str(h) for h in headings),
+        anchor=anchor,
+        text=text,
+        content_hash=c_hash,
+        page_hash=p_hash,
+        metadata=MappingProxyType({str(k): str(v) for k, v in meta.items()}),
+    )
+
+
+def filter_sql(
+    where: Mapping[str, str] | None, fid: Literal["fid", "rowid"] = "fid"
+) -> tuple[str, list[str]]:
+    """An SQL condition on the FAISS id column ``fid`` (``"1"`` when ``where`` is empty)
+    keeping chunks whose url and metadata equal every value of ``where``.
+
+    Keys and values are bound parameters, never spliced into the SQL; both lookups use an
+    index.
+    """
+    if not where:
+        return "1", []
+    clauses: list[str] = []
+    params: list[str] = []
+    for key, value in where.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidInputError(
+                f"Search filters map names to strings; got {key!r}: {value!r}. "
+                "Pass values as strings."
+            )
+        if key == "url":
+            clauses.append(f"{fid} IN (SELECT fid FROM chunks WHERE url = ?)")  # noqa: S608
+            params.append(value)
+        else:
+            by_metadata = "SELECT fid FROM chunk_metadata WHERE key = ? AND value = ?"
+            clauses.append(f"{fid} IN ({by_metadata})")
+            params.extend((key, value))
+    return " AND ".join(clauses), params
+
+
+def keyword_match_expression(query: str) -> str:
+    """An FTS5 query matching any word of ``query``; user text never becomes FTS syntax.
+
+    Each word is quoted (so ``NEAR``, ``*``, ``-`` or ``"`` mean nothing special) and the
+    words are OR-ed: BM25 then ranks passages with more, and rarer, words first. English
+    stopwords are dropped when other words remain: "the" matches nearly every passage,
+    which costs time and adds nothing to the ranking.
+    """
+    seen: dict[str, None] = {}
+    for token in _QUERY_TOKEN_RE.findall(query.lower()):
+        seen.setdefault(token, None)
+        if len(seen) >= _MAX_QUERY_TOKENS:
+            break
+    words = [token for token in seen if token not in ENGLISH_STOPWORDS] or list(seen)
+    return " OR ".join(f'"{token}"' for token in words)
+
+
+def json_list(values: Sequence[object]) -> str:
+    """One bound parameter for any number of values: ``IN (SELECT value FROM json_each(?))``."""
+    return json.dumps(list(values))
+
+
+def replace_rows(conn: sqlite3.Connection, chunks: Sequence[Chunk], first_fid: int) -> list[int]:
+    """Insert ``chunks`` with ids from ``first_fid``, removing any rows with the same chunk
+    ids first, all or nothing; returns the removed rows' FAISS ids."""
+    conn.execute("SAVEPOINT replace_rows")
+    try:
+        old_fids = [
+            int(row[0])
+            for row in conn.execute(
+                "SELECT fid FROM chunks WHERE chunk_id IN (SELECT value FROM json_each(?))",
+                (json_list([c.id for c in chunks]),),
+            )
+        ]
+        if old_fids:
+            conn.execute(
+                "DELETE FROM chunks WHERE fid IN (SELECT value FROM json_each(?))",
+                (json_list(old_fids),),
+            )
+        conn.executemany(INSERT_CHUNK, [chunk_row(first_fid + i, c) for i, c in enumerate(chunks)])
+        write_meta(conn, {"next_id": str(first_fid + len(chunks))})
+    except BaseException:
+        conn.execute("ROLLBACK TO replace_rows")
+        conn.execute("RELEASE replace_rows")
+        raise
+    conn.execute("RELEASE replace_rows")
+    return old_fids
+
+
+def delete_rows(conn: sqlite3.Connection, fids: Sequence[int]) -> None:
+    conn.execute(
+        "DELETE FROM chunks WHERE fid IN (SELECT value FROM json_each(?))", (json_list(fids),)
+    )
+
+
+def fids_where(
+    conn: sqlite3.Connection,
+    *,
+    chunk_ids: Sequence[str] | None = None,
+    url: str | None = None,
+    where: Mapping[str, str] | None = None,
+) -> list[int]:
+    """FAISS ids of the chunks with these ids, or of this page, or passing ``where``."""
+    if chunk_ids is not None:
+        condition, params = "chunk_id IN (SELECT value FROM json_each(?))", [json_list(chunk_ids)]
+    elif url is not None:
+        condition, params = "url = ?", [url]
+    else:
+        condition, params = filter_sql(where)
+    statement = f"SELECT fid FROM chunks WHERE {condition}"  # noqa: S608
+    return [int(row[0]) for row in conn.execute(statement, params)]
+
+
+def chunks_by_fid(
+    conn: sqlite3.Connection, directory: Path, fids: Sequence[int]
+) -> dict[int, Chunk]:
+    rows = conn.execute(
+        f"SELECT {CHUNK_COLUMNS} FROM chunks "  # noqa: S608
+        "WHERE fid IN (SELECT value FROM json_each(?))",
+        (json_list(fids),),
+    ).fetchall()
+    return {int(row[0]): read_chunk(directory, row) for row in rows}
+
+
+def chunks_by_id(conn: sqlite3.Connection, directory: Path, ids: Sequence[str]) -> list[Chunk]:
+    """The chunks with these ids, in the given order, unknown ids skipped."""
+    rows = conn.execute(
+        f"SELECT {CHUNK_COLUMNS} FROM chunks "  # noqa: S608
+        "WHERE chunk_id IN (SELECT value FROM json_each(?))",
+        (json_list(ids),),
+    ).fetchall()
+    found = {row[1]: read_chunk(directory, row) for row in rows}
+    return [found[i] for i in ids if i in found]
+
+
+def keyword_hits(
+    conn: sqlite3.Connection,
+    directory: Path,
+    expression: str,
+    k: int,
+    where: Mapping[str, str] | None,
+) -> list[tuple[Chunk, float]]:
+    """The ``k`` best BM25 matches of an FTS5 ``expression``, with score ``-bm25``."""
+    condition, values = filter_sql(where, fid="rowid")
+    weights = ", ".join(str(w) for w in BM25_WEIGHTS)
+    columns = ", ".join(f"c.{name.strip()}" for name in CHUNK_COLUMNS.split(","))
+    # rank inside the FTS table first, then read only the k winning rows' text
+    statement = (
+        f"SELECT {columns}, top.score FROM ("  # noqa: S608
+        f"SELECT rowid, bm25(chunks_fts, {weights}) AS score FROM chunks_fts "
+        f"WHERE chunks_fts MATCH ? AND {condition} ORDER BY score LIMIT ?"
+        ") AS top JOIN chunks AS c ON c.fid = top.rowid ORDER BY top.score"
+    )
+    rows = conn.execute(statement, [expression, *values, k]).fetchall()
+    return [(read_chunk(directory, row[:-1]), -float(row[-1])) for row in rows]
+
+
+def chunk_hashes(conn: sqlite3.Connection, url: str | None) -> dict[str, str]:
+    if url is None:
+        rows = conn.execute("SELECT chunk_id, content_hash FROM chunks")
+    else:
+        rows = conn.execute("SELECT chunk_id, content_hash FROM chunks WHERE url = ?", (url,))
+    return {str(chunk_id): str(digest) for chunk_id, digest in rows}
+
+
+def urls(conn: sqlite3.Connection) -> list[str]:
+    return [str(url) for (url,) in conn.execute("SELECT DISTINCT url FROM chunks ORDER BY url")]

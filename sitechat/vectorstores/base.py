@@ -1,0 +1,130 @@
+"""The vector store contract every store implements.
+
+=============================  ======================================================
+Member                         Contract
+=============================  ======================================================
+``name``                       Class attribute: registry name (``"faiss"``).
+``supports_keyword_search``    Class attribute: True if ``keyword_search`` works; the
+                               hybrid retriever then fuses it with dense search.
+``embedder``                   The :class:`EmbedderInfo` (name, dimension) that built
+                               the store; opening it with another embedder raises
+                               :class:`~sitechat.errors.EmbedderMismatchError`.
+``upsert(chunks, vectors)``    Insert or replace chunks by ``Chunk.id`` with one vector
+                               each (same order, dimension ``embedder.dimension``).
+``search(vector, k, where)``   Up to ``k`` hits, best first, higher score is better.
+                               ``where`` keeps chunks whose metadata (and ``url``)
+                               equal every given value.
+``keyword_search(query, ...)``  Up to ``k`` hits ranked by a keyword model (BM25).
+``get(ids)``                   The stored chunks for these ids (unknown ids skipped).
+``delete(ids)``                Remove chunks by id; returns how many were removed.
+``delete_by_url(url)``         Remove every chunk of one page; returns the count.
+``chunk_hashes(url=None)``     ``{chunk_id: content_hash}`` for one page or all, so
+                               ingest can embed only what changed.
+``urls()``                     Every page URL in the store.
+``count()``                    Number of chunks.
+``persist()``                  Make every change durable; a crash before it returns
+                               leaves the previous persisted state readable.
+``aclose()``                   Persist if needed and release resources.
+=============================  ======================================================
+
+All methods are coroutines: network stores do I/O, embedded stores run heavy work off the
+event loop. Many concurrent readers are allowed while one writer upserts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel
+
+from sitechat.models import Chunk, SearchHit
+
+if TYPE_CHECKING:
+    from sitechat.config import Settings
+
+__all__ = ["EmbedderInfo", "VectorStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedderInfo:
+    """Which embedder built an index: vectors from another one are meaningless in it."""
+
+    name: str
+    dimension: int
+
+
+class VectorStore(ABC):
+    """Abstract base of every vector store. See the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    supports_keyword_search: ClassVar[bool] = False
+    config_class: ClassVar[type[BaseModel] | None] = None
+
+    @classmethod
+    @abstractmethod
+    async def open(
+        cls, settings: Settings, embedder: EmbedderInfo | None, *, create: bool
+    ) -> VectorStore:
+        """Open the store ``settings.index`` names.
+
+        With ``create`` a missing store is made for ``embedder``. With ``embedder=None``
+        the store must exist and its recorded embedder is adopted (read-only callers).
+        Raises :class:`~sitechat.errors.IndexNotFoundError` when it is missing and
+        :class:`~sitechat.errors.EmbedderMismatchError` when ``embedder`` differs.
+        """
+
+    @property
+    @abstractmethod
+    def embedder(self) -> EmbedderInfo:
+        """The embedder that built this store."""
+
+    @abstractmethod
+    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
+        """Insert or replace ``chunks`` (by id) with their vectors."""
+
+    @abstractmethod
+    async def search(
+        self, vector: Sequence[float], k: int = 5, where: Mapping[str, str] | None = None
+    ) -> list[SearchHit]:
+        """The ``k`` chunks nearest to ``vector``, best first."""
+
+    async def keyword_search(
+        self, query: str, k: int = 5, where: Mapping[str, str] | None = None
+    ) -> list[SearchHit]:
+        """The ``k`` chunks best matching ``query`` by keywords; empty if unsupported."""
+        return []
+
+    @abstractmethod
+    async def get(self, ids: Sequence[str]) -> list[Chunk]:
+        """The stored chunks with these ids, in the given order."""
+
+    @abstractmethod
+    async def delete(self, ids: Sequence[str]) -> int:
+        """Remove chunks by id; returns how many existed."""
+
+    @abstractmethod
+    async def delete_by_url(self, url: str) -> int:
+        """Remove every chunk of the page ``url``; returns how many existed."""
+
+    @abstractmethod
+    async def chunk_hashes(self, url: str | None = None) -> dict[str, str]:
+        """``{chunk_id: content_hash}`` for the page ``url``, or for the whole store."""
+
+    @abstractmethod
+    async def urls(self) -> list[str]:
+        """Every page URL with at least one chunk."""
+
+    @abstractmethod
+    async def count(self) -> int:
+        """The number of chunks stored."""
+
+    @abstractmethod
+    async def persist(self) -> None:
+        """Make all changes durable (atomically for embedded stores)."""
+
+    async def aclose(self) -> None:
+        """Persist pending changes and release resources."""
+        await self.persist()

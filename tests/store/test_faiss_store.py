@@ -1,0 +1,687 @@
+"""The FAISS store against real FAISS and real SQLite in temporary directories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Sequence
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from sitechat.config import Settings
+from sitechat.embeddings.hashing import HashingEmbeddings
+from sitechat.errors import (
+    CorruptIndexError,
+    EmbedderMismatchError,
+    IndexNotFoundError,
+    InvalidInputError,
+    StoreError,
+)
+from sitechat.models import Chunk
+from sitechat.vectorstores import _faiss_files, _faiss_open
+from sitechat.vectorstores.base import EmbedderInfo, VectorStore
+from sitechat.vectorstores.faiss import FaissVectorStore
+
+EMBEDDER = HashingEmbeddings(dimension=64)
+INFO = EmbedderInfo(EMBEDDER.embedder_name, EMBEDDER.dimension)
+
+
+def make_chunk(
+    chunk_id: str,
+    text: str,
+    *,
+    url: str = "https://docs.example.com/page",
+    title: str = "Page",
+    metadata: dict[str, str] | None = None,
+) -> Chunk:
+    return Chunk(
+        id=chunk_id,
+        url=url,
+        title=title,
+        heading_path=("Guide", f"Section {chunk_id}"),
+        anchor=f"anchor-{chunk_id}",
+        text=text,
+        content_hash=f"hash-{text}",
+        page_hash="page-hash",
+        metadata=metadata or {},
+    )
+
+
+def vectors(chunks: Sequence[Chunk]) -> list[list[float]]:
+    return EMBEDDER.embed_documents([c.text for c in chunks])
+
+
+CORPUS = [
+    make_chunk(
+        "install", "Install the package with pip install sitechat.", url="https://d/install"
+    ),
+    make_chunk(
+        "config",
+        "Configure the logging level with an environment variable.",
+        url="https://d/config",
+    ),
+    make_chunk(
+        "weather",
+        "The weather in Paris is mild in spring.",
+        url="https://d/misc",
+        metadata={"lang": "en"},
+    ),
+    make_chunk(
+        "wetter",
+        "Das Wetter in Berlin ist kalt.",
+        url="https://d/misc",
+        metadata={"lang": "de", "odd 'key\"": "x'); DROP TABLE chunks; --"},
+    ),
+]
+
+
+@pytest.fixture
+def index_dir(tmp_path: Path) -> Path:
+    return tmp_path / "index"
+
+
+@pytest.fixture
+async def store(index_dir: Path) -> AsyncIterator[FaissVectorStore]:
+    opened = await FaissVectorStore.open_path(index_dir, INFO, create=True)
+    await opened.upsert(CORPUS, vectors(CORPUS))
+    yield opened
+    await opened.aclose()
+
+
+def fids_by_chunk_id(directory: Path) -> dict[str, int]:
+    with closing(sqlite3.connect(f"file:{directory / 'chunks.sqlite3'}?mode=ro", uri=True)) as conn:
+        return {cid: fid for fid, cid in conn.execute("SELECT fid, chunk_id FROM chunks")}
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def file_heads(directory: Path) -> list[bytes]:
+    return [p.read_bytes()[:2] for p in directory.iterdir()]
+
+
+def make_directory(directory: Path, contents: dict[str, bytes] | None = None) -> None:
+    directory.mkdir(exist_ok=True)
+    for name, data in (contents or {}).items():
+        (directory / name).write_bytes(data)
+
+
+def read_manifest(directory: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((directory / "manifest.json").read_text())
+    return data
+
+
+def die(store: FaissVectorStore) -> None:
+    """What a killed process leaves: its connection gone, its open transaction rolled back."""
+    store._conn.close()
+    store._closed = True
+
+
+async def ids_of(store: VectorStore, query: str, k: int = 4, **where: str) -> list[str]:
+    hits = await store.search(EMBEDDER.embed_query(query), k, where or None)
+    return [hit.chunk.id for hit in hits]
+
+
+# ---------------------------------------------------------------- opening
+
+
+async def test_open_from_settings_creates_the_directory(tmp_path: Path) -> None:
+    """``open(settings, ...)`` uses ``settings.index`` as the directory and records the embedder."""
+    settings = Settings(index=str(tmp_path / "from-settings"))
+    store = await FaissVectorStore.open(settings, INFO, create=True)
+    assert store.embedder == INFO
+    assert store.name == "faiss"
+    assert store.supports_keyword_search
+    await store.aclose()
+    manifest = read_manifest(tmp_path / "from-settings")
+    assert manifest["format"] == "sitechat-faiss"
+    assert manifest["format_version"] == 1
+    assert manifest["embedder"] == {"name": INFO.name, "dimension": INFO.dimension}
+
+
+async def test_missing_index_says_to_ingest_first(index_dir: Path) -> None:
+    """Opening a directory that holds no index names the ingest command to run."""
+    with pytest.raises(IndexNotFoundError, match=r"sitechat ingest .* --index"):
+        await FaissVectorStore.open_path(index_dir, INFO)
+    with pytest.raises(IndexNotFoundError):
+        await FaissVectorStore.open_path(index_dir, None, create=True)
+    assert names(index_dir) == []
+
+
+async def test_an_empty_existing_directory_can_become_an_index(index_dir: Path) -> None:
+    """A directory the user created beforehand is fine as long as it is empty."""
+    make_directory(index_dir)
+    store = await FaissVectorStore.open_path(index_dir, INFO, create=True)
+    await store.aclose()
+    assert "manifest.json" in names(index_dir)
+
+
+async def test_a_foreign_non_empty_directory_is_refused(index_dir: Path) -> None:
+    """sitechat never scatters index files into a directory holding other things."""
+    make_directory(index_dir, {"notes.txt": b"mine"})
+    with pytest.raises(CorruptIndexError, match="not a sitechat index"):
+        await FaissVectorStore.open_path(index_dir, INFO, create=True)
+
+
+async def test_adopts_the_recorded_embedder(store: FaissVectorStore, index_dir: Path) -> None:
+    """``embedder=None`` opens an existing index with whatever built it."""
+    await store.persist()
+    reader = await FaissVectorStore.open_path(index_dir, None)
+    assert reader.embedder == INFO
+    assert await reader.count() == len(CORPUS)
+    await reader.aclose()
+
+
+async def test_another_embedder_is_refused_naming_both(
+    store: FaissVectorStore, index_dir: Path
+) -> None:
+    """Opening with a different embedder explains the clash and the two ways out."""
+    await store.persist()
+    other = EmbedderInfo("openai:text-embedding-3-small", 1536)
+    with pytest.raises(EmbedderMismatchError) as caught:
+        await FaissVectorStore.open_path(index_dir, other, create=True)
+    message = str(caught.value)
+    for part in (INFO.name, other.name, "Re-ingest into a new index", "original embedder"):
+        assert part in message
+
+
+# ---------------------------------------------------------------- round trip and writes
+
+
+async def test_round_trip_persist_and_reopen(store: FaissVectorStore, index_dir: Path) -> None:
+    """After persist and reopen, chunks and search results are exactly the same."""
+    query = EMBEDDER.embed_query("how do I install it")
+    before = await store.search(query, 4)
+    keyword_before = await store.keyword_search("weather Paris", 2)
+    await store.aclose()
+    reopened = await FaissVectorStore.open_path(index_dir, INFO)
+    after = await reopened.search(query, 4)
+    assert [(h.chunk, round(h.score, 6)) for h in after] == [
+        (h.chunk, round(h.score, 6)) for h in before
+    ]
+    assert await reopened.keyword_search("weather Paris", 2) == keyword_before
+    assert await reopened.get([c.id for c in CORPUS]) == CORPUS
+    await reopened.aclose()
+
+
+async def test_search_scores_are_cosine_similarities(store: FaissVectorStore) -> None:
+    """A stored text searched for itself scores 1 and ranks first."""
+    hits = await store.search(EMBEDDER.embed_query(CORPUS[1].text), 2)
+    assert hits[0].chunk.id == "config"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].score > hits[1].score
+
+
+async def test_search_of_a_zero_vector_or_k_zero_finds_nothing(store: FaissVectorStore) -> None:
+    """A vector with no direction, or k=0, returns no hits rather than arbitrary ones."""
+    assert await store.search([0.0] * INFO.dimension, 3) == []
+    assert await store.search(EMBEDDER.embed_query("install"), 0) == []
+
+
+async def test_upsert_replaces_by_chunk_id(store: FaissVectorStore) -> None:
+    """Upserting a known id replaces its text, vector and keywords; count is unchanged."""
+    replacement = make_chunk("install", "Download the installer from the releases page.")
+    await store.upsert([replacement], vectors([replacement]))
+    assert await store.count() == len(CORPUS)
+    assert await store.get(["install"]) == [replacement]
+    assert (await ids_of(store, "download installer releases"))[0] == "install"
+    assert await store.keyword_search("pip", 4) == []
+    assert [h.chunk.id for h in await store.keyword_search("releases", 4)] == ["install"]
+
+
+async def test_duplicate_ids_in_one_upsert_keep_the_last(store: FaissVectorStore) -> None:
+    """Within one call, a repeated id behaves like two upserts in order."""
+    first, second = make_chunk("dup", "first version"), make_chunk("dup", "second version")
+    await store.upsert([first, second], vectors([first, second]))
+    assert await store.get(["dup"]) == [second]
+    assert await store.count() == len(CORPUS) + 1
+
+
+async def test_delete_by_ids_and_by_url(store: FaissVectorStore) -> None:
+    """Deletes return how many existed and remove vectors, rows and keywords."""
+    assert await store.delete(["install", "no-such-id"]) == 1
+    assert await store.delete(["install"]) == 0
+    assert "install" not in await ids_of(store, "install the package")
+    assert await store.keyword_search("pip", 4) == []
+    assert await store.delete_by_url("https://d/misc") == 2
+    assert await store.count() == 1
+    assert await store.urls() == ["https://d/config"]
+    assert await store.chunk_hashes("https://d/misc") == {}
+    assert await store.delete_by_url("https://d/misc") == 0
+    assert await store.delete([]) == 0
+
+
+async def test_faiss_ids_are_never_reused(store: FaissVectorStore, index_dir: Path) -> None:
+    """Deleted and replaced chunks' ids stay retired, across a reopen too."""
+    await store.persist()
+    first = fids_by_chunk_id(index_dir)
+    await store.delete(["wetter"])
+    replacement = make_chunk("config", "Configure it differently.")
+    await store.upsert([replacement], vectors([replacement]))
+    await store.aclose()
+    reopened = await FaissVectorStore.open_path(index_dir, INFO)
+    fresh = make_chunk("fresh", "A brand new chunk.")
+    await reopened.upsert([fresh], vectors([fresh]))
+    await reopened.persist()
+    after = fids_by_chunk_id(index_dir)
+    assert after["config"] > max(first.values())
+    assert after["fresh"] > after["config"]
+    assert after["install"] == first["install"]
+    await reopened.aclose()
+
+
+async def test_get_keeps_the_requested_order_and_skips_unknown_ids(store: FaissVectorStore) -> None:
+    """``get`` answers in the caller's order and ignores ids it does not hold."""
+    got = await store.get(["weather", "nope", "install"])
+    assert [c.id for c in got] == ["weather", "install"]
+    assert await store.get([]) == []
+
+
+async def test_chunk_hashes_and_urls(store: FaissVectorStore) -> None:
+    """Ingest's change detection sees every chunk's hash, per page or overall."""
+    assert await store.chunk_hashes("https://d/install") == {"install": CORPUS[0].content_hash}
+    assert set(await store.chunk_hashes()) == {c.id for c in CORPUS}
+    assert await store.urls() == ["https://d/config", "https://d/install", "https://d/misc"]
+
+
+async def test_bad_vectors_are_rejected_before_any_change(store: FaissVectorStore) -> None:
+    """Wrong counts, dimensions or NaN raise InvalidInputError and leave the store as it was."""
+    chunk = make_chunk("x", "text")
+    with pytest.raises(InvalidInputError, match="one vector per chunk"):
+        await store.upsert([chunk], [])
+    with pytest.raises(InvalidInputError, match="dimension 64"):
+        await store.upsert([chunk], [[0.1] * 3])
+    with pytest.raises(InvalidInputError, match="NaN"):
+        await store.upsert([chunk], [[float("nan")] * 64])
+    with pytest.raises(InvalidInputError, match="dimension 64"):
+        await store.search([1.0, 2.0], 3)
+    assert await store.count() == len(CORPUS)
+
+
+# ---------------------------------------------------------------- filters and keywords
+
+
+async def test_filters_on_url_and_metadata(store: FaissVectorStore) -> None:
+    """``where`` keeps only chunks whose url and metadata equal every value."""
+    assert set(await ids_of(store, "weather", url="https://d/misc")) == {"weather", "wetter"}
+    assert await ids_of(store, "weather", lang="de") == ["wetter"]
+    assert await ids_of(store, "weather", url="https://d/misc", lang="en") == ["weather"]
+    assert await ids_of(store, "weather", url="https://d/install", lang="en") == []
+    assert await ids_of(store, "weather", lang="fr") == []
+    odd = {"odd 'key\"": "x'); DROP TABLE chunks; --"}
+    hits = await store.search(EMBEDDER.embed_query("weather"), 4, odd)
+    assert [h.chunk.id for h in hits] == ["wetter"]
+    hits = await store.keyword_search("weather wetter", 4, {"lang": "en"})
+    assert [h.chunk.id for h in hits] == ["weather"]
+
+
+async def test_filter_values_must_be_strings(store: FaissVectorStore) -> None:
+    """A non-string filter value is refused with a hint rather than silently matching nothing."""
+    with pytest.raises(InvalidInputError, match="strings"):
+        await store.search(EMBEDDER.embed_query("x"), 2, {"lang": 3})  # type: ignore[dict-item]
+
+
+async def test_keyword_search_ranks_a_title_match_first(index_dir: Path) -> None:
+    """BM25 weighs the title over body text: the page titled with the word wins."""
+    chunks = [
+        make_chunk("body1", "Deployment notes mention asyncio once among many other words here."),
+        make_chunk("titled", "Event loops, tasks and coroutines.", title="asyncio reference"),
+        make_chunk("body2", "Nothing relevant, but asyncio appears in this long passage too."),
+        make_chunk("none", "Completely unrelated text about gardening."),
+    ]
+    store = await FaissVectorStore.open_path(index_dir, INFO, create=True)
+    await store.upsert(chunks, vectors(chunks))
+    hits = await store.keyword_search("asyncio", 5)
+    assert hits[0].chunk.id == "titled"
+    assert {h.chunk.id for h in hits} == {"titled", "body1", "body2"}
+    assert hits[0].score > hits[1].score >= hits[2].score
+    await store.aclose()
+
+
+async def test_keyword_search_uses_stems(store: FaissVectorStore) -> None:
+    """The porter tokenizer matches "configuring" to "Configure"."""
+    hits = await store.keyword_search("configuring", 3)
+    assert [h.chunk.id for h in hits] == ["config"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ['"unbalanced', "NEAR(pip install)", "pip*", "-pip", "title:pip", "AND OR NOT", "^ + {} () :"],
+)
+async def test_keyword_query_syntax_is_never_interpreted(
+    store: FaissVectorStore, query: str
+) -> None:
+    """User text with FTS5 operators is searched as words and never raises."""
+    await store.keyword_search(query, 3)
+
+
+async def test_keyword_search_without_words_finds_nothing(store: FaissVectorStore) -> None:
+    """Punctuation alone is not a query."""
+    assert await store.keyword_search("?!…", 3) == []
+
+
+# ---------------------------------------------------------------- durability
+
+
+async def test_only_expected_files_and_no_pickle(store: FaissVectorStore, index_dir: Path) -> None:
+    """The directory holds the manifest, the database and one vectors file: no pickle."""
+    await store.upsert(
+        [make_chunk("more", "more text")], vectors([make_chunk("more", "more text")])
+    )
+    await store.persist()
+    await store.delete(["more"])
+    await store.aclose()
+    assert names(index_dir) == ["chunks.sqlite3", "manifest.json", "vectors-2.faiss"]
+    for head in file_heads(index_dir):
+        # a pickle starts with the PROTO opcode 0x80 and a protocol number
+        assert not (head[:1] == b"\x80" and head[1:2] in {bytes([n]) for n in range(2, 6)})
+
+
+async def test_persist_without_changes_writes_nothing(
+    store: FaissVectorStore, index_dir: Path
+) -> None:
+    """A clean store's persist is a no-op: no new generation."""
+    await store.persist()
+    await store.persist()
+    assert [n for n in names(index_dir) if n.startswith("vectors")] == ["vectors-1.faiss"]
+
+
+async def test_unpersisted_changes_are_lost_not_corrupting(
+    store: FaissVectorStore, index_dir: Path
+) -> None:
+    """Changes after the last persist vanish with the process; the rest reads fine."""
+    await store.persist()
+    extra = make_chunk("extra", "never persisted")
+    await store.upsert([extra], vectors([extra]))
+    await store.delete(["install"])
+    die(store)
+    reopened = await FaissVectorStore.open_path(index_dir, INFO)
+    assert sorted(await reopened.chunk_hashes()) == sorted(c.id for c in CORPUS)
+    assert (await ids_of(reopened, "install the package"))[0] == "install"
+    await reopened.aclose()
+
+
+async def test_crash_before_the_commit_keeps_the_old_generation(
+    store: FaissVectorStore, index_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New vectors written but never committed: reopen reads the previous state, then tidies."""
+    await store.persist()
+    extra = make_chunk("extra", "written but not switched")
+    await store.upsert([extra], vectors([extra]))
+
+    def crash(*args: object) -> None:
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(FaissVectorStore, "_commit_generation", crash)
+    with pytest.raises(KeyboardInterrupt):
+        await store.persist()
+    monkeypatch.undo()
+    make_directory(
+        index_dir,
+        {
+            "vectors-7.faiss": b"left by an even older crash",
+            ".vectors-8.faiss.123.tmp": b"half written",
+        },
+    )
+    die(store)
+
+    reopened = await FaissVectorStore.open_path(index_dir, INFO)
+    assert await reopened.count() == len(CORPUS)
+    assert await reopened.get(["extra"]) == []
+    await reopened.upsert([extra], vectors([extra]))
+    await reopened.aclose()
+    assert names(index_dir) == ["chunks.sqlite3", "manifest.json", "vectors-2.faiss"]
+
+
+async def test_crash_after_the_commit_keeps_the_new_generation(
+    store: FaissVectorStore, index_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Switched but not tidied (old file and stale manifest remain): the new state loads."""
+    await store.persist()
+
+    def crash(*args: object) -> None:
+        raise KeyboardInterrupt("simulated crash")
+
+    extra = make_chunk("extra", "committed before the crash")
+    await store.upsert([extra], vectors([extra]))
+    monkeypatch.setattr(FaissVectorStore, "_finish_generation", crash)
+    with pytest.raises(KeyboardInterrupt):
+        await store.persist()
+    die(store)
+    assert "vectors-1.faiss" in names(index_dir)
+    assert read_manifest(index_dir)["generation"] == 1
+
+    reopened = await FaissVectorStore.open_path(index_dir, INFO)
+    assert await reopened.get(["extra"]) == [extra]
+    await reopened.aclose()
+
+
+_CRASHING_WRITER = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from sitechat.embeddings.hashing import HashingEmbeddings
+    from sitechat.models import Chunk
+    from sitechat.vectorstores import faiss as module
+    from sitechat.vectorstores.base import EmbedderInfo
+
+    directory, step = sys.argv[1], sys.argv[2]
+    embedder = HashingEmbeddings(dimension=64)
+    info = EmbedderInfo(embedder.embedder_name, embedder.dimension)
+
+    def die(*args, **kwargs):
+        os._exit(3)
+
+    if step != "upsert":
+        setattr(module.FaissVectorStore, step, die)
+
+    async def main():
+        store = await module.FaissVectorStore.open_path(directory, info)
+        chunk = Chunk("child", "https://d/child", "Child", (), None, "from the child", "h")
+        await store.upsert([chunk], embedder.embed_documents([chunk.text]))
+        if step == "upsert":
+            die()
+        await store.persist()
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("step", "child_survives"),
+    [("upsert", False), ("_commit_generation", False), ("_finish_generation", True)],
+)
+async def test_a_killed_writer_process_leaves_a_loadable_index(
+    store: FaissVectorStore, index_dir: Path, step: str, child_survives: bool
+) -> None:
+    """A process killed at any step of a write leaves the last committed state readable."""
+    await store.aclose()
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _CRASHING_WRITER, str(index_dir), step],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
+    assert result.returncode == 3, result.stderr
+    reopened = await FaissVectorStore.open_path(index_dir, INFO)
+    assert bool(await reopened.get(["child"])) is child_survives
+    assert await reopened.count() == len(CORPUS) + child_survives
+    assert (await ids_of(reopened, "install the package"))[0] == "install"
+    await reopened.aclose()
+
+
+# ---------------------------------------------------------------- corruption
+
+
+def _garbage_manifest(directory: Path) -> None:
+    (directory / "manifest.json").write_text("{not json")
+
+
+def _future_format(directory: Path) -> None:
+    data = json.loads((directory / "manifest.json").read_text())
+    (directory / "manifest.json").write_text(json.dumps({**data, "format_version": 99}))
+
+
+def _other_format(directory: Path) -> None:
+    (directory / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+
+
+def _truncated_vectors(directory: Path) -> None:
+    path = next(directory.glob("vectors-*.faiss"))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _missing_vectors(directory: Path) -> None:
+    next(directory.glob("vectors-*.faiss")).unlink()
+
+
+def _garbage_sqlite(directory: Path) -> None:
+    (directory / "chunks.sqlite3").write_bytes(b"this is not a database" * 200)
+
+
+def _foreign_sqlite(directory: Path) -> None:
+    (directory / "chunks.sqlite3").unlink()
+    with closing(sqlite3.connect(directory / "chunks.sqlite3", isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT, value TEXT)")
+        conn.execute("INSERT INTO meta VALUES ('format', 'theirs')")
+
+
+def _no_meta_table(directory: Path) -> None:
+    (directory / "chunks.sqlite3").unlink()
+    with closing(sqlite3.connect(directory / "chunks.sqlite3", isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE other (x)")
+
+
+def _vectors_disagree(directory: Path) -> None:
+    with closing(sqlite3.connect(directory / "chunks.sqlite3", isolation_level=None)) as conn:
+        conn.execute("DELETE FROM chunks WHERE chunk_id = 'install'")
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (_garbage_manifest, "not valid JSON"),
+        (_future_format, "format version 99"),
+        (_other_format, "does not describe"),
+        (_truncated_vectors, "damaged"),
+        (_missing_vectors, "missing"),
+        (_garbage_sqlite, "chunks.sqlite3"),
+        (_foreign_sqlite, "not a sitechat"),
+        (_no_meta_table, "chunks.sqlite3"),
+        (_vectors_disagree, "holds 4 vectors but the database 3 chunks"),
+    ],
+)
+async def test_damage_is_reported_as_corrupt_index(
+    store: FaissVectorStore, index_dir: Path, damage: object, expected: str
+) -> None:
+    """Every kind of damage raises CorruptIndexError saying what and to re-ingest."""
+    await store.aclose()
+    damage(index_dir)  # type: ignore[operator]
+    with pytest.raises(CorruptIndexError) as caught:
+        await FaissVectorStore.open_path(index_dir, None)
+    assert expected in str(caught.value)
+    assert "re-ingest" in str(caught.value)
+
+
+async def test_corrupt_error_names_the_files_module_constants() -> None:
+    """The on-disk format name and version are the documented ones."""
+    assert (_faiss_files.FORMAT_NAME, _faiss_files.FORMAT_VERSION) == ("sitechat-faiss", 1)
+
+
+# ---------------------------------------------------------------- concurrency and lifecycle
+
+
+async def test_concurrent_searches_while_upserting(store: FaissVectorStore) -> None:
+    """Twenty concurrent searchers never fail or see a half-applied chunk while a writer works."""
+    batch = [
+        make_chunk(f"bulk-{i}", f"bulk passage number {i} about topic {i % 7}") for i in range(1500)
+    ]
+    batch_vectors = vectors(batch)
+    query = EMBEDDER.embed_query("bulk passage topic")
+    writer_done = asyncio.Event()
+
+    async def write() -> None:
+        for start in range(0, len(batch), 500):
+            await store.upsert(batch[start : start + 500], batch_vectors[start : start + 500])
+        await store.persist()
+        writer_done.set()
+
+    async def search() -> int:
+        rounds = 0
+        while not writer_done.is_set() or rounds < 3:
+            hits = await store.search(query, 5)
+            keyword = await store.keyword_search("bulk passage", 5)
+            assert all(h.chunk.text for h in hits + keyword)
+            rounds += 1
+            await asyncio.sleep(0)
+        return rounds
+
+    writer = asyncio.ensure_future(write())
+    rounds = await asyncio.gather(*(search() for _ in range(20)))
+    await writer
+    assert min(rounds) >= 3
+    assert await store.count() == len(CORPUS) + len(batch)
+
+
+async def test_searches_from_other_threads_while_upserting(store: FaissVectorStore) -> None:
+    """Readers on other threads (their own event loops) are safe during writes."""
+    query = EMBEDDER.embed_query("install")
+
+    def reader() -> int:
+        async def loop() -> int:
+            found = 0
+            for _ in range(30):
+                found += len(await store.search(query, 3))
+            return found
+
+        return asyncio.run(loop())
+
+    batch = [make_chunk(f"t-{i}", f"threaded text {i}") for i in range(600)]
+    writer = asyncio.ensure_future(store.upsert(batch, vectors(batch)))
+    found = await asyncio.gather(*(asyncio.to_thread(reader) for _ in range(4)))
+    await writer
+    assert min(found) > 0
+
+
+async def test_a_second_writer_process_is_stopped(store: FaissVectorStore, index_dir: Path) -> None:
+    """Two writers on one index: the one whose view is stale is refused, not corrupting."""
+    await store.persist()
+    other = await FaissVectorStore.open_path(index_dir, INFO)
+    extra = make_chunk("extra", "from the first writer")
+    await store.upsert([extra], vectors([extra]))
+    await store.persist()
+    with pytest.raises(StoreError, match="changed by another process"):
+        await other.upsert([extra], vectors([extra]))
+    await other.aclose()
+
+
+async def test_closed_store_refuses_work(store: FaissVectorStore) -> None:
+    """After aclose every call raises StoreError saying to reopen; closing twice is fine."""
+    await store.aclose()
+    await store.aclose()
+    with pytest.raises(StoreError, match="closed"):
+        await store.count()
+    with pytest.raises(StoreError, match="closed"):
+        await store.upsert([CORPUS[0]], vectors(CORPUS[:1]))
+
+
+async def test_read_only_directory_is_searchable_but_not_writable(
+    store: FaissVectorStore, index_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index on a read-only file system (a baked image) opens for search only."""
+    await store.aclose()
+    monkeypatch.setattr(_faiss_open, "is_writable", lambda directory: False)
+    reader = await FaissVectorStore.open_path(index_dir, None)
+    assert (await ids_of(reader, "install the package"))[0] == "install"
+    with pytest.raises(StoreError, match="read-only"):
+        await reader.delete(["install"])
+    await reader.aclose()

@@ -1,0 +1,211 @@
+"""RetrievalChatService: event order and content, failures, limits, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from sitechat.chat.history import InMemoryHistoryStore
+from sitechat.chat.prompts import parse_citations, parse_prompt
+from sitechat.chat.service import RetrievalChatService
+from sitechat.config import ChatSettings, RetrievalSettings
+from sitechat.errors import InvalidInputError, RateLimitError
+from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
+from sitechat.models import ChatMessage, Chunk, content_hash
+from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
+from sitechat.testing.fakes import FakeEmbeddings, FakeLLMService, InMemoryVectorStore
+from sitechat.vectorstores.base import EmbedderInfo
+
+TEXTS = {
+    "https://docs.example.com/account": (
+        "Account",
+        "delete-account",
+        "To delete your account open Settings, choose Account and press Delete account. "
+        "Your notes are kept for 30 days.",
+    ),
+    "https://docs.example.com/install": (
+        "Install",
+        "linux",
+        "Install the app on Linux with the AppImage or the snap package.",
+    ),
+}
+
+
+async def _service(llm: FakeLLMService, **chat: object) -> RetrievalChatService:
+    embeddings = FakeEmbeddings()
+    store = InMemoryVectorStore(EmbedderInfo(embeddings.embedder_name, embeddings.dimension))
+    chunks = [
+        Chunk(
+            id=f"c{i}",
+            url=url,
+            title=title,
+            heading_path=(title,),
+            anchor=anchor,
+            text=text,
+            content_hash=content_hash(text),
+        )
+        for i, (url, (title, anchor, text)) in enumerate(TEXTS.items())
+    ]
+    await store.upsert(chunks, embeddings.embed_documents([c.text for c in chunks]))
+    retriever = HybridRetriever(store, embeddings, RetrievalSettings(top_k=2, min_score=0.2))
+    return RetrievalChatService(llm, retriever, settings=ChatSettings(**chat))  # type: ignore[arg-type]
+
+
+async def _collect(
+    service: RetrievalChatService, message: str, history: Sequence[ChatMessage] = ()
+) -> list[ChatEvent]:
+    return [event async for event in service.stream_events(message, history)]
+
+
+async def test_plain_answer_event_order() -> None:
+    """Sources first, then tokens, then Done with the cited numbers, usage and timings."""
+    service = await _service(FakeLLMService(["Open Settings and press Delete account [1]."]))
+    events = await _collect(service, "How do I delete my account?")
+    assert isinstance(events[0], SourcesEvent)
+    assert isinstance(events[-1], DoneEvent)
+    assert all(isinstance(e, TokenEvent) for e in events[1:-1])
+    sources = events[0].sources
+    assert sources[0].url == "https://docs.example.com/account#delete-account"
+    assert sources[0].n == 1
+    done = events[-1]
+    assert done.cited == (1,)
+    assert done.answer == "".join(e.text for e in events[1:-1])
+    assert done.usage is not None and done.usage.output_tokens > 0
+    assert done.timings.first_token_ms is not None
+    assert done.covered
+
+
+async def test_not_covered_spends_no_llm_call() -> None:
+    """With nothing relevant retrieved, the answer says so and the LLM is never called."""
+    llm = FakeLLMService()
+    service = await _service(llm)
+    events = await _collect(service, "What is the weather in Paris tomorrow?")
+    assert isinstance(events[0], SourcesEvent) and events[0].sources == ()
+    done = events[-1]
+    assert isinstance(done, DoneEvent) and not done.covered
+    assert "could not find" in done.answer
+    assert llm.calls == []
+
+
+async def test_provider_failure_becomes_error_event() -> None:
+    """A provider error before any token ends the stream with an ErrorEvent, never an exception."""
+    service = await _service(FakeLLMService(error=RateLimitError("Slow down; try again shortly.")))
+    events = await _collect(service, "How do I delete my account?")
+    error = events[-1]
+    assert isinstance(error, ErrorEvent)
+    assert error.error_type == "RateLimitError"
+    assert error.partial == ""
+
+
+async def test_mid_stream_failure_keeps_partial_text() -> None:
+    """A stream that breaks mid-answer keeps the text that arrived in the ErrorEvent."""
+    service = await _service(FakeLLMService(["one two three four five"], fail_after=3))
+    events = await _collect(service, "How do I delete my account?")
+    error = events[-1]
+    assert isinstance(error, ErrorEvent)
+    assert error.partial == "one two three "
+    assert error.error_type == "StreamInterruptedError"
+
+
+@pytest.mark.parametrize("message", ["", "   ", "x" * 5000])
+async def test_input_limits(message: str) -> None:
+    """Empty and oversized messages are refused before any work with a clear error."""
+    service = await _service(FakeLLMService())
+    with pytest.raises(InvalidInputError):
+        await _collect(service, message)
+
+
+async def test_retrieval_runs_while_history_is_formatted() -> None:
+    """Retrieval starts before history formatting finishes (the two overlap)."""
+    log: list[str] = []
+
+    class Probe(RetrievalChatService):
+        async def _retrieve(self, message: str, history: Sequence[ChatMessage]) -> RetrievalResult:
+            log.append("retrieve-start")
+            return await super()._retrieve(message, history)
+
+        async def _format_history(self, history: object) -> list[ChatMessage]:
+            log.append("format-start")
+            await asyncio.sleep(0.01)
+            log.append("format-end")
+            return await super()._format_history(history)  # type: ignore[arg-type]
+
+    base = await _service(FakeLLMService())
+    probe = Probe(base.llm, base.retriever)
+    await _collect(probe, "How do I delete my account?")
+    assert log.index("retrieve-start") < log.index("format-end")
+
+
+async def test_history_reaches_the_prompt() -> None:
+    """Earlier turns are sent to the LLM before the question with its sources."""
+    llm = FakeLLMService()
+    service = await _service(llm)
+    history = [ChatMessage("user", "I use Linux."), ChatMessage("assistant", "Noted.")]
+    await _collect(service, "How do I install the app on Linux?", history)
+    sent = llm.calls[0]
+    assert [m.type for m in sent] == ["system", "human", "ai", "human"]
+    parsed = parse_prompt(sent)
+    assert parsed.question == "How do I install the app on Linux?"
+    assert parsed.sources[0][2] == "https://docs.example.com/install#linux"
+
+
+async def test_process_message_returns_text_or_stream() -> None:
+    """The seed's process_message gives a string, or an async iterator with stream=True."""
+    service = await _service(FakeLLMService(["Use the AppImage [1]."]))
+    text = await service.process_message("How do I install on Linux?")
+    assert text == "Use the AppImage [1]."
+    chunks = [
+        c async for c in await service.process_message("How do I install on Linux?", stream=True)
+    ]
+    assert "".join(chunks) == text
+
+
+async def test_process_message_raises_mapped_error() -> None:
+    """process_message surfaces a provider failure as the sitechat error class."""
+    service = await _service(FakeLLMService(error=RateLimitError("throttled")))
+    with pytest.raises(RateLimitError):
+        await service.process_message("How do I delete my account?")
+
+
+async def test_history_store_is_bounded_per_session() -> None:
+    """The in-memory history keeps the newest turns per session and forgets old sessions."""
+    store = InMemoryHistoryStore(max_messages=2, max_sessions=2)
+    await store.append(
+        "a", ChatMessage("user", "1"), ChatMessage("assistant", "2"), ChatMessage("user", "3")
+    )
+    assert [m.content for m in await store.get("a")] == ["2", "3"]
+    await store.append("b", ChatMessage("user", "x"))
+    await store.append("c", ChatMessage("user", "y"))
+    assert await store.get("a") == []
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.text(min_size=1, max_size=8).filter(lambda s: " " not in s), min_size=1, max_size=30
+    )
+)
+def test_token_events_reassemble_to_the_answer(words: list[str]) -> None:
+    """Joining the TokenEvents always gives exactly the DoneEvent's answer."""
+
+    async def run() -> None:
+        service = await _service(FakeLLMService([" ".join(words)]))
+        events = await _collect(service, "How do I delete my account?")
+        done = events[-1]
+        assert isinstance(done, DoneEvent)
+        assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == done.answer
+
+    asyncio.run(run())
+
+
+@given(st.text(max_size=300), st.integers(min_value=0, max_value=20))
+def test_citation_parsing_never_raises_and_stays_in_range(answer: str, count: int) -> None:
+    """Citations outside 1..count are dropped, and any text parses."""
+    cited = parse_citations(answer, count)
+    assert all(1 <= n <= count for n in cited)
+    assert len(set(cited)) == len(cited)

@@ -1,0 +1,177 @@
+"""The CLI forms users' scripts rely on, on the bundled sample site."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sitechat.cli import main
+
+SAMPLE_SITE = Path(__file__).resolve().parent.parent / "examples" / "sample_site"
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def built_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of the sample site, built once through the CLI."""
+    index = tmp_path_factory.mktemp("cli") / "index"
+    code, _ = run("ingest", str(SAMPLE_SITE), "--index", str(index))
+    assert code == 0
+    return index
+
+
+def test_ingest_prints_a_summary(sample_site: Path, tmp_path: Path) -> None:
+    """`sitechat ingest DIR --index I` reads the folder and reports what it indexed."""
+    code, out = run("ingest", str(sample_site), "--index", str(tmp_path / "i"))
+    assert code == 0
+    assert "added" in out and "Chunks:" in out
+
+
+def test_reingest_is_incremental_and_json(sample_site: Path, tmp_path: Path) -> None:
+    """A second ingest of an unchanged site embeds nothing; --json gives the counts."""
+    index = str(tmp_path / "i")
+    code, first = run("ingest", str(sample_site), "--index", index, "--json")
+    assert code == 0
+    code, second = run("ingest", str(sample_site), "--index", index, "--json")
+    before, after = json.loads(first), json.loads(second)
+    assert before["chunks"]["added"] > 0
+    assert after["chunks"]["added"] == 0
+    assert after["pages"]["unchanged"] == before["pages"]["added"]
+    assert after["chunks"]["total"] == before["chunks"]["total"]
+
+
+def test_search_json_shape(built_index: Path) -> None:
+    """`search --json` prints one array of hits with url (#anchor), title, text and score."""
+    code, out = run("search", "delete my account", "--index", str(built_index), "-k", "3", "--json")
+    assert code == 0
+    hits = json.loads(out)
+    assert 1 <= len(hits) <= 3
+    assert {"url", "title", "text", "score"} <= set(hits[0])
+    assert any("account" in h["url"] and "#" in h["url"] for h in hits)
+
+
+def test_ask_json_answers_with_sources(built_index: Path) -> None:
+    """`ask --json` gives the answer and numbered sources with urls and titles."""
+    code, out = run("ask", "How do I delete my account?", "--index", str(built_index), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["answer"]
+    assert "[1]" in data["answer"] or "[2]" in data["answer"]
+    assert data["sources"][0]["n"] == 1
+    assert {"n", "url", "title"} <= set(data["sources"][0])
+
+
+def test_ask_streams_text_then_sources(built_index: Path) -> None:
+    """Plain `ask` prints the answer followed by a Sources list."""
+    code, out = run("ask", "How do I delete my account?", "--index", str(built_index))
+    assert code == 0
+    assert "Sources:" in out
+
+
+def test_providers_lists_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    """`providers` lists every group with the built-ins and their distribution."""
+    code, out = run("providers")
+    assert code == 0
+    for word in ("llm:", "embeddings:", "vectorstores:", "chat:", "extractive", "hashing", "faiss"):
+        assert word in out
+
+
+def test_missing_index_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Asking an index that does not exist fails with exit 1 and a hint, no traceback."""
+    code, _ = run("ask", "anything?", "--index", str(tmp_path / "nope"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1
+    assert "sitechat ingest" in err
+    assert "Traceback" not in err
+
+
+def test_bad_option_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown option is a usage error (exit 2) with one line."""
+    with pytest.raises(SystemExit) as info:
+        main(["search", "x", "--no-such-option"])
+    assert info.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_unknown_source_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A source that is neither a URL nor a path is refused clearly."""
+    code, _ = run("ingest", "no/such/folder", "--index", str(tmp_path / "i"))
+    assert code == 1
+    assert "neither an http(s) URL nor an existing" in capsys.readouterr().err
+
+
+@pytest.fixture
+def served_site(sample_site: Path) -> Iterator[str]:
+    """The sample site served over real HTTP on 127.0.0.1."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(sample_site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_ingest_url_with_allow_private(served_site: str, tmp_path: Path) -> None:
+    """Crawling a local web server works when private addresses are explicitly allowed."""
+    code, out = run(
+        "ingest", served_site, "--index", str(tmp_path / "i"), "--allow-private", "--json"
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["pages"]["added"] >= 5
+    code, out = run("search", "refund", "--index", str(tmp_path / "i"), "--json")
+    assert json.loads(out)[0]["url"].startswith(served_site)
+
+
+def test_private_url_refused_by_default(
+    served_site: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --allow-private a loopback URL is refused with a hint."""
+    code, _ = run("ingest", served_site, "--index", str(tmp_path / "i"))
+    assert code == 1
+    assert "--allow-private" in capsys.readouterr().err
+
+
+def test_unreachable_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A URL nothing answers on fails with exit 1 and one line."""
+    code, _ = run(
+        "ingest", "http://127.0.0.1:9/", "--index", str(tmp_path / "i"), "--allow-private"
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "127.0.0.1:9" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_console_script_runs(built_index: Path) -> None:
+    """The installed `sitechat` console script answers as the README shows."""
+    exe = Path(sys.executable).parent / "sitechat"
+    result = subprocess.run(
+        [str(exe), "ask", "How do I delete my account?", "--index", str(built_index)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Sources:" in result.stdout

@@ -1,0 +1,157 @@
+"""Provider discovery through entry points: built-ins, plugins, broken plugins, laziness."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sitechat import registry
+from sitechat.errors import PluginError, ProviderNotFoundError
+from sitechat.llm.base import BaseLLMService
+
+PLUGIN_SRC = Path(__file__).parent / "plugins" / "demo_plugin"
+
+
+def test_builtins_are_registered_like_plugins() -> None:
+    """sitechat's own providers are found through its pyproject's entry points."""
+    assert "extractive" in registry.available("llm")
+    assert "hashing" in registry.available("embeddings")
+    assert "faiss" in registry.available("vectorstores")
+    assert "retrieval" in registry.available("chat")
+    info = {p.name: p for p in registry.list_providers("llm")}["extractive"]
+    assert info.distribution == "sitechat"
+
+
+def test_unknown_name_lists_the_available_ones() -> None:
+    """Asking for a provider that does not exist names the ones that do."""
+    with pytest.raises(ProviderNotFoundError, match="extractive") as info:
+        registry.load_provider("llm", "no-such-llm")
+    assert "no-such-llm" in str(info.value)
+
+
+def test_unknown_group_is_an_error() -> None:
+    """A typo in the group name is reported with the known groups."""
+    with pytest.raises(PluginError, match="llm"):
+        registry.available("llms")
+
+
+def test_loads_a_subclass_of_the_group_base() -> None:
+    """Loading a built-in returns the class, validated against its ABC."""
+    cls = registry.load_provider("llm", "extractive")
+    assert issubclass(cls, BaseLLMService)
+
+
+def test_listing_imports_no_provider_module() -> None:
+    """Listing providers reads metadata only; selecting one imports only that module."""
+    code = (
+        "import sys, sitechat.registry as r; r.list_providers();"
+        "before = 'sitechat.vectorstores.faiss' in sys.modules or 'faiss' in sys.modules;"
+        "r.load_provider('llm', 'extractive');"
+        "after = 'faiss' in sys.modules;"
+        "print(before, after)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo plugin package, really installed (pip, no network) into a target folder."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(PLUGIN_SRC),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def _run(
+    plugin_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(plugin_dir), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "sitechat.cli", *args], capture_output=True, text=True, env=full_env
+    )
+
+
+@pytest.mark.slow
+def test_installed_plugin_is_listed_with_its_distribution(plugin_dir: Path) -> None:
+    """`sitechat providers` lists a pip-installed plugin and flags its broken entries."""
+    result = _run(plugin_dir, "providers", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {(r["group"], r["name"]): r for r in json.loads(result.stdout)}
+    echo = rows[("llm", "demo-echo")]
+    assert (echo["distribution"], echo["version"], echo["ok"]) == (
+        "sitechat-demo-plugin",
+        "1.2.3",
+        True,
+    )
+    broken = rows[("llm", "demo-broken-import")]
+    assert not broken["ok"]
+    assert "sitechat-demo-plugin" in broken["error"]
+    assert "failed to import" in broken["error"]
+    wrong = rows[("llm", "demo-not-a-service")]
+    assert "not a subclass of BaseLLMService" in wrong["error"]
+    # the broken entries never hide the working ones
+    assert rows[("llm", "extractive")]["ok"]
+
+
+@pytest.mark.slow
+def test_plugin_is_selectable_through_settings(plugin_dir: Path) -> None:
+    """SITECHAT_LLM__PROVIDER picks the plugin, which reads its own SITECHAT_DEMO_ECHO__ section."""
+    code = (
+        "import asyncio\n"
+        "from langchain_core.messages import HumanMessage\n"
+        "from sitechat.config import Settings\n"
+        "from sitechat.factories import build_llm\n"
+        "llm = build_llm(Settings.load(env_file=None))\n"
+        "answer = asyncio.run(llm.generate_response([HumanMessage('Question: hi')]))\n"
+        "print(type(llm).__name__, answer)\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(plugin_dir),
+        "SITECHAT_LLM__PROVIDER": "demo-echo",
+        "SITECHAT_DEMO_ECHO__GREETING": "hello",
+    }
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "EchoLLMService hello: hi"
+
+
+@pytest.mark.slow
+def test_broken_plugin_fails_clearly_only_when_selected(plugin_dir: Path) -> None:
+    """Selecting the broken plugin gives one line naming it; other commands keep working."""
+    result = _run(
+        plugin_dir,
+        "ask",
+        "hi",
+        "--index",
+        "nowhere",
+        env={"SITECHAT_LLM__PROVIDER": "demo-broken-import"},
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "demo-broken-import" in result.stderr
+    assert "sitechat-demo-plugin" in result.stderr
+    ok = _run(plugin_dir, "providers")
+    assert ok.returncode == 0
+    assert "demo-echo" in ok.stdout
