@@ -1,0 +1,161 @@
+"""Cut pages into retrievable chunks that never straddle two sections.
+
+A chunk is what gets embedded, retrieved and cited, so it must be about one thing and
+carry a deep link to where it came from: each chunk stays inside one section and keeps
+that section's anchor, even when the section is small (merging small sections would
+blur their topics and lose their anchors). Long sections are cut at the coarsest
+boundary that fits (paragraph, line, sentence, word; a hard cut only inside a single
+overlong word), and each later piece starts with a little of the previous one, so an
+answer that spans the cut is still found.
+
+Chunk ids are a hash of where the text is and what it says (URL, anchor, heading path,
+the piece's hash, and its occurrence number among identical pieces there): re-chunking
+an unchanged page gives identical ids, and editing one section changes only its ids, so
+the pipeline re-embeds only what changed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sitechat.errors import InvalidInputError
+from sitechat.models import Chunk, Page, content_hash
+
+__all__ = ["chunk_page", "split_text"]
+
+# Boundaries from coarsest to finest: blank line, line break, sentence end, any space.
+_BOUNDARIES = (
+    re.compile(r"\n[ \t]*\n\s*"),
+    re.compile(r"\n\s*"),
+    re.compile(r"(?<=[.!?;:])\s+"),
+    re.compile(r"\s+"),
+)
+
+
+def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _split_span(text: str, start: int, end: int, budget: int, level: int, out: list[str]) -> None:
+    """Append pieces of ``text[start:end]`` no longer than ``budget`` to ``out``, in order."""
+    if end - start <= budget:
+        if end > start:
+            out.append(text[start:end])
+        return
+    if level == len(_BOUNDARIES):
+        out.extend(text[i : min(i + budget, end)] for i in range(start, end, budget))
+        return
+    spans: list[tuple[int, int]] = []
+    position = start
+    for match in _BOUNDARIES[level].finditer(text, start, end):
+        if match.start() > position:
+            spans.append(_strip_span(text, position, match.start()))
+        position = match.end()
+    if position < end:
+        spans.append(_strip_span(text, position, end))
+    spans = [span for span in spans if span[1] > span[0]]
+    if len(spans) <= 1:
+        _split_span(text, start, end, budget, level + 1, out)
+        return
+    open_start = open_end = -1
+    for span_start, span_end in spans:
+        if open_start >= 0 and span_end - open_start <= budget:
+            open_end = span_end
+            continue
+        if open_start >= 0:
+            out.append(text[open_start:open_end])
+            open_start = -1
+        if span_end - span_start > budget:
+            _split_span(text, span_start, span_end, budget, level + 1, out)
+        else:
+            open_start, open_end = span_start, span_end
+    if open_start >= 0:
+        out.append(text[open_start:open_end])
+
+
+def _segments(text: str, budget: int) -> list[str]:
+    """Non-overlapping pieces of ``text``, each at most ``budget`` characters, in order."""
+    start, end = _strip_span(text, 0, len(text))
+    out: list[str] = []
+    _split_span(text, start, end, budget, 0, out)
+    return out
+
+
+def _tail(piece: str, overlap: int) -> str:
+    """The last ``overlap`` characters of ``piece`` or fewer, starting at a word boundary."""
+    if overlap <= 0 or not piece:
+        return ""
+    if len(piece) <= overlap:
+        return piece
+    cut = len(piece) - overlap
+    if not piece[cut - 1].isspace():
+        while cut < len(piece) and not piece[cut].isspace():
+            cut += 1
+    return piece[cut:].strip()
+
+
+def _check_sizes(max_chars: int, overlap: int) -> None:
+    if max_chars < 10:
+        raise InvalidInputError(f"max_chars must be at least 10, got {max_chars}.")
+    if overlap < 0 or 2 * overlap >= max_chars:
+        raise InvalidInputError(
+            f"overlap must be between 0 and less than half of max_chars ({max_chars}), "
+            f"got {overlap}."
+        )
+
+
+def split_text(text: str, *, max_chars: int = 1200, overlap: int = 150) -> list[str]:
+    """Split one section's text into pieces of at most ``max_chars`` characters.
+
+    Every piece after the first begins with up to ``overlap`` characters from the end of
+    the previous piece, starting at a word boundary.
+    """
+    _check_sizes(max_chars, overlap)
+    stripped = text.strip()
+    if len(stripped) <= max_chars:
+        return [stripped] if stripped else []
+    budget = max_chars - overlap - 1 if overlap else max_chars
+    segments = _segments(stripped, budget)
+    pieces = []
+    for i, segment in enumerate(segments):
+        tail = _tail(segments[i - 1], overlap) if i else ""
+        pieces.append(f"{tail} {segment}" if tail else segment)
+    return pieces
+
+
+def chunk_page(page: Page, *, max_chars: int = 1200, overlap: int = 150) -> list[Chunk]:
+    """Heading-aware chunks of ``page``, with ids stable across re-ingests.
+
+    Sections without any letter or digit are skipped; every other section yields at
+    least one chunk of its own.
+    """
+    _check_sizes(max_chars, overlap)
+    page_hash = page.content_hash
+    occurrences: dict[str, int] = {}
+    chunks: list[Chunk] = []
+    for section in page.sections:
+        if not any(c.isalnum() for c in section.text):
+            continue
+        place = "\x00".join((page.url, section.anchor or "", *section.heading_path))
+        for piece in split_text(section.text, max_chars=max_chars, overlap=overlap):
+            piece_hash = content_hash(piece)
+            key = f"{place}\x01{piece_hash}"
+            occurrence = occurrences.get(key, 0)
+            occurrences[key] = occurrence + 1
+            chunks.append(
+                Chunk(
+                    id=content_hash(f"{key}\x01{occurrence}"),
+                    url=page.url,
+                    title=page.title,
+                    heading_path=section.heading_path,
+                    anchor=section.anchor,
+                    text=piece,
+                    content_hash=piece_hash,
+                    page_hash=page_hash,
+                )
+            )
+    return chunks

@@ -1,0 +1,204 @@
+"""Turn fetched documents into :class:`~sitechat.models.Page` values.
+
+:func:`extract_html` is the crawler's one call per page: it decodes the bytes as a browser
+would, reads what the crawler needs to go on (links, ``rel=canonical``, meta robots) from
+the whole document, and hands the main content to
+:mod:`sitechat.ingest.html_content` for sectioning. Markdown and plain text live in
+:mod:`sitechat.ingest.markdown`; :func:`remove_boilerplate` works across pages.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from selectolax.lexbor import LexborHTMLParser
+
+from sitechat.ingest.html_content import main_sections
+from sitechat.ingest.markdown import extract_markdown, extract_text
+from sitechat.ingest.urls import canonicalize_url
+from sitechat.models import Page
+
+__all__ = [
+    "ExtractedPage",
+    "decode_html",
+    "extract_html",
+    "extract_markdown",
+    "extract_text",
+    "remove_boilerplate",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedPage:
+    """An extracted page plus what the crawler needs to go on from it."""
+
+    page: Page
+    links: tuple[str, ...] = ()
+    canonical: str | None = None
+    noindex: bool = False
+    nofollow: bool = False
+
+
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_:.+-]{1,40})""", re.I
+)
+_SKIP_HREF = ("#", "javascript:", "mailto:", "tel:", "data:")
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def decode_html(data: bytes, declared: str | None = None) -> str:
+    """Decode bytes as a browser would: BOM, then the HTTP charset, then ``<meta>``, else UTF-8."""
+    for bom, name in (
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    ):
+        if data.startswith(bom):
+            return data[len(bom) :].decode(name, errors="replace")
+    candidates = [declared] if declared else []
+    match = _META_CHARSET.search(data, 0, 4096)
+    if match:
+        candidates.append(match.group(1).decode("ascii", errors="replace"))
+    for name in candidates:
+        try:
+            info = codecs.lookup(name)
+        except (LookupError, ValueError):
+            continue
+        # A page that says utf-16 in ASCII-compatible bytes is lying (the HTML spec agrees).
+        if info.name.startswith("utf-16") or info.name.startswith("utf-32"):
+            continue
+        return data.decode(info.name, errors="replace")
+    return data.decode("utf-8", errors="replace")
+
+
+def _meta_robots(tree: LexborHTMLParser) -> tuple[bool, bool]:
+    """(noindex, nofollow) from ``<meta name=robots>``, or ``name=sitechat`` to address us only."""
+    noindex = nofollow = False
+    for meta in tree.css("meta[name]"):
+        name = (meta.attributes.get("name") or "").lower()
+        if name not in ("robots", "sitechat"):
+            continue
+        content = (meta.attributes.get("content") or "").lower()
+        noindex = noindex or "noindex" in content or "none" in content
+        nofollow = nofollow or "nofollow" in content or "none" in content
+    return noindex, nofollow
+
+
+def _links(tree: LexborHTMLParser, base: str) -> tuple[str, ...]:
+    hrefs: dict[str, None] = {}
+    for anchor in tree.css("a[href]"):
+        href = anchor.attrs.get("href")
+        if href and not href.startswith(_SKIP_HREF):
+            hrefs[href.strip()] = None
+    links: dict[str, None] = {}
+    for href in hrefs:
+        url = canonicalize_url(href, base)
+        if url.startswith(("http://", "https://")):
+            links[url] = None
+    return tuple(links)
+
+
+def _parse(html: str) -> LexborHTMLParser:
+    try:
+        return LexborHTMLParser(html)
+    except UnicodeError:
+        return LexborHTMLParser(html.encode("utf-8", errors="replace").decode("utf-8"))
+
+
+def extract_html(
+    html: str | bytes,
+    url: str,
+    *,
+    encoding: str | None = None,
+    content_type: str = "text/html",
+    etag: str | None = None,
+    last_modified: str | None = None,
+) -> ExtractedPage:
+    """Extract the main content, links and robots hints of an HTML document.
+
+    ``encoding`` is the charset from the HTTP ``Content-Type``, used for bytes when the
+    document has no byte-order mark. The other keywords are stored on the :class:`Page`.
+    Never raises on bad markup or undecodable bytes.
+    """
+    text = decode_html(html, encoding) if isinstance(html, bytes) else html
+    tree = _parse(text)
+
+    base = url
+    base_tag = tree.css_first("base[href]")
+    if base_tag is not None:
+        base = canonicalize_url(base_tag.attrs.get("href") or "", url)
+    links = _links(tree, base)
+    canonical = None
+    canonical_tag = tree.css_first("link[rel~=canonical][href]")
+    if canonical_tag is not None:
+        found = canonicalize_url(canonical_tag.attrs.get("href") or "", base)
+        canonical = found if found.startswith(("http://", "https://")) else None
+    noindex, nofollow = _meta_robots(tree)
+    title_tag = tree.css_first("title")
+    title = _collapse(title_tag.text()) if title_tag is not None else ""
+
+    sections, first_h1 = main_sections(tree)
+    title = title or first_h1 or url
+    page = Page(
+        url=url,
+        title=title,
+        sections=tuple(sections),
+        content_type=content_type,
+        etag=etag,
+        last_modified=last_modified,
+    )
+    return ExtractedPage(page, links, canonical, noindex, nofollow)
+
+
+def _blocks(text: str) -> list[str]:
+    """Paragraph-level blocks of a section; a fenced code block stays one block."""
+    blocks: list[str] = []
+    open_fence = False
+    for piece in text.split("\n\n"):
+        if open_fence:
+            blocks[-1] += "\n\n" + piece
+        else:
+            blocks.append(piece)
+        if piece.count("```") % 2:
+            open_fence = not open_fence
+    return blocks
+
+
+def remove_boilerplate(pages: Sequence[Page], min_share: float = 0.5) -> list[Page]:
+    """Drop paragraphs that repeat on at least ``min_share`` of the pages.
+
+    Catches site chrome that survives per-page extraction (a "was this helpful?" line, a
+    licence notice in the content area). Needs at least four pages to tell chrome from
+    coincidence; with fewer the pages come back unchanged. Code blocks are never dropped.
+    """
+    if len(pages) < 4:
+        return list(pages)
+    counts: dict[str, int] = {}
+    for page in pages:
+        seen = {
+            _collapse(block)
+            for section in page.sections
+            for block in _blocks(section.text)
+            if "```" not in block
+        }
+        for block in seen:
+            counts[block] = counts.get(block, 0) + 1
+    threshold = max(2.0, min_share * len(pages))
+    repeated = {block for block, n in counts.items() if block and n >= threshold}
+    if not repeated:
+        return list(pages)
+    cleaned = []
+    for page in pages:
+        sections = []
+        for section in page.sections:
+            kept = [b for b in _blocks(section.text) if _collapse(b) not in repeated]
+            if kept:
+                sections.append(replace(section, text="\n\n".join(kept)))
+        cleaned.append(replace(page, sections=tuple(sections)))
+    return cleaned

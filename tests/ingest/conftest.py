@@ -1,0 +1,118 @@
+"""A real local HTTP server for crawler tests, serving ``sites/crawl`` plus special routes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CRAWL_SITE = Path(__file__).parent / "sites" / "crawl"
+HUGE_BYTES = 300_000
+
+
+@dataclass
+class SiteServer:
+    """What the test server saw, and knobs a test may turn before crawling."""
+
+    base: str = ""
+    requests: list[str] = field(default_factory=list)
+    times: list[tuple[str, float]] = field(default_factory=list)
+    delay: float = 0.0
+    robots: str | None = None
+    active: int = 0
+    max_active: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+def _redirect(handler: SimpleHTTPRequestHandler, status: int, location: str) -> None:
+    handler.send_response(status)
+    handler.send_header("Location", location)
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+
+
+def _send(
+    handler: SimpleHTTPRequestHandler, body: bytes, content_type: str, *, length: bool = True
+) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    if length:
+        handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    state: SiteServer
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".md": "text/markdown; charset=utf-8",
+        ".html": "text/html; charset=utf-8",
+    }
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+    def do_GET(self) -> None:
+        state = self.state
+        with state.lock:
+            state.requests.append(self.path)
+            state.times.append((self.path, time.monotonic()))
+            state.active += 1
+            state.max_active = max(state.max_active, state.active)
+        try:
+            if state.delay and self.path.endswith(".html"):
+                time.sleep(state.delay)
+            self._route()
+        finally:
+            with state.lock:
+                state.active -= 1
+
+    def _route(self) -> None:
+        path = self.path
+        if path == "/robots.txt" and self.state.robots is not None:
+            _send(self, self.state.robots.encode(), "text/plain")
+        elif path == "/old-guide":
+            _redirect(self, 301, "/guide.html")
+        elif path == "/away":
+            _redirect(self, 302, "http://example.org/landing")
+        elif path.startswith("/loop/"):
+            _redirect(self, 302, f"/loop/{int(path.rsplit('/', 1)[1]) + 1}")
+        elif path == "/report":
+            _send(self, b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + bytes(range(256)) * 8, "application/pdf")
+        elif path == "/huge.html":
+            # No Content-Length: the crawler must stop reading by itself.
+            body = b"<html><body><main>" + b"<p>word word word</p>" * (HUGE_BYTES // 21)
+            _send(self, body, "text/html", length=False)
+        elif path == "/huge-declared.html":
+            _send(self, b"<p>x</p>" * (HUGE_BYTES // 8), "text/html")
+        else:
+            super().do_GET()
+
+
+@pytest.fixture
+def site_server() -> Iterator[SiteServer]:
+    """Serve the crawl fixture site on 127.0.0.1 at a free port, in a thread."""
+    state = SiteServer()
+    handler = type("Handler", (_Handler,), {"state": state, "protocol_version": "HTTP/1.0"})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(CRAWL_SITE)))
+    server.daemon_threads = True
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,80 @@
+"""Reading pages from a folder or a single file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sitechat.errors import IngestError
+from sitechat.ingest.local import iter_local_pages
+
+SITES = Path(__file__).parent / "sites"
+
+
+@pytest.fixture
+def docs_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "site"
+    (root / "guide").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (root / "_static").mkdir()
+    (root / "index.html").write_text(
+        "<title>Home</title><main><h1 id='h'>Home</h1><p>Hi.</p></main>"
+    )
+    (root / "guide" / "install.md").write_text("# Install\n\nRun it.\n")
+    (root / "guide" / "notes.TXT").write_text("Notes\n\nPlain text.\n")
+    (root / "guide" / "with space.htm").write_text("<p>Spaced.</p>")
+    (root / ".git" / "config.html").write_text("<p>hidden folder</p>")
+    (root / ".hidden.md").write_text("# Hidden file\n")
+    (root / "_static" / "style.css").write_text("body {}")
+    (root / "image.png").write_bytes(b"\x89PNG")
+    return root
+
+
+def test_folder_pages_in_path_order_without_hidden_or_other_files(docs_folder: Path) -> None:
+    """Only page files are read, sorted by path, with hidden folders and files left out."""
+    pages = list(iter_local_pages(docs_folder))
+    names = [p.url.rsplit("/", 2)[-2:] for p in pages]
+    assert names == [
+        ["guide", "install.md"],
+        ["guide", "notes.TXT"],
+        ["guide", "with%20space.htm"],
+        ["site", "index.html"],
+    ]
+    assert all(p.url.startswith("file:///") for p in pages)
+    assert pages[0].url == (docs_folder / "guide" / "install.md").resolve().as_uri()
+
+
+def test_content_types_follow_the_suffix(docs_folder: Path) -> None:
+    """HTML, Markdown and text files are each extracted their own way."""
+    pages = {p.url.rsplit("/", 1)[-1]: p for p in iter_local_pages(docs_folder)}
+    assert pages["index.html"].content_type == "text/html"
+    assert pages["index.html"].sections[0].anchor == "h"
+    assert pages["install.md"].content_type == "text/markdown"
+    assert pages["install.md"].sections[0].anchor == "install"
+    assert pages["notes.TXT"].content_type == "text/plain"
+    assert pages["notes.TXT"].title == "Notes"
+
+
+def test_base_url_makes_site_urls(docs_folder: Path) -> None:
+    """With ``base_url`` a page's URL is the base joined with its relative path."""
+    urls = [p.url for p in iter_local_pages(docs_folder, base_url="https://Docs.example.com/v1")]
+    assert urls == [
+        "https://docs.example.com/v1/guide/install.md",
+        "https://docs.example.com/v1/guide/notes.TXT",
+        "https://docs.example.com/v1/guide/with%20space.htm",
+        "https://docs.example.com/v1/index.html",
+    ]
+
+
+def test_single_file() -> None:
+    """A single file is read on its own; with a base URL its name is appended."""
+    pages = list(iter_local_pages(SITES / "sphinx.html", base_url="https://d.test/"))
+    assert [p.url for p in pages] == ["https://d.test/sphinx.html"]
+    assert pages[0].sections[0].anchor == "installing-the-widget"
+
+
+def test_missing_path_is_an_ingest_error(tmp_path: Path) -> None:
+    """A path that does not exist raises IngestError naming it."""
+    with pytest.raises(IngestError, match="nope"):
+        list(iter_local_pages(tmp_path / "nope"))
