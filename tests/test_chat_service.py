@@ -143,11 +143,11 @@ async def test_retrieval_runs_while_history_is_formatted() -> None:
 
 async def test_history_reaches_the_prompt() -> None:
     """Earlier turns are sent to the LLM before the question with its sources."""
-    llm = FakeLLMService()
+    llm = FakeLLMService(["install the app on Linux", "Use the AppImage [1]."])
     service = await _service(llm)
     history = [ChatMessage("user", "I use Linux."), ChatMessage("assistant", "Noted.")]
     await _collect(service, "How do I install the app on Linux?", history)
-    sent = llm.calls[0]
+    sent = llm.calls[-1]
     assert [m.type for m in sent] == ["system", "human", "ai", "human"]
     parsed = parse_prompt(sent)
     assert parsed.question == "How do I install the app on Linux?"
@@ -209,3 +209,98 @@ def test_citation_parsing_never_raises_and_stays_in_range(answer: str, count: in
     cited = parse_citations(answer, count)
     assert all(1 <= n <= count for n in cited)
     assert len(set(cited)) == len(cited)
+
+
+async def test_follow_up_is_rewritten_before_retrieval() -> None:
+    """With history, the LLM rewrites the follow-up into the query; its text never streams."""
+    llm = FakeLLMService(["delete Lumen account", "Open Settings and press Delete account [1]."])
+    service = await _service(llm)
+    history = [
+        ChatMessage("user", "Tell me about my account."),
+        ChatMessage("assistant", "It holds your notes."),
+    ]
+    events = await _collect(service, "And how do I delete it?", history)
+    sources = events[0]
+    assert isinstance(sources, SourcesEvent)
+    assert sources.query == "delete Lumen account"
+    assert sources.sources[0].url.endswith("#delete-account")
+    tokens = "".join(e.text for e in events if isinstance(e, TokenEvent))
+    assert tokens == "Open Settings and press Delete account [1]."
+    assert len(llm.calls) == 2
+
+
+async def test_no_rewriting_without_history() -> None:
+    """A first question is searched as asked: one LLM call only."""
+    llm = FakeLLMService(["Answer [1]."])
+    service = await _service(llm)
+    events = await _collect(service, "How do I delete my account?")
+    assert isinstance(events[0], SourcesEvent)
+    assert events[0].query == "How do I delete my account?"
+    assert len(llm.calls) == 1
+
+
+async def test_failed_rewrite_falls_back_to_the_question() -> None:
+    """If the rewriting call fails, the raw question is searched and the answer still streams."""
+    from sitechat.chat.rewrite import LLMQueryRewriter
+
+    base = await _service(FakeLLMService(["Open Settings [1]."]))
+    failing = FakeLLMService(error=RateLimitError("busy"))
+    service = RetrievalChatService(base.llm, base.retriever, rewriter=LLMQueryRewriter(failing))
+    history = [ChatMessage("user", "hi"), ChatMessage("assistant", "hello")]
+    events = await _collect(service, "How do I delete my account?", history)
+    assert isinstance(events[0], SourcesEvent)
+    assert events[0].query == "How do I delete my account?"
+    assert isinstance(events[-1], DoneEvent)
+
+
+async def test_keyword_rewriter_carries_the_topic_over() -> None:
+    """The offline rewriter adds the previous question's topic words to a referring follow-up."""
+    from sitechat.chat.rewrite import KeywordQueryRewriter
+
+    rewriter = KeywordQueryRewriter()
+    history = [
+        ChatMessage("user", "How do I export notes to PDF?"),
+        ChatMessage("assistant", "Use File > Export."),
+    ]
+    query = await rewriter.rewrite("and can I import them again?", history)
+    assert "export" in query
+    assert "PDF" in query
+    standalone = "How do I reset my forgotten password quickly?"
+    assert await rewriter.rewrite(standalone, history) == standalone
+
+
+async def test_closing_the_stream_cancels_the_provider() -> None:
+    """A consumer that stops early closes the provider stream: no more tokens are produced."""
+    llm = FakeLLMService([" ".join(f"w{i}" for i in range(200))], delay=0.001)
+    service = await _service(llm)
+    events = service.stream_events("How do I delete my account?")
+    seen = 0
+    async for event in events:
+        if isinstance(event, TokenEvent):
+            seen += 1
+            if seen == 3:
+                break
+    await events.aclose()
+    assert llm.tokens_sent == 3
+    assert llm.closed
+
+
+async def test_task_cancellation_stops_the_stream_promptly() -> None:
+    """Cancelling the task that consumes the stream ends the provider stream too."""
+    llm = FakeLLMService([" ".join(f"w{i}" for i in range(10_000))], delay=0.001)
+    service = await _service(llm)
+
+    async def consume() -> None:
+        async for _ in service.stream_events("How do I delete my account?"):
+            pass
+
+    task = asyncio.ensure_future(consume())
+    for _ in range(5000):
+        if llm.tokens_sent >= 5:
+            break
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert llm.closed
+    assert llm.tokens_sent < 100

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 from sitechat.chat.base import ChatService, HistoryLike
 from sitechat.chat.history import normalize_history
 from sitechat.chat.prompts import DEFAULT_PROMPTS, PromptTemplates, build_messages, parse_citations
+from sitechat.chat.rewrite import QueryRewriter, default_rewriter
 from sitechat.config import ChatSettings, RetrievalSettings
 from sitechat.errors import InvalidInputError, ProviderError, StreamInterruptedError
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
@@ -60,11 +61,13 @@ class RetrievalChatService(ChatService):
         *,
         settings: ChatSettings | None = None,
         prompts: PromptTemplates = DEFAULT_PROMPTS,
+        rewriter: QueryRewriter | None = None,
     ) -> None:
         self.llm = llm
         self.retriever = retriever
         self.settings = settings or ChatSettings()
         self.prompts = prompts
+        self.rewriter = rewriter or default_rewriter(llm)
 
     @classmethod
     def from_components(
@@ -95,7 +98,11 @@ class RetrievalChatService(ChatService):
         return text
 
     async def _retrieve(self, message: str, history: Sequence[ChatMessage]) -> RetrievalResult:
-        return await self.retriever.retrieve(message)
+        query = message
+        conversation = [t for t in history if t.role in ("user", "assistant")]
+        if conversation and self.settings.rewrite_followups:
+            query = await self.rewriter.rewrite(message, conversation)
+        return await self.retriever.retrieve(query)
 
     async def _format_history(self, history: HistoryLike) -> list[ChatMessage]:
         turns = [t for t in normalize_history(history) if t.role != "system"]

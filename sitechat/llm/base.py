@@ -8,6 +8,9 @@ Member                    Contract
                           answers; ``stream`` then yields the answer as one delta.
 ``needs_key``             Class attribute: True if the provider cannot run without a
                           secret; ``key_env_var`` names where it is read from.
+``supports_query_``       Class attribute: False if the provider cannot follow an
+``rewriting``             instruction (the extractive answerer); follow-up questions
+                          are then made standalone without it.
 ``context_window``        Instance attribute (tokens): what the chat service may fill
                           with history and sources, leaving ``max_output_tokens``.
 ``_astream(messages)``    **The one method a provider implements.** An async iterator
@@ -62,6 +65,7 @@ class BaseLLMService(ABC):
     supports_streaming: ClassVar[bool] = True
     needs_key: ClassVar[bool] = False
     key_env_var: ClassVar[str | None] = None
+    supports_query_rewriting: ClassVar[bool] = True
     config_class: ClassVar[type[BaseModel] | None] = None
 
     context_window: int = 8192
@@ -79,9 +83,17 @@ class BaseLLMService(ABC):
 
     async def stream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
         """Stream the answer; every yielded delta has text or usage."""
-        async for delta in self._astream(messages):
-            if delta.text or delta.usage is not None:
-                yield delta
+        inner = self._astream(messages)
+        try:
+            async for delta in inner:
+                if delta.text or delta.usage is not None:
+                    yield delta
+        finally:
+            # close the provider's stream now, not whenever it is garbage-collected, so an
+            # abandoned answer stops consuming tokens at once
+            closer = getattr(inner, "aclose", None)
+            if closer is not None:
+                await closer()
 
     @overload
     async def generate_response(

@@ -47,6 +47,7 @@ class ExtractiveLLMService(BaseLLMService):
 
     name: ClassVar[str] = "extractive"
     needs_key: ClassVar[bool] = False
+    supports_query_rewriting: ClassVar[bool] = False
     context_window = 1_000_000
     model = "extractive"
 

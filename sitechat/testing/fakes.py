@@ -29,7 +29,9 @@ class FakeLLMService(BaseLLMService):
     """Streams scripted replies, one per call, in token-sized pieces.
 
     ``error`` is raised before the first token; with ``fail_after`` tokens, the stream breaks
-    mid-answer with :class:`StreamInterruptedError`. ``calls`` records every prompt received.
+    mid-answer with :class:`StreamInterruptedError`. ``calls`` records every prompt received,
+    ``tokens_sent`` counts the tokens yielded, and ``closed`` turns True when a stream ends
+    for any reason (finished, failed, closed early or cancelled).
     """
 
     name: ClassVar[str] = "fake"
@@ -50,6 +52,8 @@ class FakeLLMService(BaseLLMService):
         self.delay = delay
         self.context_window = context_window
         self.calls: list[list[BaseMessage]] = []
+        self.tokens_sent = 0
+        self.closed = False
 
     async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[LLMDelta]:
         self.calls.append(list(messages))
@@ -59,16 +63,21 @@ class FakeLLMService(BaseLLMService):
         tokens = [w + " " for w in reply.split(" ")]
         tokens[-1] = tokens[-1][:-1]
         sent: list[str] = []
-        for i, token in enumerate(tokens):
-            if self.fail_after is not None and i >= self.fail_after:
-                raise StreamInterruptedError(
-                    "The fake stream was cut off.", provider=self.name, partial="".join(sent)
-                )
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            sent.append(token)
-            yield LLMDelta(text=token)
-        yield LLMDelta(usage=Usage(input_tokens=10, output_tokens=len(tokens)))
+        try:
+            for i, token in enumerate(tokens):
+                if self.fail_after is not None and i >= self.fail_after:
+                    raise StreamInterruptedError(
+                        "The fake stream was cut off.", provider=self.name, partial="".join(sent)
+                    )
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                sent.append(token)
+                self.tokens_sent += 1
+                yield LLMDelta(text=token)
+            yield LLMDelta(usage=Usage(input_tokens=10, output_tokens=len(tokens)))
+        finally:
+            # records that the consumer closed or cancelled the stream
+            self.closed = True
 
 
 class FakeEmbeddings(Embeddings):

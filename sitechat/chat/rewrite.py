@@ -1,0 +1,114 @@
+"""Turn a follow-up question into a standalone search query.
+
+"And how do I delete it?" finds nothing on its own: the search needs the topic from the
+conversation. With an LLM, a short non-streamed call rewrites the question; its tokens never
+reach the answer stream. The offline answerer cannot write, so a keyword rewriter carries the
+previous question's topic words over instead. With no history, no rewriting happens at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from sitechat._text import content_terms
+from sitechat.errors import ProviderError
+from sitechat.llm.base import BaseLLMService
+from sitechat.models import ChatMessage
+
+__all__ = [
+    "CONDENSE_PROMPT",
+    "KeywordQueryRewriter",
+    "LLMQueryRewriter",
+    "QueryRewriter",
+    "default_rewriter",
+]
+
+logger = logging.getLogger(__name__)
+
+CONDENSE_PROMPT = """Rewrite the user's last question as one standalone search query for the \
+website's documentation, using the conversation to resolve words like "it", "that" or "there". \
+Keep names, versions and error messages exactly. Reply with the query only, no quotes, no \
+explanation. If the question already stands alone, repeat it unchanged."""
+
+_MAX_QUERY_CHARS = 400
+_HISTORY_TURNS = 6
+_REFERRING = re.compile(
+    r"\b(it|its|it's|this|that|these|those|they|them|their|there|one|ones|same|else|also|"
+    r"and|instead|too|more|again)\b",
+    re.IGNORECASE,
+)
+
+
+class QueryRewriter(ABC):
+    """Makes the search query for a question, given the conversation so far."""
+
+    @abstractmethod
+    async def rewrite(self, question: str, history: Sequence[ChatMessage]) -> str:
+        """The query to search with; only called when ``history`` is not empty."""
+
+
+class LLMQueryRewriter(QueryRewriter):
+    """Asks the LLM for a standalone query; falls back to the question if the call fails."""
+
+    def __init__(self, llm: BaseLLMService, prompt: str = CONDENSE_PROMPT) -> None:
+        self.llm = llm
+        self.prompt = prompt
+
+    async def rewrite(self, question: str, history: Sequence[ChatMessage]) -> str:
+        turns = [t for t in history if t.role in ("user", "assistant")][-_HISTORY_TURNS:]
+        conversation = "\n".join(f"{t.role}: {t.content[:1000]}" for t in turns)
+        messages = [
+            SystemMessage(content=self.prompt),
+            HumanMessage(content=f"Conversation:\n{conversation}\n\nLast question: {question}"),
+        ]
+        try:
+            text = await self.llm.generate_response(messages)
+        except ProviderError as exc:
+            logger.warning("query rewriting failed, searching with the question: %s", exc)
+            return question
+        query = " ".join(text.split()).strip("\"'` ")
+        if not query or len(query) > _MAX_QUERY_CHARS:
+            return question
+        return query
+
+
+class KeywordQueryRewriter(QueryRewriter):
+    """Adds the previous question's topic words to a question that refers back to it.
+
+    A question that shares topic words with the previous one, or that contains no pronoun or
+    connective ("it", "that", "and", …) and is long enough, is left as it is.
+    """
+
+    def __init__(self, max_added_terms: int = 8) -> None:
+        self.max_added_terms = max_added_terms
+
+    async def rewrite(self, question: str, history: Sequence[ChatMessage]) -> str:
+        previous = next((t.content for t in reversed(history) if t.role == "user"), None)
+        if previous is None:
+            return question
+        own = content_terms(question)
+        if len(own) >= 4 and not _REFERRING.search(question):
+            return question
+        words = re.findall(r"[^\W_]+(?:['’][^\W_]+)?", previous)
+        stems = set(own)
+        added: list[str] = []
+        for word in words:
+            terms = content_terms(word)
+            if terms and terms[0] not in stems and word.lower() not in (w.lower() for w in added):
+                added.append(word)
+                stems.add(terms[0])
+            if len(added) >= self.max_added_terms:
+                break
+        return f"{question} {' '.join(added)}" if added else question
+
+
+def default_rewriter(llm: BaseLLMService) -> QueryRewriter:
+    """An LLM rewriter when the LLM can write, else the keyword rewriter."""
+    if llm.supports_query_rewriting:
+        return LLMQueryRewriter(llm)
+    return KeywordQueryRewriter()
