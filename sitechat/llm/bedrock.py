@@ -1,0 +1,277 @@
+"""The ``bedrock`` LLM provider: Amazon Bedrock's Converse API via ``ChatBedrockConverse``.
+
+Configured by ``SITECHAT_LLM__*`` and its own section ``SITECHAT_BEDROCK__*``
+(:class:`BedrockConfig`: region, endpoint URL for VPC endpoints, profile). Credentials come
+from the standard AWS chain (environment, profile, ECS task or instance role) and are never
+required in sitechat's settings. Model ids may be inference profiles
+(``us.anthropic.claude-3-5-haiku-20241022-v1:0``) or their ARNs.
+
+boto3 is synchronous. LangChain's ``astream`` would run every ``next()`` of the stream in
+the event loop's small default executor, so fifty concurrent chats would queue behind a
+handful of threads. Each stream here runs whole in a thread of the service's own pool
+(``max_concurrency`` threads) and hands chunks to the event loop as they arrive, so the loop
+never blocks and concurrent chats do not wait on each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from pydantic import BaseModel, Field, SecretStr
+
+from sitechat.config import RetrySettings, load_provider_config
+from sitechat.errors import ConfigurationError, MissingDependencyError
+from sitechat.llm._errors import map_bedrock_error
+from sitechat.llm._langchain import deltas_from_chunks, message_delta, model_for
+from sitechat.llm.base import BaseLLMService, LLMDelta
+from sitechat.llm.retry import retry_stream
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from sitechat.config import Settings
+
+__all__ = ["BedrockConfig", "BedrockLLMService", "make_bedrock_client"]
+
+DEFAULT_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+
+_CONTEXT_WINDOWS = {
+    "anthropic.claude": 200_000,
+    "amazon.nova": 300_000,
+    "meta.llama3": 128_000,
+    "mistral.": 32_000,
+}
+
+
+class BedrockConfig(BaseModel):
+    """The ``SITECHAT_BEDROCK__*`` section, shared by the LLM and embeddings providers."""
+
+    region: str | None = Field(
+        default=None,
+        description="AWS region; AWS_REGION / AWS_DEFAULT_REGION / the profile's otherwise.",
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="A VPC (PrivateLink) or test endpoint for bedrock-runtime."
+    )
+    profile: str | None = Field(default=None, description="A named AWS profile to use.")
+    model: str | None = Field(
+        default=None,
+        description="Chat model when this provider is a fallback (else SITECHAT_LLM__MODEL).",
+    )
+    context_window: int | None = Field(default=None, ge=256)
+    streaming: bool = True
+    embedding_dimensions: int | None = Field(
+        default=None, ge=1, description="Titan v2: 256, 512 or 1024; Cohere v4: up to 1536."
+    )
+    max_concurrency: int = Field(
+        default=64, ge=1, le=1024, description="Streams (and connections) served at once."
+    )
+    aws_access_key_id: SecretStr | None = Field(
+        default=None, description="Only if you must: prefer the standard AWS chain."
+    )
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+
+
+def make_bedrock_client(
+    config: BedrockConfig, *, timeout: float = 60.0, service: str = "bedrock-runtime"
+) -> Any:
+    """A boto3 client for ``service`` that never retries (sitechat's retry layer does).
+
+    Raises :class:`ConfigurationError` when no region can be found.
+    """
+    try:
+        import boto3  # type: ignore[import-untyped, unused-ignore]
+        from botocore.config import Config  # type: ignore[import-untyped, unused-ignore]
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise MissingDependencyError("boto3", "bedrock", "The 'bedrock' provider") from exc
+
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    session = boto3.Session(
+        profile_name=config.profile,
+        region_name=config.region,
+        aws_access_key_id=secret(config.aws_access_key_id),
+        aws_secret_access_key=secret(config.aws_secret_access_key),
+        aws_session_token=secret(config.aws_session_token),
+    )
+    region = config.region or session.region_name
+    if not region:
+        raise ConfigurationError(
+            "The 'bedrock' provider needs an AWS region. Set SITECHAT_BEDROCK__REGION "
+            "(or AWS_REGION), e.g. us-east-1."
+        )
+    botocore_config = Config(
+        region_name=region,
+        connect_timeout=min(timeout, 10.0),
+        read_timeout=timeout,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=config.max_concurrency,
+        user_agent_extra="sitechat",
+    )
+    return session.client(
+        service, region_name=region, endpoint_url=config.endpoint_url, config=botocore_config
+    )
+
+
+def _context_window(model: str) -> int:
+    base = model.split("/")[-1]
+    for prefix, window in _CONTEXT_WINDOWS.items():
+        if prefix in base:
+            return window
+    return 8192
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    error: BaseException
+
+
+_END = object()
+
+
+class BedrockLLMService(BaseLLMService):
+    """Answers with a model on Amazon Bedrock through the Converse API, streaming.
+
+    ``client`` is a boto3 ``bedrock-runtime`` client (inject one for tests or custom
+    sessions); without it one is built from ``config``.
+    """
+
+    name: ClassVar[str] = "bedrock"
+    needs_key: ClassVar[bool] = False
+    key_env_var: ClassVar[str | None] = None
+    config_class: ClassVar[type[BaseModel] | None] = BedrockConfig
+
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_MODEL,
+        client: Any = None,
+        config: BedrockConfig | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        timeout: float = 60.0,
+        retry: RetrySettings | None = None,
+    ) -> None:
+        try:
+            from langchain_aws import ChatBedrockConverse
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise MissingDependencyError(
+                "langchain-aws", "bedrock", "The 'bedrock' provider"
+            ) from exc
+        config = config or BedrockConfig()
+        self._owns_client = client is None
+        if client is None:
+            client = make_bedrock_client(config, timeout=timeout)
+        self._client = client
+        self.model = model
+        self.region: str = client.meta.region_name
+        self.retry = retry or RetrySettings()
+        self.streaming = config.streaming
+        self.max_output_tokens = max_tokens
+        self.context_window = config.context_window or _context_window(model)
+        # the control-plane client only resolves application inference profiles; build it
+        # (with the same session settings) only then, and otherwise let the runtime client
+        # stand in so LangChain does not create one from the default session
+        control = (
+            make_bedrock_client(config, timeout=timeout, service="bedrock")
+            if "application-inference-profile" in model
+            else client
+        )
+        self._chat = ChatBedrockConverse(
+            model=model,
+            client=client,
+            bedrock_client=control,
+            region_name=self.region,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=config.max_concurrency, thread_name_prefix="sitechat-bedrock"
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Build from ``settings.llm`` and the ``SITECHAT_BEDROCK__*`` section."""
+        config = load_provider_config(BedrockConfig, cls.name, settings.env_file)
+        return cls(
+            model=model_for(settings, config.model, cls.name, DEFAULT_MODEL),
+            config=config,
+            temperature=settings.llm.temperature,
+            max_tokens=settings.llm.max_tokens,
+            timeout=settings.llm.timeout,
+            retry=settings.llm.retry,
+        )
+
+    def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
+        return retry_stream(lambda: self._attempt(messages), self.retry, provider=self.name)
+
+    async def _attempt(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
+        """One try on the wire, vendor errors mapped at the boundary."""
+        try:
+            if not self.streaming:
+                loop = asyncio.get_running_loop()
+                message = await loop.run_in_executor(
+                    self._executor, self._chat.invoke, list(messages)
+                )
+                yield message_delta(message)
+                return
+            async for delta in deltas_from_chunks(self._chunks_from_thread(list(messages))):
+                yield delta
+        except Exception as exc:
+            raise map_bedrock_error(
+                exc, provider=self.name, model=self.model, region=self.region
+            ) from exc
+
+    async def _chunks_from_thread(
+        self, messages: list[BaseMessage]
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Run the blocking boto3 stream in a pool thread and relay its chunks to the loop."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        abandoned = threading.Event()
+
+        def deliver(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop has closed: nobody is listening any more
+                abandoned.set()
+
+        def produce() -> None:
+            try:
+                for chunk in self._chat.stream(messages):
+                    if abandoned.is_set():
+                        return
+                    deliver(chunk)
+            except Exception as exc:
+                deliver(_Failure(exc))
+            else:
+                deliver(_END)
+
+        self._executor.submit(produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield cast(AIMessageChunk, item)
+        finally:
+            abandoned.set()
+
+    async def aclose(self) -> None:
+        """Release the thread pool, and the boto3 client if this service built it."""
+        self._executor.shutdown(wait=False)
+        if self._owns_client:
+            self._client.close()
+
+    def __repr__(self) -> str:
+        return f"BedrockLLMService(model={self.model!r}, region={self.region!r})"

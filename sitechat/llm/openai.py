@@ -1,0 +1,214 @@
+"""The ``openai`` LLM provider: OpenAI, or any OpenAI-compatible server, via ``ChatOpenAI``.
+
+Configured by ``SITECHAT_LLM__*`` (model, temperature, max tokens, timeout, retry) and its
+own section ``SITECHAT_OPENAI__*`` (:class:`OpenAIConfig`). Point
+``SITECHAT_OPENAI__BASE_URL`` at vLLM, Ollama, a llama.cpp server or a LiteLLM proxy and
+it speaks to those the same way; a key is then optional.
+
+The vendor client never retries (``max_retries=0``): :mod:`sitechat.llm.retry` owns retries
+so that nothing is retried after the first token.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import urlsplit
+
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel, Field, SecretStr
+
+from sitechat.config import RetrySettings, load_provider_config
+from sitechat.errors import ConfigurationError, MissingDependencyError
+from sitechat.llm._errors import map_openai_error
+from sitechat.llm._langchain import deltas_from_chunks, message_delta, model_for
+from sitechat.llm.base import BaseLLMService, LLMDelta
+from sitechat.llm.retry import retry_stream
+
+if TYPE_CHECKING:
+    import httpx
+    from typing_extensions import Self
+
+    from sitechat.config import Settings
+
+__all__ = ["OpenAIConfig", "OpenAILLMService", "resolve_openai_key"]
+
+DEFAULT_MODEL = "gpt-4o-mini"
+KEY_ENV_VAR = "SITECHAT_OPENAI__API_KEY"
+STANDARD_KEY_ENV_VAR = "OPENAI_API_KEY"
+# a compatible server that ignores keys still needs a non-empty one for the client
+_NO_KEY = "sitechat-no-key"
+
+_CONTEXT_WINDOWS = {
+    "gpt-4o": 128_000,
+    "gpt-4o-mini": 128_000,
+    "gpt-4.1": 1_047_576,
+    "gpt-4.1-mini": 1_047_576,
+    "gpt-4.1-nano": 1_047_576,
+    "gpt-4-turbo": 128_000,
+    "gpt-3.5-turbo": 16_385,
+}
+
+
+class OpenAIConfig(BaseModel):
+    """The ``SITECHAT_OPENAI__*`` section, shared by the LLM and embeddings providers."""
+
+    api_key: SecretStr | None = Field(
+        default=None, description="API key; OPENAI_API_KEY is used when this is unset."
+    )
+    base_url: str | None = Field(
+        default=None, description="An OpenAI-compatible endpoint, ending in /v1."
+    )
+    organization: str | None = None
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers sent with every request."
+    )
+    model: str | None = Field(
+        default=None,
+        description="Chat model when this provider is a fallback (else SITECHAT_LLM__MODEL).",
+    )
+    context_window: int | None = Field(
+        default=None, ge=256, description="Tokens the model accepts, for unknown models."
+    )
+    streaming: bool = Field(default=True, description="False for servers that cannot stream (SSE).")
+    embedding_dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        description="Shorten text-embedding-3 vectors, or declare an unknown model's size.",
+    )
+
+
+def _is_openai_host(base_url: str | None) -> bool:
+    return base_url is None or (urlsplit(base_url).hostname or "").endswith("openai.com")
+
+
+def resolve_openai_key(config: OpenAIConfig) -> SecretStr:
+    """The key from the section, else ``OPENAI_API_KEY``; optional for compatible servers."""
+    if config.api_key is not None and config.api_key.get_secret_value():
+        return config.api_key
+    standard = os.environ.get(STANDARD_KEY_ENV_VAR)
+    if standard:
+        return SecretStr(standard)
+    if not _is_openai_host(config.base_url):
+        return SecretStr(_NO_KEY)
+    raise ConfigurationError(
+        f"The 'openai' provider needs an API key. Set {KEY_ENV_VAR} (or {STANDARD_KEY_ENV_VAR}), "
+        "or set SITECHAT_OPENAI__BASE_URL to an OpenAI-compatible server that needs none."
+    )
+
+
+class OpenAILLMService(BaseLLMService):
+    """Answers with an OpenAI (or compatible) chat model, streaming token by token.
+
+    ``http_async_client`` lets tests and proxies supply the ``httpx.AsyncClient``; the
+    service then leaves closing it to the caller.
+    """
+
+    name: ClassVar[str] = "openai"
+    needs_key: ClassVar[bool] = True
+    key_env_var: ClassVar[str | None] = KEY_ENV_VAR
+    config_class: ClassVar[type[BaseModel] | None] = OpenAIConfig
+
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_MODEL,
+        api_key: SecretStr | str | None = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        timeout: float = 60.0,
+        retry: RetrySettings | None = None,
+        streaming: bool = True,
+        context_window: int | None = None,
+        http_async_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        try:
+            import openai
+            from langchain_openai import ChatOpenAI
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise MissingDependencyError(
+                "langchain-openai", "openai", "The 'openai' provider"
+            ) from exc
+        if isinstance(api_key, str):
+            api_key = SecretStr(api_key)
+        key = resolve_openai_key(OpenAIConfig(api_key=api_key, base_url=base_url))
+        self._api_key = key
+        self.model = model
+        self.base_url = base_url
+        self.retry = retry or RetrySettings()
+        self.streaming = streaming
+        self.max_output_tokens = max_tokens
+        self.context_window = context_window or _CONTEXT_WINDOWS.get(model, 8192)
+        self._owns_http_client = http_async_client is None
+        self._chat = ChatOpenAI(
+            model=model,
+            api_key=key,
+            base_url=base_url,
+            organization=organization,
+            default_headers=dict(headers) if headers else None,
+            temperature=temperature,
+            max_completion_tokens=max_tokens,
+            # a Timeout object (unlike a float) makes LangChain build this service its own
+            # HTTP client instead of sharing a cached one across event loops
+            timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)),
+            max_retries=0,
+            stream_usage=True,
+            # httpx's read timeout already bounds silence between chunks; LangChain's own
+            # per-chunk timer would add a task switch to every token
+            stream_chunk_timeout=None,
+            http_async_client=http_async_client,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Build from ``settings.llm`` and the ``SITECHAT_OPENAI__*`` section."""
+        config = load_provider_config(OpenAIConfig, cls.name, settings.env_file)
+        return cls(
+            model=model_for(settings, config.model, cls.name, DEFAULT_MODEL),
+            api_key=resolve_openai_key(config),
+            base_url=config.base_url,
+            organization=config.organization,
+            headers=config.headers,
+            temperature=settings.llm.temperature,
+            max_tokens=settings.llm.max_tokens,
+            timeout=settings.llm.timeout,
+            retry=settings.llm.retry,
+            streaming=config.streaming,
+            context_window=config.context_window,
+        )
+
+    def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
+        return retry_stream(lambda: self._attempt(messages), self.retry, provider=self.name)
+
+    async def _attempt(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
+        """One try on the wire, vendor errors mapped at the boundary."""
+        try:
+            if not self.streaming:
+                yield message_delta(await self._chat.ainvoke(list(messages)))
+                return
+            async for delta in deltas_from_chunks(self._chat.astream(list(messages))):
+                yield delta
+        except Exception as exc:
+            raise map_openai_error(
+                exc,
+                provider=self.name,
+                model=self.model,
+                base_url=self.base_url,
+                secrets=(self._api_key.get_secret_value(),),
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this service created (an injected one is the caller's)."""
+        if not self._owns_http_client:
+            return
+        if self._chat.root_async_client is not None:
+            await self._chat.root_async_client.close()
+        if self._chat.root_client is not None:
+            self._chat.root_client.close()
+
+    def __repr__(self) -> str:
+        return f"OpenAILLMService(model={self.model!r}, base_url={self.base_url!r})"

@@ -1,0 +1,148 @@
+"""Vendor failures become sitechat errors whose messages never carry a secret."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import httpx
+import openai
+import pytest
+from botocore.exceptions import ClientError, NoCredentialsError
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sitechat.errors import (
+    AuthenticationError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
+from sitechat.llm._errors import map_bedrock_error, map_openai_error, parse_retry_after, redact
+
+KEY_CHARS = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",
+    min_size=8,
+    max_size=40,
+)
+
+
+@given(secret=KEY_CHARS, before=st.text(max_size=30), after=st.text(max_size=30))
+def test_redact_removes_a_known_secret_anywhere(secret: str, before: str, after: str) -> None:
+    """A secret passed in never survives redaction, whatever surrounds it."""
+    assert secret not in redact(before + secret + after, [secret])
+
+
+@given(tail=KEY_CHARS)
+def test_redact_masks_key_shaped_text_without_being_told(tail: str) -> None:
+    """OpenAI-style keys and bearer tokens are masked even when not passed as secrets."""
+    text = f"Incorrect API key provided: sk-{tail}. Authorization: Bearer {tail}"
+    assert tail not in redact(text)
+
+
+def test_redact_masks_sigv4_parts() -> None:
+    """Credential, Signature and security tokens in a signed header are masked."""
+    header = (
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/us-east-1/bedrock/aws4_request, "
+        "SignedHeaders=host;x-amz-date, "
+        "Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024"
+    )
+    cleaned = redact(header)
+    assert "AKIAIOSFODNN7EXAMPLE" not in cleaned
+    assert "fe5f80f77d5fa3be" not in cleaned
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "7"}, 7.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_parse_retry_after_reads_seconds_and_milliseconds(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    """Retry-After in seconds, retry-after-ms first, garbage ignored."""
+    assert parse_retry_after(httpx.Headers(headers)) == expected
+
+
+def test_parse_retry_after_reads_an_http_date() -> None:
+    """An HTTP date becomes the seconds left until then."""
+    when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    seconds = parse_retry_after(httpx.Headers({"retry-after": when}))
+    assert seconds is not None
+    assert 20 < seconds <= 30
+
+
+def _status_error(
+    status: int, body: dict[str, object], headers: dict[str, str] | None = None
+) -> openai.APIStatusError:
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+    response = httpx.Response(status, json=body, headers=headers, request=request)
+    cls = {429: openai.RateLimitError, 401: openai.AuthenticationError}.get(
+        status, openai.APIStatusError
+    )
+    return cls("failed", response=response, body=body)  # type: ignore[arg-type]
+
+
+def test_insufficient_quota_is_not_treated_as_a_retryable_rate_limit() -> None:
+    """429 insufficient_quota means billing, not throttling: a permission error."""
+    error = map_openai_error(
+        _status_error(429, {"error": {"message": "quota", "code": "insufficient_quota"}})
+    )
+    assert isinstance(error, PermissionDeniedError)
+    assert not error.retryable
+
+
+def test_openai_unknown_status_by_range() -> None:
+    """An unlisted 5xx is service-unavailable; 408 a timeout."""
+    assert isinstance(map_openai_error(_status_error(502, {})), ServiceUnavailableError)
+    assert isinstance(map_openai_error(_status_error(408, {})), ProviderTimeoutError)
+
+
+def test_unexpected_exceptions_become_provider_errors_without_secrets() -> None:
+    """Anything unknown is still a ProviderError, with secrets redacted from its text."""
+    error = map_openai_error(
+        RuntimeError("boom with sk-abcdef0123456789"), secrets=["sk-abcdef0123456789"]
+    )
+    assert type(error) is ProviderError
+    assert "sk-abcdef0123456789" not in str(error)
+
+
+def _client_error(code: str, status: int, message: str = "m") -> ClientError:
+    response = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "ConverseStream")
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("ExpiredTokenException", 403, AuthenticationError),
+        ("ServiceQuotaExceededException", 400, RateLimitError),
+        ("ModelNotReadyException", 429, RateLimitError),
+        ("ModelTimeoutException", 408, ProviderTimeoutError),
+        ("ValidationException", 400, ModelNotFoundError),
+    ],
+)
+def test_bedrock_codes_map_by_name_then_status(
+    code: str, status: int, expected: type[ProviderError]
+) -> None:
+    """Error codes decide first; the HTTP status covers codes not listed."""
+    message = "The provided model identifier is invalid." if expected is ModelNotFoundError else "m"
+    assert type(map_bedrock_error(_client_error(code, status, message))) is expected
+
+
+def test_no_credentials_explains_the_chain() -> None:
+    """A missing credential chain is an authentication error naming where AWS looks."""
+    error = map_bedrock_error(NoCredentialsError())
+    assert isinstance(error, AuthenticationError)
+    assert "AWS_PROFILE" in str(error)

@@ -1,0 +1,346 @@
+"""The openai provider on the real wire: ChatOpenAI talking HTTP to the local server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from sitechat.config import RetrySettings, Settings
+from sitechat.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ContextLengthError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+    ServiceUnavailableError,
+    StreamInterruptedError,
+)
+from sitechat.llm.base import LLMDelta
+from sitechat.llm.openai import OpenAILLMService
+from sitechat.models import Usage
+from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults, Reply
+
+KEY = "sk-test-0123456789abcdefSECRET"
+QUESTION = [SystemMessage("Answer briefly."), HumanMessage("What is sitechat?")]
+
+
+@pytest.fixture
+async def http_client() -> AsyncIterator[httpx.AsyncClient]:
+    """An injected httpx client, closed after the test."""
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def _service(
+    server: OpenAICompatibleServer,
+    retry: RetrySettings,
+    client: httpx.AsyncClient,
+    **options: object,
+) -> OpenAILLMService:
+    return OpenAILLMService(
+        model="gpt-test",
+        api_key=KEY,
+        base_url=server.base_url,
+        retry=retry,
+        http_async_client=client,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def _collect(service: OpenAILLMService) -> list[LLMDelta]:
+    return [delta async for delta in service.stream(QUESTION)]
+
+
+async def _drain(chunks: AsyncIterator[str], into: list[str]) -> None:
+    async for chunk in chunks:
+        into.append(chunk)
+
+
+def _text(deltas: list[LLMDelta]) -> str:
+    return "".join(d.text for d in deltas)
+
+
+async def test_streams_tokens_in_order_with_usage(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """Each SSE token becomes one delta, and the usage chunk arrives once."""
+    openai_server.script(
+        Reply("Hello there, reader.", token_size=5, input_tokens=11, output_tokens=4)
+    )
+    deltas = await _collect(_service(openai_server, fast_retry, http_client))
+    assert [d.text for d in deltas if d.text] == ["Hello", " ther", "e, re", "ader."]
+    assert [d.usage for d in deltas if d.usage] == [Usage(11, 4)]
+
+
+async def test_non_streaming_mode_uses_one_json_response_with_usage(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """streaming=False asks without SSE and yields the whole answer with its usage."""
+    openai_server.script(Reply("Whole answer.", input_tokens=7, output_tokens=3))
+    service = _service(openai_server, fast_retry, http_client, streaming=False)
+    deltas = await _collect(service)
+    assert deltas == [LLMDelta("Whole answer.", Usage(7, 3))]
+    assert not openai_server.requests[0].json.get("stream")
+
+
+async def test_sends_model_options_key_and_extra_headers(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """Model, temperature, max tokens, the bearer key, organization and headers reach the wire."""
+    service = _service(
+        openai_server,
+        fast_retry,
+        http_client,
+        temperature=0.3,
+        max_tokens=77,
+        organization="org-42",
+        headers={"X-Team": "docs"},
+    )
+    await service.generate_response(QUESTION)
+    (request,) = openai_server.requests
+    body = request.json
+    assert (body["model"], body["temperature"], body["max_completion_tokens"]) == (
+        "gpt-test",
+        0.3,
+        77,
+    )
+    assert body["stream_options"] == {"include_usage": True}
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert request.headers["openai-organization"] == "org-42"
+    assert request.headers["x-team"] == "docs"
+
+
+async def test_rate_limit_is_retried_after_retry_after(
+    openai_server: OpenAICompatibleServer,
+    fast_retry: RetrySettings,
+    http_client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """429 is retried, and the wait is stretched to the server's Retry-After."""
+    openai_server.script(OpenAIFaults.rate_limited(retry_after=0.05), Reply("ok"))
+    with caplog.at_level(logging.WARNING, logger="sitechat.llm.retry"):
+        answer = await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+    assert answer == "ok"
+    assert len(openai_server.requests) == 2
+    (record,) = [r for r in caplog.records if r.name == "sitechat.llm.retry"]
+    assert record.args is not None
+    assert record.args[4] >= 0.05  # type: ignore[index,operator]
+
+
+@pytest.mark.parametrize("fault", [OpenAIFaults.server_error(), OpenAIFaults.unavailable()])
+async def test_server_errors_are_retried_until_success(
+    openai_server: OpenAICompatibleServer,
+    fast_retry: RetrySettings,
+    http_client: httpx.AsyncClient,
+    fault: object,
+) -> None:
+    """5xx before the first token is retried; two failures then an answer succeed."""
+    openai_server.script(fault, fault, Reply("recovered"))  # type: ignore[arg-type]
+    answer = await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+    assert answer == "recovered"
+    assert len(openai_server.requests) == 3
+
+
+async def test_retries_stop_at_max_attempts(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """After max_attempts failures the last error surfaces; no extra request is made."""
+    openai_server.script(*[OpenAIFaults.unavailable()] * 5)
+    with pytest.raises(ServiceUnavailableError):
+        await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+    assert len(openai_server.requests) == fast_retry.max_attempts
+
+
+async def test_retry_after_beyond_the_deadline_surfaces_at_once(
+    openai_server: OpenAICompatibleServer, http_client: httpx.AsyncClient
+) -> None:
+    """A Retry-After longer than the deadline is not waited for: RateLimitError carries it."""
+    retry = RetrySettings(max_attempts=5, initial_backoff=0.001, max_backoff=0.01, deadline=1.0)
+    openai_server.script(OpenAIFaults.rate_limited(retry_after=30), Reply("never"))
+    with pytest.raises(RateLimitError) as caught:
+        await _service(openai_server, retry, http_client).generate_response(QUESTION)
+    assert caught.value.retry_after == 30
+    assert caught.value.retryable
+    assert len(openai_server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        (OpenAIFaults.unauthorized(), AuthenticationError),
+        (OpenAIFaults.forbidden(), PermissionDeniedError),
+        (OpenAIFaults.model_not_found("gpt-test"), ModelNotFoundError),
+        (OpenAIFaults.context_length_exceeded(), ContextLengthError),
+        (OpenAIFaults.bad_request(), BadRequestError),
+    ],
+)
+async def test_client_errors_surface_without_retry(
+    openai_server: OpenAICompatibleServer,
+    fast_retry: RetrySettings,
+    http_client: httpx.AsyncClient,
+    fault: object,
+    error: type[ProviderError],
+) -> None:
+    """4xx errors map to their sitechat class and are tried exactly once."""
+    openai_server.script(fault)  # type: ignore[arg-type]
+    with pytest.raises(error) as caught:
+        await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+    assert type(caught.value) is error
+    assert caught.value.provider == "openai"
+    assert len(openai_server.requests) == 1
+
+
+async def test_slow_first_byte_times_out_and_is_retried(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """A first byte later than the timeout is a ProviderTimeoutError, retried like 5xx."""
+    openai_server.script(Reply("late", first_byte_delay=1.0), Reply("in time"))
+    service = _service(openai_server, fast_retry, http_client, timeout=0.2)
+    assert await service.generate_response(QUESTION) == "in time"
+    openai_server.script(*[Reply("late", first_byte_delay=1.0)] * 3)
+    with pytest.raises(ProviderTimeoutError):
+        await service.generate_response(QUESTION)
+
+
+async def test_dropped_connection_mid_answer_keeps_partial_and_is_not_retried(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """A break after tokens raises StreamInterruptedError with the text so far; one request only."""
+    openai_server.script(Reply("abcdefghijkl", token_size=3, drop_after=2), Reply("never sent"))
+    seen: list[str] = []
+    chunks = await _service(openai_server, fast_retry, http_client).generate_response(
+        QUESTION, stream=True
+    )
+    with pytest.raises(StreamInterruptedError) as caught:
+        await _drain(chunks, seen)
+    assert caught.value.partial == "abcdef" == "".join(seen)
+    assert isinstance(caught.value.__cause__, ServiceUnavailableError)
+    assert len(openai_server.requests) == 1
+
+
+@pytest.mark.parametrize("fault", [{"drop_after": 0}, {"malformed_after": 0}, {"error_after": 0}])
+async def test_broken_stream_before_first_token_is_retried(
+    openai_server: OpenAICompatibleServer,
+    fast_retry: RetrySettings,
+    http_client: httpx.AsyncClient,
+    fault: dict[str, int],
+) -> None:
+    """A cut connection, unreadable line or error event before any text is retried."""
+    openai_server.script(Reply("abc", **fault), Reply("second try"))  # type: ignore[arg-type]
+    answer = await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+    assert answer == "second try"
+    assert len(openai_server.requests) == 2
+
+
+async def test_malformed_sse_line_mid_answer_interrupts_with_partial(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """An unreadable SSE line after tokens ends the stream, keeping what arrived."""
+    openai_server.script(Reply("abcdef", token_size=2, malformed_after=1))
+    with pytest.raises(StreamInterruptedError) as caught:
+        await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+    assert caught.value.partial == "ab"
+
+
+async def test_fifty_concurrent_streamed_chats_complete(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings
+) -> None:
+    """50 chats streamed at once through one service all finish with the full answer."""
+    openai_server.default_reply = Reply(
+        "one two three four five six", token_size=4, token_delay=0.002
+    )
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=100)) as client:
+        service = _service(openai_server, fast_retry, client)
+        answers = await asyncio.gather(*(service.generate_response(QUESTION) for _ in range(50)))
+    assert set(answers) == {"one two three four five six"}
+    assert len(openai_server.requests) == 50
+
+
+async def test_key_never_appears_in_errors_or_logs(
+    openai_server: OpenAICompatibleServer,
+    fast_retry: RetrySettings,
+    http_client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Even when the server quotes the key back, no message or log line contains it."""
+    faults = [
+        OpenAIFaults.unauthorized(),
+        OpenAIFaults.forbidden(),
+        OpenAIFaults.bad_request(f"bad key {KEY}"),
+    ]
+    messages = []
+    with caplog.at_level(logging.DEBUG):
+        for fault in [OpenAIFaults.rate_limited(0), *faults]:
+            openai_server.script(fault)
+        for _ in faults:
+            with pytest.raises(ProviderError) as caught:
+                await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+            messages.append(str(caught.value))
+    assert messages
+    assert all(KEY not in m and "0123456789abcdef" not in m for m in messages)
+    assert KEY not in caplog.text
+    service = _service(openai_server, fast_retry, http_client)
+    assert KEY not in repr(service) + repr(vars(service))
+
+
+def test_from_settings_reads_its_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SITECHAT_OPENAI__* and SITECHAT_LLM__* shape the service; the key stays a secret."""
+    monkeypatch.setenv("SITECHAT_OPENAI__API_KEY", KEY)
+    monkeypatch.setenv("SITECHAT_OPENAI__BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("SITECHAT_OPENAI__HEADERS", '{"X-Team": "docs"}')
+    monkeypatch.setenv("SITECHAT_LLM__MODEL", "gpt-4o")
+    monkeypatch.setenv("SITECHAT_LLM__RETRY__MAX_ATTEMPTS", "5")
+    service = OpenAILLMService.from_settings(Settings.load(env_file=None))
+    assert (service.model, service.base_url, service.retry.max_attempts) == (
+        "gpt-4o",
+        "http://127.0.0.1:9/v1",
+        5,
+    )
+    assert service.context_window == 128_000
+
+
+def test_standard_openai_api_key_is_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no SITECHAT_OPENAI__API_KEY, OPENAI_API_KEY is used."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    service = OpenAILLMService.from_settings(Settings.load(env_file=None))
+    assert service.model == "gpt-4o-mini"
+
+
+def test_missing_key_names_both_variables() -> None:
+    """No key for api.openai.com fails at start-up naming where to put one."""
+    with pytest.raises(ConfigurationError) as caught:
+        OpenAILLMService.from_settings(Settings.load(env_file=None))
+    assert "SITECHAT_OPENAI__API_KEY" in str(caught.value)
+    assert "OPENAI_API_KEY" in str(caught.value)
+
+
+async def test_compatible_server_needs_no_key(
+    openai_server: OpenAICompatibleServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A base URL other than OpenAI's works without a key (vLLM, Ollama, llama.cpp)."""
+    monkeypatch.setenv("SITECHAT_OPENAI__BASE_URL", openai_server.base_url)
+    service = OpenAILLMService.from_settings(Settings.load(env_file=None))
+    try:
+        assert await service.generate_response(QUESTION) == "You said: What is sitechat?"
+    finally:
+        await service.aclose()
+
+
+def test_fallback_provider_keeps_its_own_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When openai is a fallback, the main provider's SITECHAT_LLM__MODEL is not borrowed."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("SITECHAT_LLM__PROVIDER", "bedrock")
+    monkeypatch.setenv("SITECHAT_LLM__MODEL", "anthropic.claude-3-haiku-20240307-v1:0")
+    monkeypatch.setenv("SITECHAT_OPENAI__MODEL", "gpt-4.1-mini")
+    assert OpenAILLMService.from_settings(Settings.load(env_file=None)).model == "gpt-4.1-mini"

@@ -1,0 +1,254 @@
+"""Retries before the first token, never after; failover between providers in order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langchain_core.messages import BaseMessage, HumanMessage
+from tenacity import RetryCallState
+
+from sitechat.config import RetrySettings
+from sitechat.errors import (
+    AuthenticationError,
+    ProviderError,
+    RateLimitError,
+    ServiceUnavailableError,
+    StreamInterruptedError,
+)
+from sitechat.llm.base import BaseLLMService, LLMDelta
+from sitechat.llm.bedrock import BedrockLLMService
+from sitechat.llm.openai import OpenAILLMService
+from sitechat.llm.retry import (
+    FailoverLLMService,
+    _BackoffHonouringRetryAfter,
+    retry_call,
+    retry_stream,
+)
+from sitechat.testing.bedrock_server import BedrockFaults, BedrockRuntimeServer
+from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults, Reply
+
+QUESTION = [HumanMessage("hi")]
+FAST = RetrySettings(max_attempts=4, initial_backoff=0.0, max_backoff=0.0, deadline=10)
+
+Attempt = list[str | ProviderError]
+
+
+class ScriptedLLM(BaseLLMService):
+    """An in-memory provider: each call plays the next attempt (texts, then maybe an error)."""
+
+    def __init__(self, name: str, attempts: Sequence[Attempt], retry: RetrySettings = FAST) -> None:
+        self.label = name
+        self.attempts = list(attempts)
+        self.calls = 0
+        self.retry = retry
+
+    def describe(self) -> str:
+        return self.label
+
+    def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
+        return retry_stream(self._attempt, self.retry, provider=self.label)
+
+    async def _attempt(self) -> AsyncGenerator[LLMDelta, None]:
+        script = self.attempts[min(self.calls, len(self.attempts) - 1)]
+        self.calls += 1
+        for step in script:
+            if isinstance(step, ProviderError):
+                raise step
+            yield LLMDelta(step)
+
+
+async def _answer(service: BaseLLMService) -> str:
+    return await service.generate_response(QUESTION)
+
+
+async def test_retryable_error_before_first_token_is_retried() -> None:
+    """Rate limits and 5xx before any text are tried again."""
+    llm = ScriptedLLM(
+        "a", [[RateLimitError("slow down")], [ServiceUnavailableError("down")], ["ok"]]
+    )
+    assert await _answer(llm) == "ok"
+    assert llm.calls == 3
+
+
+async def test_non_retryable_error_is_raised_at_once() -> None:
+    """Authentication failures are not retried."""
+    llm = ScriptedLLM("a", [[AuthenticationError("bad key")], ["never"]])
+    with pytest.raises(AuthenticationError):
+        await _answer(llm)
+    assert llm.calls == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    tokens=st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=6),
+    break_at=st.integers(min_value=1, max_value=6),
+)
+async def test_failure_after_first_token_is_never_retried(tokens: list[str], break_at: int) -> None:
+    """Whatever streamed before the break is the partial text, and only one attempt ran."""
+    cut = min(break_at, len(tokens))
+    llm = ScriptedLLM("a", [[*tokens[:cut], ServiceUnavailableError("gone")], ["retried"]])
+    with pytest.raises(StreamInterruptedError) as caught:
+        await _answer(llm)
+    assert caught.value.partial == "".join(tokens[:cut])
+    assert llm.calls == 1
+
+
+async def test_usage_only_delta_before_text_still_allows_retry() -> None:
+    """The first token is the first text, not the first delta."""
+
+    class UsageFirst(ScriptedLLM):
+        async def _attempt(self) -> AsyncGenerator[LLMDelta, None]:
+            self.calls += 1
+            if self.calls == 1:
+                yield LLMDelta(usage=None)
+                raise ServiceUnavailableError("down")
+            yield LLMDelta("ok")
+
+    llm = UsageFirst("a", [[]])
+    assert await _answer(llm) == "ok"
+    assert llm.calls == 2
+
+
+async def test_max_attempts_bounds_the_tries() -> None:
+    """max_attempts counts every try, the first included."""
+    llm = ScriptedLLM(
+        "a", [[ServiceUnavailableError("down")]], RetrySettings(max_attempts=2, initial_backoff=0)
+    )
+    with pytest.raises(ServiceUnavailableError):
+        await _answer(llm)
+    assert llm.calls == 2
+
+
+def _wait_for(policy: RetrySettings, attempt: int, error: BaseException) -> float:
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    state.set_exception((type(error), error, None))
+    return _BackoffHonouringRetryAfter(policy)(state)
+
+
+@given(attempt=st.integers(min_value=1, max_value=12), retry_after=st.none() | st.floats(0, 100))
+def test_backoff_is_capped_and_never_shorter_than_retry_after(
+    attempt: int, retry_after: float | None
+) -> None:
+    """The wait grows exponentially up to max_backoff, but always honours Retry-After."""
+    policy = RetrySettings(initial_backoff=0.5, max_backoff=8.0, jitter=True)
+    wait = _wait_for(policy, attempt, RateLimitError("x", retry_after=retry_after))
+    base = 0.5 * 2 ** (attempt - 1)
+    assert wait >= (retry_after or 0.0)
+    if retry_after is None:
+        assert min(base, 8.0) <= wait <= min(base + 0.5, 8.0)
+
+
+def test_backoff_without_jitter_doubles() -> None:
+    """With jitter off the waits are exactly initial, 2×initial, 4×initial…"""
+    policy = RetrySettings(initial_backoff=0.25, max_backoff=1.0, jitter=False)
+    waits = [_wait_for(policy, n, ServiceUnavailableError("x")) for n in (1, 2, 3, 4)]
+    assert waits == [0.25, 0.5, 1.0, 1.0]
+
+
+async def test_retry_call_retries_coroutines() -> None:
+    """retry_call awaits each try and retries retryable failures."""
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RateLimitError("slow")
+        return "done"
+
+    assert await retry_call(lambda: flaky(), FAST, provider="x") == "done"
+    assert calls == 3
+
+
+# failover -----------------------------------------------------------------------------
+
+
+async def test_failover_tries_services_in_order_before_first_token() -> None:
+    """A primary failing before any text hands over to the next service."""
+    primary = ScriptedLLM("primary", [[AuthenticationError("bad key")]])
+    backup = ScriptedLLM("backup", [["from backup"]])
+    assert await _answer(FailoverLLMService([primary, backup])) == "from backup"
+    assert (primary.calls, backup.calls) == (1, 1)
+
+
+async def test_failover_never_switches_after_first_token() -> None:
+    """Once the primary streamed text, its break is final and the backup is untouched."""
+    primary = ScriptedLLM("primary", [["Hel", ServiceUnavailableError("cut")]])
+    backup = ScriptedLLM("backup", [["never"]])
+    with pytest.raises(StreamInterruptedError) as caught:
+        await _answer(FailoverLLMService([primary, backup]))
+    assert caught.value.partial == "Hel"
+    assert backup.calls == 0
+
+
+async def test_failover_reports_every_failure_with_the_last_class() -> None:
+    """When all fail, the error has the last one's class and lists each reason."""
+    first = ScriptedLLM("first", [[AuthenticationError("bad key")]])
+    second = ScriptedLLM(
+        "second", [[RateLimitError("busy", retry_after=3)]], RetrySettings(max_attempts=1)
+    )
+    with pytest.raises(RateLimitError) as caught:
+        await _answer(FailoverLLMService([first, second]))
+    assert "first: bad key" in str(caught.value)
+    assert "second: busy" in str(caught.value)
+    assert caught.value.retry_after == 3
+
+
+def test_failover_needs_a_service() -> None:
+    """An empty chain is a programming error caught at construction."""
+    with pytest.raises(ValueError, match="at least one"):
+        FailoverLLMService([])
+
+
+async def test_failover_from_bedrock_to_openai_on_the_wire(
+    bedrock_server: BedrockRuntimeServer,
+    openai_server: OpenAICompatibleServer,
+    make_bedrock_client: Callable[..., Any],
+) -> None:
+    """Bedrock throttled past its retries, then the OpenAI-compatible server answers."""
+    retry = RetrySettings(max_attempts=2, initial_backoff=0.001, max_backoff=0.002)
+    bedrock_server.script(BedrockFaults.throttling(), BedrockFaults.throttling())
+    openai_server.script(Reply("answer from openai"))
+    async with httpx.AsyncClient() as client:
+        bedrock = BedrockLLMService(client=make_bedrock_client(bedrock_server), retry=retry)
+        openai = OpenAILLMService(
+            model="gpt-test",
+            api_key="sk-x",
+            base_url=openai_server.base_url,
+            retry=retry,
+            http_async_client=client,
+        )
+        chain = FailoverLLMService([bedrock, openai])
+        assert await chain.generate_response(QUESTION) == "answer from openai"
+        assert chain.describe().startswith("bedrock/")
+        await chain.aclose()
+    assert len(bedrock_server.requests) == 2
+    assert len(openai_server.requests) == 1
+
+
+async def test_failover_keeps_partial_from_the_wire(
+    openai_server: OpenAICompatibleServer,
+) -> None:
+    """A real stream cut after tokens is not resumed by a fallback."""
+    openai_server.script(Reply("abcdef", token_size=2, drop_after=1), OpenAIFaults.unavailable())
+    async with httpx.AsyncClient() as client:
+        services = [
+            OpenAILLMService(
+                model=m,
+                api_key="sk-x",
+                base_url=openai_server.base_url,
+                retry=FAST,
+                http_async_client=client,
+            )
+            for m in ("first", "second")
+        ]
+        with pytest.raises(StreamInterruptedError) as caught:
+            await FailoverLLMService(services).generate_response(QUESTION)
+    assert caught.value.partial == "ab"
+    assert len(openai_server.requests) == 1
