@@ -8,6 +8,7 @@ from typing import Any
 from sitechat.chat.base import ChatService
 from sitechat.config import Settings
 from sitechat.factories import build_chat_service, open_store
+from sitechat.ingest.options import CrawlOptions
 from sitechat.ingest.pipeline import IngestSummary, Progress, ingest_sources
 from sitechat.models import SearchHit
 from sitechat.retrieval.hybrid import HybridRetriever
@@ -31,8 +32,11 @@ async def ingest(
     allow_private: bool = False,
     base_url: str | None = None,
     progress: Progress | None = None,
+    crawl_options: CrawlOptions | None = None,
 ) -> IngestSummary:
     """Crawl or read ``sources`` (URLs and/or local paths) into the index; incremental.
+
+    Crawl limits come from ``settings.ingest`` unless ``crawl_options`` are given.
 
     >>> summary = await sitechat.ingest("https://docs.example.com/", index="docs-index")
     """
@@ -47,6 +51,7 @@ async def ingest(
             allow_private=allow_private,
             base_url=base_url,
             progress=progress,
+            crawl_options=crawl_options,
         )
     finally:
         await store.aclose()

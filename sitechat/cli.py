@@ -21,9 +21,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from sitechat import __version__
-from sitechat.config import Settings
-from sitechat.errors import SitechatError
+from sitechat.config import Settings, describe_validation_error
+from sitechat.errors import ConfigurationError, SitechatError
 
 __all__ = ["main"]
 
@@ -56,6 +58,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="public URL that local files are served under")
     p.add_argument("--max-pages", type=int, help="stop crawling after this many pages")
     p.add_argument("--max-depth", type=int, help="follow links at most this deep")
+    p.add_argument("--max-bytes", type=int, help="skip pages larger than this many bytes")
+    p.add_argument("--max-seconds", type=float, help="stop crawling after this many seconds")
+    p.add_argument("--delay", type=float, help="seconds between requests to one host")
+    p.add_argument("--user-agent", help="the User-Agent the crawler sends")
+    p.add_argument("--include", action="append", metavar="REGEX", help="only follow matching links")
+    p.add_argument(
+        "--exclude", action="append", metavar="REGEX", help="never follow matching links"
+    )
+    p.add_argument("--sitemap", action="append", metavar="URL", help="read this sitemap first")
+    p.add_argument(
+        "--no-sitemaps", action="store_true", help="do not discover sitemaps via robots.txt"
+    )
+    p.add_argument(
+        "--trusted-host",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="allow this one private host (narrower than --allow-private)",
+    )
 
     p = sub.add_parser("search", help="show the passages that best match a query")
     p.add_argument("query", metavar="QUERY")
@@ -71,18 +91,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_INGEST_OPTIONS = (
+    ("max_pages", "max_pages"),
+    ("max_depth", "max_depth"),
+    ("max_bytes", "max_bytes_per_page"),
+    ("max_seconds", "max_seconds"),
+    ("delay", "delay"),
+    ("user_agent", "user_agent"),
+    ("include", "include"),
+    ("exclude", "exclude"),
+    ("sitemap", "sitemaps"),
+    ("trusted_host", "trusted_hosts"),
+)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.load()
     update: dict[str, Any] = {}
     if getattr(args, "index", None):
         update["index"] = args.index
     ingest_update = {
-        key: getattr(args, key)
-        for key in ("max_pages", "max_depth")
-        if getattr(args, key, None) is not None
+        setting: getattr(args, option)
+        for option, setting in _INGEST_OPTIONS
+        if getattr(args, option, None) is not None
     }
+    if getattr(args, "no_sitemaps", False):
+        ingest_update["use_sitemaps"] = False
     if ingest_update:
-        update["ingest"] = settings.ingest.model_copy(update=ingest_update)
+        # validate CLI values exactly like environment values
+        merged = {**settings.ingest.model_dump(), **ingest_update}
+        try:
+            update["ingest"] = type(settings.ingest).model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigurationError(describe_validation_error(exc, "SITECHAT_INGEST__")) from None
     return settings.model_copy(update=update) if update else settings
 
 
@@ -90,40 +131,70 @@ def _print_json(data: object, out: TextIO) -> None:
     out.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
+class _ProgressBar:
+    """A rich progress bar on stderr for interactive runs; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description:<10}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                transient=True,
+                console=None,
+            )
+
+    def __enter__(self) -> _ProgressBar:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, phase: str, done: int, total: int | None) -> None:
+        if self._progress is None:
+            return
+        task = self._tasks.get(phase)
+        label = {"fetch": "crawling", "embed": "embedding"}.get(phase, phase)
+        if task is None:
+            task = self._tasks[phase] = self._progress.add_task(label, total=total)
+        self._progress.update(task, completed=done, total=total)
+
+
 async def _ingest(args: argparse.Namespace, out: TextIO) -> int:
     from sitechat.api import ingest
 
     settings = _settings(args)
-    interactive = sys.stderr.isatty() and not args.json
-
-    def progress(phase: str, done: int, total: int | None) -> None:
-        if interactive:
-            of = f"/{total}" if total else ""
-            sys.stderr.write(f"\r{phase}: {done}{of}   ")
-            sys.stderr.flush()
-
-    summary = await ingest(
-        args.sources,
-        settings=settings,
-        allow_private=args.allow_private,
-        base_url=args.base_url,
-        progress=progress,
-    )
-    if interactive:
-        sys.stderr.write("\r" + " " * 40 + "\r")
+    with _ProgressBar(enabled=sys.stderr.isatty() and not args.json) as bar:
+        summary = await ingest(
+            args.sources,
+            settings=settings,
+            allow_private=args.allow_private,
+            base_url=args.base_url,
+            progress=bar.update,
+        )
     if args.json:
         _print_json(summary.to_dict(), out)
         return 0
     out.write(
         f"Indexed {summary.pages_seen} pages into {settings.index}: "
         f"{summary.pages_added} added, {summary.pages_updated} updated, "
-        f"{summary.pages_unchanged} unchanged, {summary.pages_removed} removed, "
+        f"{summary.pages_unchanged} unchanged ({summary.pages_not_modified} not modified), "
+        f"{summary.pages_removed} removed, "
         f"{summary.pages_skipped} skipped, {summary.pages_failed} failed.\n"
         f"Chunks: {summary.chunks_added} embedded, {summary.chunks_unchanged} unchanged, "
         f"{summary.chunks_removed} removed, {summary.chunks_total} in the index.\n"
     )
     for url, reason in summary.failed[:10]:
         out.write(f"  failed: {url} ({reason})\n")
+    for note in summary.truncated:
+        out.write(f"  stopped early: {note}\n")
     return 0
 
 

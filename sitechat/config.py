@@ -135,6 +135,27 @@ class IngestSettings(BaseModel):
     timeout: float = Field(default=20.0, gt=0)
     user_agent: str = "sitechat (+https://github.com/sitechat/sitechat)"
     allow_private: bool = False
+    include: list[str] = Field(
+        default_factory=list, description="Regexes: only matching links are followed."
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="Regexes: matching links are never followed."
+    )
+    sitemaps: list[str] = Field(default_factory=list, description="Sitemap URLs to read first.")
+    use_sitemaps: bool = Field(default=True, description="Discover sitemaps via robots.txt.")
+    max_seconds: float | None = Field(default=None, gt=0, description="Total crawl time budget.")
+    delay: float = Field(default=0.0, ge=0, description="Seconds between requests to one host.")
+    per_host_concurrency: int | None = Field(default=None, ge=1)
+    max_retries: int = Field(default=3, ge=0, description="Retries of a 429/503 response.")
+    max_retry_wait: float = Field(default=30.0, ge=0)
+    respect_robots: bool = True
+    trusted_hosts: list[str] = Field(
+        default_factory=list,
+        description="HOST[:PORT] allowed even when private (narrower than allow_private).",
+    )
+    max_pattern_pages: int = Field(
+        default=100, ge=1, description="Pages per URL pattern, against endless link traps."
+    )
     chunk_size: int = Field(default=1200, ge=200, description="Maximum characters per chunk.")
     chunk_overlap: int = Field(default=150, ge=0)
 

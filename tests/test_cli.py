@@ -175,3 +175,12 @@ def test_console_script_runs(built_index: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Sources:" in result.stdout
+
+
+def test_bad_crawl_option_value_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CLI crawl limit that fails validation is reported like its setting, in one line."""
+    code, _ = run("ingest", str(SAMPLE_SITE), "--index", str(tmp_path / "i"), "--max-pages", "0")
+    assert code == 1
+    assert "MAX_PAGES" in capsys.readouterr().err

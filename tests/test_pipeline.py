@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sitechat.config import Settings
 from sitechat.embeddings.hashing import HashingEmbeddings
 from sitechat.factories import open_store
+from sitechat.ingest.crawl import CrawlOptions
 from sitechat.ingest.pipeline import ingest_sources
+from sitechat.models import content_hash
+from tests.ingest.conftest import ProgrammableServer, Reply, serve
 
 
 class CountingEmbeddings(HashingEmbeddings):
@@ -41,8 +46,10 @@ async def _ingest(site: Path, settings: Settings) -> tuple[dict[str, object], in
     return summary.to_dict(), CountingEmbeddings.embedded
 
 
-async def test_editing_one_page_reembeds_only_its_changed_chunks(site: Path, settings: Settings) -> None:
-    """After editing one paragraph, only that page is updated and only its changed chunk re-embedded."""
+async def test_editing_one_page_reembeds_only_its_changed_chunks(
+    site: Path, settings: Settings
+) -> None:
+    """After editing one paragraph, only that page is updated and its changed chunk re-embedded."""
     first, embedded_first = await _ingest(site, settings)
     assert embedded_first == first["chunks"]["added"] > 0  # type: ignore[index]
 
@@ -73,3 +80,79 @@ async def test_unchanged_reingest_embeds_nothing(site: Path, settings: Settings)
     second, embedded = await _ingest(site, settings)
     assert embedded == 0
     assert second["chunks"]["added"] == 0  # type: ignore[index]
+
+
+# -- the same over HTTP: conditional GET on re-crawl ------------------------------------
+
+
+@pytest.fixture
+def web() -> Iterator[ProgrammableServer]:
+    """A programmable local HTTP server (see tests/ingest/conftest.py)."""
+    yield from serve(ProgrammableServer())
+
+
+def _site_routes(server: ProgrammableServer, texts: dict[str, str]) -> None:
+    """Serve ``texts`` as pages with ETags, all linked from the home page."""
+
+    def page(path: str, headers: object) -> Reply:
+        name = path.split("?")[0]
+        if name == "/":
+            links = "".join(f"<li><a href='{p}'>{p}</a></li>" for p in texts if p != "/")
+            body = f"<main><h1 id='home'>Home</h1><p>{texts['/']}</p><ul>{links}</ul></main>"
+        elif name in texts:
+            body = (
+                f"<title>{name}</title><main><h1 id='t'>Page {name}</h1><p>{texts[name]}</p>"
+                f"<h2 id='more'>More</h2><p>Second section of {name}, unchanged.</p></main>"
+            )
+        else:
+            return Reply(404, b"gone", {"Content-Type": "text/plain"})
+        data = body.encode()
+        headers_out = {"Content-Type": "text/html", "ETag": f'"{content_hash(body)}"'}
+        return Reply(200, data, headers_out)
+
+    server.routes = {"/": page, **dict.fromkeys(("/p1", "/p2", "/p3", "/p4", "/p5"), page)}
+
+
+async def _ingest_http(
+    server: ProgrammableServer, settings: Settings
+) -> tuple[dict[str, Any], int]:
+    CountingEmbeddings.embedded = 0
+    options = CrawlOptions(trusted_hosts=(server.base.removeprefix("http://"),))
+    store, embeddings = await open_store(settings, CountingEmbeddings(), create=True)
+    try:
+        summary = await ingest_sources(
+            [server.url("/")], store, embeddings, settings, crawl_options=options
+        )
+    finally:
+        await store.aclose()
+    return summary.to_dict(), CountingEmbeddings.embedded
+
+
+async def test_recrawl_uses_conditional_get_and_reembeds_only_the_edit(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """Unchanged pages answer 304 and cost nothing; an edited page re-embeds its changed chunk."""
+    texts = {"/": "Welcome to the site."} | {
+        f"/p{i}": f"Original text of page {i}." for i in range(1, 6)
+    }
+    _site_routes(web, texts)
+    first, embedded_first = await _ingest_http(web, settings)
+    assert first["pages"]["added"] == 6
+    assert embedded_first == first["chunks"]["added"] > 0
+
+    second, embedded_second = await _ingest_http(web, settings)
+    assert embedded_second == 0
+    assert web.not_modified == 6
+    assert second["pages"]["not_modified"] == second["pages"]["unchanged"] == 6
+    assert second["chunks"]["unchanged"] == second["chunks"]["total"] == first["chunks"]["total"]
+    assert second["crawl"]["bytes_received"] < 1000
+
+    texts["/p3"] = "Edited text of page 3."
+    del texts["/p5"]
+    web.not_modified = 0
+    third, embedded_third = await _ingest_http(web, settings)
+    assert third["pages"]["updated"] == 2  # p3 edited; the home page lost a link
+    assert third["pages"]["not_modified"] == web.not_modified == 3
+    assert third["pages"]["removed"] == 1
+    assert embedded_third == 2  # p3's first section and the home page's list
+    assert third["chunks"]["total"] == first["chunks"]["total"] - 2

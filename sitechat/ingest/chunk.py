@@ -108,22 +108,75 @@ def _check_sizes(max_chars: int, overlap: int) -> None:
         )
 
 
+_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
+
+
+def _fence_room(text: str) -> int:
+    """Characters to keep free in each piece for closing and reopening a code fence."""
+    if "```" not in text and "~~~" not in text:
+        return 0
+    markers = [m.group(1) for line in text.split("\n") if (m := _FENCE.match(line))]
+    return 2 * (max(map(len, markers), default=3) + 1)
+
+
+def _fence_after(text: str, fence: str | None) -> str | None:
+    """The fence open after ``text``, given the one open before it."""
+    for line in text.split("\n"):
+        match = _FENCE.match(line)
+        if match is None:
+            continue
+        marker = match.group(1)
+        if fence is None:
+            fence = marker
+        elif (
+            marker[0] == fence[0] and len(marker) >= len(fence) and not line[match.end() :].strip()
+        ):
+            fence = None
+    return fence
+
+
 def split_text(text: str, *, max_chars: int = 1200, overlap: int = 150) -> list[str]:
     """Split one section's text into pieces of at most ``max_chars`` characters.
 
     Every piece after the first begins with up to ``overlap`` characters from the end of
-    the previous piece, starting at a word boundary.
+    the previous piece, starting at a word boundary. A piece that cuts through a fenced
+    code block closes the fence, and the next piece reopens it, so every piece renders
+    (and reads) as code where the page had code.
     """
     _check_sizes(max_chars, overlap)
     stripped = text.strip()
     if len(stripped) <= max_chars:
         return [stripped] if stripped else []
     budget = max_chars - overlap - 1 if overlap else max_chars
+    room = _fence_room(stripped)
+    if room and room * 2 <= budget:
+        budget -= room
+    else:
+        room = 0
     segments = _segments(stripped, budget)
+    starts: list[str | None] = []  # the fence open where each segment starts
+    fence: str | None = None
+    for segment in segments:
+        starts.append(fence)
+        if room:
+            fence = _fence_after(segment, fence)
+    ends = [*starts[1:], fence]
     pieces = []
     for i, segment in enumerate(segments):
+        opened = starts[i]
+        piece = segment
         tail = _tail(segments[i - 1], overlap) if i else ""
-        pieces.append(f"{tail} {segment}" if tail else segment)
+        if tail:
+            previous = segments[i - 1]
+            before_tail = previous[: len(previous) - len(tail)]
+            opened = _fence_after(before_tail, starts[i - 1]) if room else None
+            # With fences about, keep line structure so no fence line gets glued to text.
+            piece = tail + ("\n" if room else " ") + segment
+        if opened:
+            piece = f"{opened}\n{piece}"
+        if ends[i]:
+            piece = f"{piece}\n{ends[i]}"
+        pieces.append(piece)
     return pieces
 
 

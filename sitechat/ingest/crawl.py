@@ -1,411 +1,402 @@
 """A polite, bounded, same-site crawler.
 
-Breadth-first from the start URLs, each canonical URL fetched once, within the start
-URLs' sites only. Politeness: robots.txt and its Crawl-delay are honoured, concurrency is
-bounded, and bodies are streamed and cut off at ``max_bytes``. Safety: only http(s), and
-unless ``allow_private`` is set every host (also after each redirect, which is followed by
-hand for that reason) must resolve to public addresses, so a link cannot turn the crawler
-against an intranet or a cloud metadata endpoint.
+Breadth-first from the start URLs and the site's sitemaps, each canonical URL fetched
+once, within the start URLs' sites only. The network rules (robots.txt, politeness,
+retries, size caps, private-address checks on every redirect hop, conditional GET) live
+in :mod:`sitechat.ingest.fetch`; scope and the guards against link traps and query-string
+copies in :mod:`sitechat.ingest.scope`. Extraction runs in a small thread pool, so a big
+page never stalls the fetches in flight.
 
 A bad page never stops the crawl: it becomes a ``"failed"`` or ``"skipped"``
-:class:`CrawlResult` whose ``reason`` says why.
+:class:`CrawlResult` whose ``reason`` says why. A page the server says is unchanged
+since the last crawl (HTTP 304) comes back ``"unchanged"``, with the links remembered
+from that crawl so the pages behind it are still visited.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import logging
 import re
+import time
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import httpx
 
-from sitechat.errors import FetchError, InvalidInputError, UnsafeURLError
-from sitechat.ingest.extract import extract_html, extract_markdown, extract_text
-from sitechat.ingest.robots import RobotsCache
-from sitechat.ingest.urls import (
-    canonicalize_url,
-    check_public_host,
-    host_of,
-    require_http_url,
-    same_site,
-)
+from sitechat.errors import FetchError, UnsafeURLError
+from sitechat.ingest.extract import extract_html, extract_markdown, extract_text, looks_binary
+from sitechat.ingest.fetch import BUDGET_SPENT, Fetcher, Response, Stop, page_kind
+from sitechat.ingest.markdown import decode_text
+from sitechat.ingest.options import DEFAULT_USER_AGENT, CrawlOptions, CrawlStats
+from sitechat.ingest.scope import LinkTrapGuard, QueryLearner, Scope, bare_url
+from sitechat.ingest.sitemap_reader import read_sitemaps
+from sitechat.ingest.transport import PublicOnlyTransport, host_is_trusted
+from sitechat.ingest.urls import check_public_host, host_of, require_http_url
 from sitechat.models import Page, content_hash
 
-__all__ = ["DEFAULT_USER_AGENT", "CrawlOptions", "CrawlResult", "CrawlStatus", "crawl"]
+__all__ = [
+    "DEFAULT_USER_AGENT",
+    "CrawlOptions",
+    "CrawlResult",
+    "CrawlStats",
+    "CrawlStatus",
+    "KnownPage",
+    "crawl",
+    "is_sitemap_url",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_USER_AGENT = "sitechat/0.1 (+https://github.com/sitechat/sitechat)"
-MAX_REDIRECTS = 5
-_ROBOTS_MAX_BYTES = 512_000
-_ACCEPT = "text/html,application/xhtml+xml,text/markdown;q=0.9,text/plain;q=0.8,*/*;q=0.1"
-_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
-_MARKDOWN_TYPES = frozenset({"text/markdown", "text/x-markdown"})
-_MARKDOWN_SUFFIXES = (".md", ".markdown")
 # Links to these are not pages; they are reported as skipped without being fetched.
 _BINARY_SUFFIX = re.compile(
     r"\.(?:pdf|zip|gz|tgz|tar|bz2|xz|7z|rar|png|jpe?g|gif|webp|svg|ico|bmp|tiff?|mp3|mp4|m4a"
     r"|webm|avi|mov|wav|ogg|flac|woff2?|ttf|otf|eot|exe|dmg|msi|deb|rpm|apk|iso|whl|jar"
-    r"|css|js|mjs|wasm|docx?|xlsx?|pptx?|odt|epub)$",
+    r"|css|js|mjs|wasm|docx?|xlsx?|pptx?|odt|epub|py|c|h|inv)$",
     re.IGNORECASE,
 )
+_SITEMAP_SUFFIX = re.compile(r"\.xml(?:\.gz)?$", re.IGNORECASE)
 
-CrawlStatus = Literal["ok", "skipped", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class CrawlOptions:
-    """How far, how fast and where to crawl.
-
-    ``max_pages`` bounds the pages returned as ``"ok"``; ``include``/``exclude`` are
-    regular expressions searched in each discovered link's canonical URL (a link must
-    match one ``include`` pattern when any are given, and no ``exclude`` pattern).
-    ``timeout`` is the limit in seconds for one request, body included.
-    """
-
-    max_pages: int = 500
-    max_depth: int = 10
-    max_bytes: int = 5_000_000
-    concurrency: int = 4
-    timeout: float = 20.0
-    user_agent: str = DEFAULT_USER_AGENT
-    allow_private: bool = False
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    respect_robots: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("max_pages", "max_bytes", "concurrency"):
-            if getattr(self, name) < 1:
-                raise InvalidInputError(f"CrawlOptions.{name} must be at least 1.")
-        if self.max_depth < 0:
-            raise InvalidInputError("CrawlOptions.max_depth must be 0 or more.")
-        if self.timeout <= 0:
-            raise InvalidInputError("CrawlOptions.timeout must be a positive number of seconds.")
-        for pattern in (*self.include, *self.exclude):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise InvalidInputError(
-                    f"Invalid include/exclude pattern {pattern!r}: {exc}. "
-                    "Patterns are Python regular expressions searched in the URL."
-                ) from exc
+CrawlStatus = Literal["ok", "unchanged", "skipped", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
 class CrawlResult:
-    """What became of one URL: a page (``"ok"``), or the reason it has none."""
+    """What became of one URL: a page (``"ok"``), ``"unchanged"`` (304), or a reason.
+
+    ``links`` are the in-scope links the page holds (for ``"unchanged"``: as remembered);
+    ``etag``/``last_modified`` are the validators to send on the next crawl.
+    """
 
     url: str
     status: CrawlStatus
     reason: str | None = None
     page: Page | None = None
     content_type: str | None = None
-
-
-class _Stop(Exception):
-    """Ends the visit of one URL with a skipped or failed result."""
-
-    def __init__(self, status: CrawlStatus, reason: str) -> None:
-        super().__init__(reason)
-        self.status: CrawlStatus = status
-        self.reason = reason
+    links: tuple[str, ...] = ()
+    etag: str | None = None
+    last_modified: str | None = None
+    fetched_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class _Response:
-    url: str
-    status: int
-    content_type: str
-    charset: str | None
-    headers: httpx.Headers
-    body: bytes
+class KnownPage:
+    """What an earlier crawl learned about the URL it fetched, for a conditional re-crawl."""
+
+    page_url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    links: tuple[str, ...] = ()
+    content_hash: str = ""
 
 
-def _media_type(header: str) -> tuple[str, str | None]:
-    media, _, params = header.partition(";")
-    charset = None
-    for param in params.split(";"):
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset" and value.strip():
-            charset = value.strip().strip("\"'")
-    return media.strip().lower(), charset
+def is_sitemap_url(url: str) -> bool:
+    """True for URLs read as sitemaps rather than pages (``….xml``, ``….xml.gz``)."""
+    return bool(_SITEMAP_SUFFIX.search(url.split("?", 1)[0]))
 
 
-def _kind_of(url: str, media: str) -> Literal["html", "markdown", "text"] | None:
-    path = url.split("?", 1)[0].lower()
-    if media in _HTML_TYPES:
-        return "html"
-    if media in _MARKDOWN_TYPES or path.endswith(_MARKDOWN_SUFFIXES):
-        return "markdown"
-    if media == "text/plain":
-        return "text"
-    if not media:
-        return "text" if path.endswith(".txt") else "html"
-    return None
+@dataclass(frozen=True, slots=True)
+class _Extracted:
+    page: Page
+    links: tuple[str, ...]
+    canonical: str | None
+    noindex: bool
+    nofollow: bool
+    seconds: float
+
+
+def _extract(kind: str, response: Response) -> _Extracted:
+    """Runs in the extraction threads: bytes to a page, links and hints."""
+    started = time.perf_counter()
+    etag = response.headers.get("etag")
+    last_modified = response.headers.get("last-modified")
+    content_type = response.content_type or ("text/html" if kind == "html" else "text/plain")
+    if kind == "html":
+        found = extract_html(
+            response.body,
+            response.url,
+            encoding=response.charset,
+            content_type=content_type,
+            etag=etag,
+            last_modified=last_modified,
+        )
+        links = () if found.nofollow else found.links
+        return _Extracted(
+            found.page,
+            links,
+            found.canonical,
+            found.noindex,
+            found.nofollow,
+            time.perf_counter() - started,
+        )
+    text = decode_text(response.body, response.charset)
+    reader = extract_markdown if kind == "markdown" else extract_text
+    page = reader(
+        text, response.url, content_type=content_type, etag=etag, last_modified=last_modified
+    )
+    return _Extracted(page, (), None, False, False, time.perf_counter() - started)
 
 
 class _Crawler:
     def __init__(
-        self, client: httpx.AsyncClient, options: CrawlOptions, roots: Sequence[str]
+        self,
+        client: httpx.AsyncClient,
+        options: CrawlOptions,
+        roots: Sequence[str],
+        sitemaps: Sequence[str],
+        stats: CrawlStats,
+        known: Mapping[str, KnownPage],
     ) -> None:
-        self.client = client
         self.options = options
         self.roots = list(roots)
-        self.include = [re.compile(p) for p in options.include]
-        self.exclude = [re.compile(p) for p in options.exclude]
-        self.robots = RobotsCache(self._fetch_robots, options.user_agent)
-        self.host_checks: dict[str, str | None] = {}
-        self.next_request_at: dict[str, float] = {}
-        self.host_locks: dict[str, asyncio.Lock] = {}
+        self.sitemaps = list(sitemaps)
+        self.stats = stats
+        self.known = known
+        self.scope = Scope([*roots, *sitemaps], options.include, options.exclude)
+        self.traps = LinkTrapGuard(options.max_pattern_pages)
+        self.queries = QueryLearner()
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + options.max_seconds if options.max_seconds else None
+        self.fetcher = Fetcher(
+            client, options, stats, validators=self._validators, deadline=self.deadline
+        )
+        self.executor = (
+            ThreadPoolExecutor(options.extract_threads, thread_name_prefix="sitechat-extract")
+            if options.extract_threads
+            else None
+        )
         self.seen: set[str] = set(roots)
         self.emitted: dict[str, str] = {}  # page URL -> content hash
-        self.by_hash: dict[str, str] = {}  # content hash -> page URL
-        self.ok_pages = 0
+        self.by_hash: dict[str, tuple[str, str]] = {}  # content hash -> (page URL, fetched URL)
+        self.pages_done = 0
+        self.in_flight: dict[str, int] = {}  # bare URL -> fetches running
+        self.probed: set[str] = set()  # bare URLs with at least one finished fetch
+        self.waiting: dict[str, list[tuple[str, int]]] = {}
 
-    # -- scope -------------------------------------------------------------------------
+    def _validators(self, url: str) -> tuple[str | None, str | None] | None:
+        known = self.known.get(url)
+        return (known.etag, known.last_modified) if known is not None else None
 
-    def in_scope(self, url: str) -> bool:
-        return any(same_site(url, root) for root in self.roots)
-
-    def wanted(self, url: str) -> bool:
-        if not url.startswith(("http://", "https://")) or not self.in_scope(url):
-            return False
-        if self.include and not any(p.search(url) for p in self.include):
-            return False
-        return not any(p.search(url) for p in self.exclude)
-
-    # -- network -----------------------------------------------------------------------
-
-    async def _check_host(self, url: str) -> None:
-        if self.options.allow_private:
-            return
-        host = host_of(url)
-        if host not in self.host_checks:
-            try:
-                await check_public_host(host)
-                self.host_checks[host] = None
-            except UnsafeURLError as exc:
-                self.host_checks[host] = str(exc)
-        refusal = self.host_checks[host]
-        if refusal is not None:
-            raise _Stop("skipped", refusal)
-
-    async def _wait_turn(self, url: str, delay: float) -> None:
-        """Space requests to one host by the Crawl-delay its robots.txt asks for."""
-        if delay <= 0:
-            return
-        host = host_of(url)
-        lock = self.host_locks.setdefault(host, asyncio.Lock())
-        async with lock:
-            loop = asyncio.get_running_loop()
-            wait = self.next_request_at.get(host, 0.0) - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self.next_request_at[host] = loop.time() + delay
-
-    async def _get(self, url: str, *, for_robots: bool = False) -> _Response:
-        """GET ``url``, following redirects by hand so each hop is checked."""
-        current = url
-        for _ in range(MAX_REDIRECTS + 1):
-            await self._check_host(current)
-            if not for_robots and self.options.respect_robots:
-                rules = await self.robots.rules_for(current)
-                if not rules.can_fetch(current):
-                    raise _Stop("skipped", rules.note or "disallowed by robots.txt")
-                await self._wait_turn(current, rules.crawl_delay)
-            try:
-                response = await asyncio.wait_for(
-                    self._request(current, for_robots=for_robots), self.options.timeout
-                )
-            except asyncio.TimeoutError:
-                raise _Stop("failed", f"timed out after {self.options.timeout:g} s") from None
-            if isinstance(response, str):  # a redirect target
-                target = canonicalize_url(response, current)
-                if not target.startswith(("http://", "https://")):
-                    raise _Stop("skipped", f"redirects to a non-http URL {target!r}")
-                if not for_robots and not self.in_scope(target):
-                    raise _Stop("skipped", f"redirects off-site to {target}")
-                if not for_robots and target in self.seen:
-                    raise _Stop("skipped", f"redirects to {target}, crawled on its own")
-                if not for_robots:
-                    self.seen.add(target)
-                current = target
-                continue
-            return response
-        raise _Stop("failed", f"more than {MAX_REDIRECTS} redirects")
-
-    async def _request(self, url: str, *, for_robots: bool) -> _Response | str:
-        headers = {"User-Agent": self.options.user_agent, "Accept": _ACCEPT}
-        limit = _ROBOTS_MAX_BYTES if for_robots else self.options.max_bytes
-        async with self.client.stream(
-            "GET", url, headers=headers, follow_redirects=False, timeout=self.options.timeout
-        ) as response:
-            if response.is_redirect:
-                return str(response.headers.get("location", ""))
-            media, charset = _media_type(response.headers.get("content-type", ""))
-            status = response.status_code
-            if not for_robots:
-                if status >= 400:
-                    raise _Stop("failed", f"HTTP {status}")
-                if status != 200:
-                    raise _Stop("skipped", f"unexpected HTTP status {status}")
-                if _kind_of(url, media) is None:
-                    raise _Stop("skipped", f"unsupported content type {media}")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise _Stop("skipped", f"too large ({declared} bytes > {limit})")
-            elif status != 200:
-                return _Response(url, status, media, charset, response.headers, b"")
-            body = bytearray()
-            async for piece in response.aiter_bytes():
-                body += piece
-                if len(body) > limit:
-                    if for_robots:
-                        break
-                    raise _Stop("skipped", f"too large (more than {limit} bytes)")
-            return _Response(url, status, media, charset, response.headers, bytes(body))
-
-    async def _fetch_robots(self, robots_url: str) -> tuple[int, str]:
-        try:
-            response = await self._get(robots_url, for_robots=True)
-        except _Stop as stop:
-            raise FetchError(stop.reason) from None
-        return response.status, response.body.decode("utf-8", errors="replace")
+    def _check_redirect(self, source: str, target: str) -> None:
+        if not self.scope.in_scope(target):
+            raise Stop("skipped", f"redirects off-site to {target}")
+        if not self.scope.wanted(target):
+            raise Stop("skipped", f"redirects to {target}, excluded by include/exclude")
+        if target in self.seen:
+            raise Stop("skipped", f"redirects to {target}, crawled on its own")
+        self.seen.add(target)
 
     # -- one URL -----------------------------------------------------------------------
 
-    async def visit(self, url: str) -> tuple[CrawlResult, tuple[str, ...]]:
+    async def visit(self, url: str) -> CrawlResult:
         """Fetch and extract one URL; never raises (every failure becomes a result)."""
         try:
-            return self._process(await self._get(url))
-        except _Stop as stop:
-            return CrawlResult(url, stop.status, stop.reason), ()
+            response = await self.fetcher.get(url, redirect_check=self._check_redirect)
+            if response.status == 304:
+                return self._unchanged(url, response)
+            return await self._process(response)
+        except Stop as stop:
+            return CrawlResult(url, stop.status, stop.reason)
+        except UnsafeURLError as exc:  # refused when connecting (DNS rebinding)
+            return CrawlResult(url, "skipped", str(exc))
         except FetchError as exc:
-            return CrawlResult(url, "failed", str(exc)), ()
+            return CrawlResult(url, "failed", str(exc))
         except httpx.HTTPError as exc:
-            return CrawlResult(url, "failed", f"{type(exc).__name__}: {exc}".rstrip(": ")), ()
+            return CrawlResult(url, "failed", f"{type(exc).__name__}: {exc}".rstrip(": "))
         except Exception as exc:  # a bad page must never stop the crawl
             logger.exception("unexpected error crawling %s", url)
-            return CrawlResult(url, "failed", f"unexpected error: {type(exc).__name__}: {exc}"), ()
+            return CrawlResult(url, "failed", f"unexpected error: {type(exc).__name__}: {exc}")
 
-    def _process(self, response: _Response) -> tuple[CrawlResult, tuple[str, ...]]:
+    def _unchanged(self, url: str, response: Response) -> CrawlResult:
+        known = self.known.get(response.url) or KnownPage(response.url)
+        self.stats.not_modified += 1
+        self.seen.add(known.page_url)
+        if known.content_hash:
+            self.emitted[known.page_url] = known.content_hash
+            self.by_hash.setdefault(known.content_hash, (known.page_url, response.url))
+        return CrawlResult(
+            known.page_url,
+            "unchanged",
+            links=known.links,
+            etag=response.headers.get("etag") or known.etag,
+            last_modified=response.headers.get("last-modified") or known.last_modified,
+            fetched_url=response.url,
+        )
+
+    async def _process(self, response: Response) -> CrawlResult:
         final = response.url
         self.seen.add(final)
-        kind = _kind_of(final, response.content_type)
-        fields = {
-            "content_type": response.content_type or "text/html",
-            "etag": response.headers.get("etag"),
-            "last_modified": response.headers.get("last-modified"),
-        }
-        links: tuple[str, ...] = ()
-        noindex = False
-        if kind == "html":
-            extracted = extract_html(
-                response.body,
-                final,
-                encoding=response.charset,
-                content_type=fields["content_type"] or "text/html",
-                etag=fields["etag"],
-                last_modified=fields["last_modified"],
-            )
-            page, noindex = extracted.page, extracted.noindex
-            if not extracted.nofollow:
-                links = extracted.links
-            canonical = extracted.canonical
-            if canonical and canonical != final and self.in_scope(canonical):
-                page = _with_url(page, canonical)
-        else:
-            text = _decode_text(response.body, response.charset)
-            extract = extract_markdown if kind == "markdown" else extract_text
-            page = extract(
-                text,
-                final,
-                content_type=fields["content_type"] or "text/plain",
-                etag=fields["etag"],
-                last_modified=fields["last_modified"],
-            )
         media = response.content_type or None
-        if noindex:
-            return CrawlResult(final, "skipped", "noindex", content_type=media), links
+        kind = page_kind(final, response.content_type)
+        if kind is None:  # pragma: no cover - the fetcher refuses these first
+            return CrawlResult(final, "skipped", f"unsupported content type {media}")
+        if looks_binary(response.body):
+            return CrawlResult(
+                final, "skipped", f"binary content served as {media or 'text'}", content_type=media
+            )
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self.executor, _extract, kind, response)
+        self.stats.extract_seconds += found.seconds
+        links = tuple(link for link in found.links if self.scope.wanted(link))
+        page = found.page
+        canonical = found.canonical
+        if canonical and canonical != final and self.scope.in_scope(canonical):
+            self.queries.learn_canonical(final, canonical)
+            page = replace(page, url=canonical)
+        etag, modified = page.etag, page.last_modified
+        if found.noindex:
+            return CrawlResult(final, "skipped", "noindex", content_type=media, links=links)
         if not page.sections:
-            return CrawlResult(final, "skipped", "no text content", content_type=media), links
-        return self._dedupe(page, final, media), links
+            return CrawlResult(final, "skipped", "no text content", content_type=media, links=links)
+        return replace(
+            self._dedupe(page, final, media), links=links, etag=etag, last_modified=modified
+        )
 
     def _dedupe(self, page: Page, final: str, media: str | None) -> CrawlResult:
         digest = content_hash(page.text)  # titles often differ between copies
         if page.url in self.emitted and self.emitted[page.url] != digest and page.url != final:
-            page = _with_url(page, final)  # a canonical link that lies: keep the real URL
+            page = replace(page, url=final)  # a canonical link that lies: keep the real URL
         if page.url in self.emitted or digest in self.by_hash:
-            first = self.by_hash.get(digest) or page.url
+            first, first_fetched = self.by_hash.get(digest) or (page.url, page.url)
+            self.queries.learn_same_content(first_fetched, final)
             return CrawlResult(final, "skipped", f"duplicate of {first}", content_type=media)
         self.emitted[page.url] = digest
-        self.by_hash[digest] = page.url
+        self.by_hash[digest] = (page.url, final)
         self.seen.add(page.url)
-        return CrawlResult(page.url, "ok", page=page, content_type=media)
+        return CrawlResult(page.url, "ok", page=page, content_type=media, fetched_url=final)
 
-    # -- the crawl ---------------------------------------------------------------------
+    # -- the frontier ------------------------------------------------------------------
+
+    def _admit(self, link: str, depth: int, frontier: deque[tuple[str, int]]) -> CrawlResult | None:
+        """Queue ``link`` if it is new, wanted and not a trap; a result when it is refused."""
+        link = self.queries.normalise(link)
+        if link in self.seen or not self.scope.wanted(link):
+            return None
+        self.seen.add(link)
+        if _BINARY_SUFFIX.search(link.split("?", 1)[0]):
+            return CrawlResult(link, "skipped", "not a page (file type)")
+        admitted, why = self.traps.admit(link)
+        if not admitted:
+            self.stats.trap_urls_dropped += 1
+            return CrawlResult(link, "skipped", why) if why else None
+        frontier.append((link, depth))
+        return None
+
+    def _next(self, frontier: deque[tuple[str, int]]) -> tuple[str, int] | CrawlResult | None:
+        """The next URL to fetch now, a duplicate to report, or None (deferred)."""
+        url, depth = frontier.popleft()
+        normal = self.queries.normalise(url)
+        if normal != url and normal in self.seen:
+            self.stats.duplicate_urls_dropped += 1
+            return CrawlResult(
+                url, "skipped", f"duplicate of {normal} (its other query parameters do not matter)"
+            )
+        bare = bare_url(url)
+        if "?" in url and bare not in self.probed and self.in_flight.get(bare):
+            # Wait for the first variant of this path: it may show the query is irrelevant.
+            self.waiting.setdefault(bare, []).append((url, depth))
+            return None
+        return url, depth
+
+    def _finished(self, url: str, frontier: deque[tuple[str, int]]) -> None:
+        bare = bare_url(url)
+        self.in_flight[bare] -= 1
+        if not self.in_flight[bare]:
+            del self.in_flight[bare]
+        self.probed.add(bare)
+        frontier.extendleft(reversed(self.waiting.pop(bare, [])))
+
+    def _budget_note(self) -> str:
+        return f"the time budget of {self.options.max_seconds:g} s ran out"
 
     async def run(self) -> AsyncGenerator[CrawlResult, None]:
         frontier: deque[tuple[str, int]] = deque((url, 0) for url in dict.fromkeys(self.roots))
-        running: dict[asyncio.Future[tuple[CrawlResult, tuple[str, ...]]], int] = {}
+        running: dict[asyncio.Future[CrawlResult], tuple[str, int]] = {}
+        sitemap_task: asyncio.Future[tuple[list[str], list[CrawlResult]]] | None = None
+        if self.sitemaps or self.options.use_sitemaps:
+            sitemap_task = asyncio.ensure_future(
+                read_sitemaps(self.fetcher, self.roots, self.sitemaps, self.options, self.executor)
+            )
         limit = self.options.max_pages
+        loop = asyncio.get_running_loop()
         try:
-            while frontier or running:
-                while (
-                    frontier
-                    and len(running) < self.options.concurrency
-                    and self.ok_pages + len(running) < limit
-                ):
-                    url, depth = frontier.popleft()
-                    if _BINARY_SUFFIX.search(url.split("?", 1)[0]):
-                        yield CrawlResult(url, "skipped", "not a page (file type)")
-                        continue
-                    running[asyncio.ensure_future(self.visit(url))] = depth
-                if not running:
+            while frontier or running or sitemap_task is not None:
+                while frontier and len(running) < self.options.concurrency:
+                    if self.pages_done + len(running) >= limit:
+                        break
+                    picked = self._next(frontier)
+                    if isinstance(picked, CrawlResult):
+                        yield picked
+                    elif picked is not None:
+                        url, depth = picked
+                        self.in_flight[bare_url(url)] = self.in_flight.get(bare_url(url), 0) + 1
+                        running[asyncio.ensure_future(self.visit(url))] = picked
+                if not running and sitemap_task is None:
                     break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    depth = running.pop(task)
-                    result, links = task.result()
-                    if result.status == "ok":
-                        self.ok_pages += 1
+                remaining = None if self.deadline is None else self.deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    self.stats.truncated = self._budget_note()
+                    break
+                waiting_on: set[asyncio.Future[Any]] = set(running)
+                if sitemap_task is not None:
+                    waiting_on.add(sitemap_task)
+                done, _ = await asyncio.wait(
+                    waiting_on, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                if sitemap_task is not None and sitemap_task in done:
+                    urls, problems = sitemap_task.result()
+                    sitemap_task = None
+                    for problem in problems:
+                        yield problem
+                    for url in urls:
+                        refused = self._admit(url, 0, frontier)
+                        if refused is not None:
+                            yield refused
+                for task in [t for t in running if t in done]:
+                    url, depth = running.pop(task)
+                    self._finished(url, frontier)
+                    result = task.result()
+                    if result.reason == BUDGET_SPENT:
+                        self.stats.truncated = self._budget_note()
+                    if result.status in ("ok", "unchanged"):
+                        self.pages_done += 1
                     yield result
                     if depth >= self.options.max_depth:
                         continue
-                    for link in links:
-                        if link not in self.seen and self.wanted(link):
-                            self.seen.add(link)
-                            frontier.append((link, depth + 1))
+                    for link in result.links:
+                        refused = self._admit(link, depth + 1, frontier)
+                        if refused is not None:
+                            yield refused
+            if self.stats.truncated is None and (frontier or self.waiting):
+                self.stats.truncated = f"max_pages ({limit}) reached"
         finally:
-            for task in running:
+            pending: list[asyncio.Future[Any]] = [*running]
+            if sitemap_task is not None:
+                pending.append(sitemap_task)
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
+            if self.executor is not None:
+                self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _decode_text(body: bytes, charset: str | None) -> str:
-    if body.startswith(codecs.BOM_UTF8):
-        return body[3:].decode("utf-8", errors="replace")
-    try:
-        return body.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # a charset name Python does not know
-        return body.decode("utf-8", errors="replace")
-
-
-def _with_url(page: Page, url: str) -> Page:
-    return Page(
-        url=url,
-        title=page.title,
-        sections=page.sections,
-        content_type=page.content_type,
-        etag=page.etag,
-        last_modified=page.last_modified,
+def _own_client(options: CrawlOptions) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=max(options.concurrency * 2, 8))
+    transport: httpx.AsyncBaseTransport | None = None
+    if not options.allow_private:
+        transport = PublicOnlyTransport(
+            trusted_hosts=options.trusted_hosts, max_connections=limits.max_connections or 8
+        )
+    return httpx.AsyncClient(
+        headers={"User-Agent": options.user_agent},
+        timeout=options.timeout,
+        follow_redirects=False,
+        transport=transport,
+        limits=limits,
     )
 
 
@@ -414,31 +405,40 @@ async def crawl(
     *,
     options: CrawlOptions | None = None,
     client: httpx.AsyncClient | None = None,
+    stats: CrawlStats | None = None,
+    known: Mapping[str, KnownPage] | None = None,
 ) -> AsyncGenerator[CrawlResult, None]:
     """Crawl the sites of ``start_urls`` and yield one :class:`CrawlResult` per URL tried.
 
+    Start URLs ending in ``.xml`` or ``.xml.gz`` are read as sitemaps, as are
+    ``options.sitemaps``. ``known`` maps URLs fetched by an earlier crawl to what it
+    learned, so unchanged pages cost a 304; ``stats`` is filled in as the crawl goes.
+
     Raises :class:`~sitechat.errors.UnsafeURLError` before fetching anything when a start
-    URL is not http(s), or (unless ``options.allow_private``) resolves to a private
-    address. ``client`` is used as given (pass one to add proxies, auth or a mock
-    transport); without one, a client is made with the options' user agent and timeout
-    and closed at the end.
+    URL is not http(s), or (unless ``options.allow_private`` or ``trusted_hosts``)
+    resolves to a private address. ``client`` is used as given (pass one to add proxies
+    or auth; note that the connect-time address check then rests with that client);
+    without one, a client is made whose connections are checked too, and closed at the
+    end.
     """
     options = options or CrawlOptions()
-    roots = [require_http_url(url) for url in start_urls]
+    urls = [require_http_url(url) for url in start_urls]
+    sitemaps = [u for u in urls if is_sitemap_url(u)]
+    sitemaps += [require_http_url(u) for u in options.sitemaps]
+    roots = [u for u in urls if not is_sitemap_url(u)]
     if not options.allow_private:
-        for root in roots:
+        for root in dict.fromkeys([*roots, *sitemaps]):
+            if host_is_trusted(host_of(root), httpx.URL(root).port, options.trusted_hosts):
+                continue
             # An unresolvable host is reported as a failed result by the fetch itself.
             with contextlib.suppress(FetchError):
                 await check_public_host(host_of(root))
     owned = client is None
-    http = client or httpx.AsyncClient(
-        headers={"User-Agent": options.user_agent},
-        timeout=options.timeout,
-        follow_redirects=False,
-    )
+    http = client or _own_client(options)
     try:
+        crawler = _Crawler(http, options, roots, sitemaps, stats or CrawlStats(), known or {})
         # Closed explicitly so that stopping early cancels the fetches at once.
-        async with contextlib.aclosing(_Crawler(http, options, roots).run()) as results:
+        async with contextlib.aclosing(crawler.run()) as results:
             async for result in results:
                 yield result
     finally:

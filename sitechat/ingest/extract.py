@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 from selectolax.lexbor import LexborHTMLParser
@@ -19,15 +19,18 @@ from selectolax.lexbor import LexborHTMLParser
 from sitechat.ingest.html_content import main_sections
 from sitechat.ingest.markdown import extract_markdown, extract_text
 from sitechat.ingest.urls import canonicalize_url
-from sitechat.models import Page
+from sitechat.models import Page, content_hash
 
 __all__ = [
     "ExtractedPage",
+    "boilerplate_blocks",
     "decode_html",
     "extract_html",
     "extract_markdown",
     "extract_text",
+    "looks_binary",
     "remove_boilerplate",
+    "strip_blocks",
 ]
 
 
@@ -46,6 +49,25 @@ _META_CHARSET = re.compile(
     rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_:.+-]{1,40})""", re.I
 )
 _SKIP_HREF = ("#", "javascript:", "mailto:", "tel:", "data:")
+
+
+# Bytes that never occur in text: C0 controls other than tab, newlines, form feed and ESC.
+_BINARY_BYTES = bytes([*range(9), 11, *range(14, 27), *range(28, 32)])
+
+
+def looks_binary(data: bytes) -> bool:
+    """True for bytes that are not text, whatever the Content-Type claimed (an image, a zip).
+
+    Judged on the first 4 KiB: a NUL byte, or more than 5 % control characters. UTF-16
+    text (with its byte-order mark) is text.
+    """
+    head = data[:4096]
+    if not head or head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return False
+    if b"\x00" in head:
+        return True
+    controls = len(head) - len(head.translate(None, _BINARY_BYTES))
+    return controls > len(head) // 20
 
 
 def _collapse(text: str) -> str:
@@ -170,6 +192,50 @@ def _blocks(text: str) -> list[str]:
     return blocks
 
 
+def boilerplate_blocks(pages: Sequence[Page], min_share: float = 0.5) -> frozenset[str]:
+    """Hashes of the paragraphs that repeat on at least ``min_share`` of ``pages``.
+
+    Needs at least four pages to tell chrome from coincidence (fewer give an empty set).
+    Code blocks never count. The hashes can be stored and applied to a later, partial
+    re-crawl with :func:`strip_blocks`, where too few pages are fetched to tell again.
+    """
+    if len(pages) < 4:
+        return frozenset()
+    counts: dict[str, int] = {}
+    for page in pages:
+        seen = {
+            content_hash(_collapse(block))
+            for section in page.sections
+            for block in _blocks(section.text)
+            if "```" not in block and block.strip()
+        }
+        for digest in seen:
+            counts[digest] = counts.get(digest, 0) + 1
+    threshold = max(2.0, min_share * len(pages))
+    return frozenset(digest for digest, n in counts.items() if n >= threshold)
+
+
+def strip_blocks(pages: Sequence[Page], repeated: Collection[str]) -> list[Page]:
+    """``pages`` without the paragraphs whose hashes are in ``repeated``; empty sections go."""
+    if not repeated:
+        return list(pages)
+    cleaned = []
+    for page in pages:
+        sections = []
+        changed = False
+        for section in page.sections:
+            blocks = _blocks(section.text)
+            kept = [b for b in blocks if content_hash(_collapse(b)) not in repeated]
+            if len(kept) != len(blocks):
+                changed = True
+                if kept:
+                    sections.append(replace(section, text="\n\n".join(kept)))
+            else:
+                sections.append(section)
+        cleaned.append(replace(page, sections=tuple(sections)) if changed else page)
+    return cleaned
+
+
 def remove_boilerplate(pages: Sequence[Page], min_share: float = 0.5) -> list[Page]:
     """Drop paragraphs that repeat on at least ``min_share`` of the pages.
 
@@ -177,28 +243,4 @@ def remove_boilerplate(pages: Sequence[Page], min_share: float = 0.5) -> list[Pa
     licence notice in the content area). Needs at least four pages to tell chrome from
     coincidence; with fewer the pages come back unchanged. Code blocks are never dropped.
     """
-    if len(pages) < 4:
-        return list(pages)
-    counts: dict[str, int] = {}
-    for page in pages:
-        seen = {
-            _collapse(block)
-            for section in page.sections
-            for block in _blocks(section.text)
-            if "```" not in block
-        }
-        for block in seen:
-            counts[block] = counts.get(block, 0) + 1
-    threshold = max(2.0, min_share * len(pages))
-    repeated = {block for block, n in counts.items() if block and n >= threshold}
-    if not repeated:
-        return list(pages)
-    cleaned = []
-    for page in pages:
-        sections = []
-        for section in page.sections:
-            kept = [b for b in _blocks(section.text) if _collapse(b) not in repeated]
-            if kept:
-                sections.append(replace(section, text="\n\n".join(kept)))
-        cleaned.append(replace(page, sections=tuple(sections)))
-    return cleaned
+    return strip_blocks(pages, boilerplate_blocks(pages, min_share))

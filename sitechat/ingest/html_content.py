@@ -60,6 +60,10 @@ _ID_JUNK = re.compile(rf"(?:^|[-_])(?:{_JUNK_LONG}|{_JUNK_PARTS})(?:$|[-_])")
 _LINK_JUNK = re.compile(
     r"headerlink|anchorjs|skip-?link|skip-to|header-anchor|edit-?(?:this-?)?page|content__button"
 )
+#: Level of a definition-list entry with an id (a Sphinx API entry such as ``os.listdir``):
+#: below every heading, one deeper per nested list (methods inside a class).
+ENTRY_LEVEL = 7
+_MAX_ENTRY_TITLE = 300
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _HEADING_SEL = "h1,h2,h3,h4,h5,h6"
 _INLINE = frozenset(
@@ -118,13 +122,21 @@ def _heading_anchor(heading: LexborNode) -> str | None:
         found = inner.attributes.get("id") or inner.attributes.get("name")
         if found:
             return found
+    for link in heading.css("a[href^='#']"):
+        if _is_anchor_link(link):  # a ¶ permalink names the heading's anchor
+            target = (link.attributes.get("href") or "#")[1:]
+            if target:
+                return target
     parent = heading.parent
     if parent is not None and parent.tag in ("section", "div", "article"):
         parent_id = parent.attributes.get("id")
         if parent_id:
-            first = next(iter(parent.iter()), None)
-            if first is not None and first.mem_id == heading.mem_id:
-                return parent_id
+            # The heading starts its section when only empty elements (old ids) come first.
+            for first in parent.iter():
+                if first.mem_id == heading.mem_id:
+                    return parent_id
+                if first.text(deep=True).strip():
+                    break
     prev = heading.prev
     while prev is not None and prev.tag == "-text" and not (prev.text_content or "").strip():
         prev = prev.prev
@@ -158,7 +170,7 @@ class _SectionBuilder:
 
     def __init__(self) -> None:
         self.sections: list[Section] = []
-        self.path: list[tuple[int, str]] = []
+        self.path: list[tuple[int, str, str | None]] = []  # (level, heading, its anchor)
         self.anchor: str | None = None
         self.blocks: list[str] = []
         self.inline: list[str] = []
@@ -222,17 +234,32 @@ class _SectionBuilder:
     def heading(self, level: int, text: str, anchor: str | None) -> None:
         self.flush_inline()
         self._end_list()
+        if level >= ENTRY_LEVEL and not self.blocks and self.path and self.path[-1][0] == level:
+            # Overloads: several signatures (``dt``) before one description share a section.
+            self.blocks.append(text)
+            return
         self.end_section()
         while self.path and self.path[-1][0] >= level:
             self.path.pop()
-        self.path.append((level, text))
+        self.path.append((level, text, anchor))
         self.anchor = anchor
         if level == 1 and self.first_h1 is None:
             self.first_h1 = text
 
+    def leave_entries(self, level: int) -> None:
+        """End the API entries of a definition list: back to the enclosing heading's section."""
+        self.flush_inline()
+        self._end_list()
+        if not any(entry[0] >= level for entry in self.path):
+            return
+        self.end_section()
+        while self.path and self.path[-1][0] >= level:
+            self.path.pop()
+        self.anchor = self.path[-1][2] if self.path else None
+
     def end_section(self) -> None:
         if self.blocks:
-            heading_path = tuple(text for _, text in self.path)
+            heading_path = tuple(text for _, text, _ in self.path)
             self.sections.append(Section(heading_path, self.anchor, "\n\n".join(self.blocks)))
             self.blocks = []
 
@@ -273,6 +300,7 @@ def _walk(container: LexborNode, out: _SectionBuilder, *, in_body: bool) -> None
     for br in container.css("br"):
         br.insert_before("\n")
     stack: list[tuple[LexborNode, bool]] = []
+    entry_levels: list[int] = []  # one per open <dl>: the level its entries get
     child = container.last_child
     while child is not None:
         stack.append((child, False))
@@ -285,6 +313,8 @@ def _walk(container: LexborNode, out: _SectionBuilder, *, in_body: bool) -> None
                 out.close_list()
             elif tag == "li":
                 out.close_item()
+            elif tag == "dl" and entry_levels:
+                out.leave_entries(entry_levels.pop())
             else:
                 out.flush_inline()
             continue
@@ -308,6 +338,12 @@ def _walk(container: LexborNode, out: _SectionBuilder, *, in_body: bool) -> None
             if text:
                 out.heading(level, text, anchor)
             continue
+        if tag == "dt" and entry_levels and node.attributes.get("id"):
+            # An API entry (Sphinx ``dt[id]``): its own section, deep-linkable.
+            text = _heading_text(node)[:_MAX_ENTRY_TITLE]
+            if text:
+                out.heading(entry_levels[-1], text, node.attributes.get("id"))
+                continue
         if tag == "p":
             out.flush_inline()
             text = _collapse(node.text())
@@ -328,6 +364,9 @@ def _walk(container: LexborNode, out: _SectionBuilder, *, in_body: bool) -> None
             continue
         if tag in ("ul", "ol"):
             out.open_list(tag == "ol")
+        elif tag == "dl":
+            out.flush_inline()
+            entry_levels.append(ENTRY_LEVEL + len(entry_levels))
         elif tag == "li":
             out.open_item()
         else:

@@ -9,12 +9,13 @@ leaves inline markup in the text, where it does no harm to retrieval.
 
 from __future__ import annotations
 
+import codecs
 import re
 from urllib.parse import unquote, urlsplit
 
 from sitechat.models import Page, Section
 
-__all__ = ["extract_markdown", "extract_text", "github_slug", "title_from_url"]
+__all__ = ["decode_text", "extract_markdown", "extract_text", "github_slug", "title_from_url"]
 
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?=[ \t]|$)(.*)$")
@@ -64,6 +65,16 @@ def title_from_url(url: str) -> str:
         stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
         return stem or name
     return parts.hostname or url
+
+
+def decode_text(body: bytes, charset: str | None = None) -> str:
+    """Decode a served text or Markdown file: BOM, then the HTTP charset, else UTF-8."""
+    if body.startswith(codecs.BOM_UTF8):
+        return body[3:].decode("utf-8", errors="replace")
+    try:
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset name Python does not know
+        return body.decode("utf-8", errors="replace")
 
 
 def _normalise_newlines(text: str) -> str:

@@ -2,15 +2,17 @@
 
 Chunk ids are derived from their place and text, so re-ingesting an unchanged page finds
 every id already stored and embeds nothing; an edited section gets new ids, and the old
-ones are deleted. Pages that disappeared from a fully crawled source are removed.
+ones are deleted. Pages that disappeared from a fully crawled source are removed. A
+re-crawl sends the previous validators (:mod:`sitechat.ingest.crawl_source`), so a page
+the server reports unchanged (304) is neither downloaded nor extracted nor chunked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
@@ -18,7 +20,8 @@ from langchain_core.embeddings import Embeddings
 from sitechat.config import Settings
 from sitechat.errors import FetchError, IngestError
 from sitechat.ingest.chunk import chunk_page
-from sitechat.ingest.crawl import CrawlOptions, crawl
+from sitechat.ingest.crawl import CrawlOptions, CrawlResult, CrawlStats
+from sitechat.ingest.crawl_source import crawl_site, state_path_for
 from sitechat.ingest.extract import remove_boilerplate
 from sitechat.ingest.local import iter_local_pages
 from sitechat.models import Chunk, Page
@@ -40,6 +43,7 @@ class IngestSummary:
     pages_removed: int = 0
     pages_skipped: int = 0
     pages_failed: int = 0
+    pages_not_modified: int = 0
     chunks_added: int = 0
     chunks_removed: int = 0
     chunks_unchanged: int = 0
@@ -47,6 +51,26 @@ class IngestSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    requests: int = 0
+    retries: int = 0
+    bytes_received: int = 0
+    sitemaps_read: int = 0
+    sitemap_urls: int = 0
+    trap_urls_dropped: int = 0
+    duplicate_urls_dropped: int = 0
+    truncated: list[str] = field(default_factory=list)
+
+    def record_crawl(self, stats: CrawlStats) -> None:
+        """Add one crawl's counters (several sources add up)."""
+        self.requests += stats.requests
+        self.retries += stats.retries
+        self.bytes_received += stats.bytes_received
+        self.sitemaps_read += stats.sitemaps_read
+        self.sitemap_urls += stats.sitemap_urls
+        self.trap_urls_dropped += stats.trap_urls_dropped
+        self.duplicate_urls_dropped += stats.duplicate_urls_dropped
+        if stats.truncated:
+            self.truncated.append(stats.truncated)
 
     @property
     def pages_seen(self) -> int:
@@ -65,6 +89,7 @@ class IngestSummary:
                 "removed": self.pages_removed,
                 "skipped": self.pages_skipped,
                 "failed": self.pages_failed,
+                "not_modified": self.pages_not_modified,
             },
             "chunks": {
                 "added": self.chunks_added,
@@ -75,6 +100,17 @@ class IngestSummary:
             "skipped": [{"url": u, "reason": r} for u, r in self.skipped],
             "failed": [{"url": u, "reason": r} for u, r in self.failed],
             "seconds": dict(self.seconds),
+            "crawl": {
+                "requests": self.requests,
+                "retries": self.retries,
+                "bytes_received": self.bytes_received,
+                "sitemaps_read": self.sitemaps_read,
+                "sitemap_urls": self.sitemap_urls,
+                "trap_urls_dropped": self.trap_urls_dropped,
+                "duplicate_urls_dropped": self.duplicate_urls_dropped,
+                "complete": not self.truncated,
+                "truncated": list(self.truncated),
+            },
         }
 
 
@@ -88,51 +124,65 @@ def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-async def _pages_from(
+async def _crawl_source(
     source: str,
+    store: VectorStore,
+    embeddings: Embeddings,
     settings: Settings,
     summary: IngestSummary,
     *,
     allow_private: bool,
-    base_url: str | None,
+    options: CrawlOptions | None,
     progress: Progress | None,
-) -> tuple[list[Page], str | None]:
-    """Collect a source's pages; also the URL prefix it owns if it was read completely."""
-    if _is_url(source):
-        opts = settings.ingest
-        options = CrawlOptions(
-            max_pages=opts.max_pages,
-            max_depth=opts.max_depth,
-            max_bytes=opts.max_bytes_per_page,
-            concurrency=opts.concurrency,
-            timeout=opts.timeout,
-            user_agent=opts.user_agent,
-            allow_private=allow_private or opts.allow_private,
+) -> None:
+    """Crawl one site (conditionally, when the index remembers validators) and ingest it."""
+
+    def on_result(result: CrawlResult, pages: int) -> None:
+        if result.status == "skipped":
+            summary.pages_skipped += 1
+            summary.skipped.append((result.url, result.reason or "skipped"))
+        elif result.status == "failed":
+            summary.pages_failed += 1
+            summary.failed.append((result.url, result.reason or "failed"))
+        if progress:
+            progress("fetch", pages, None)
+
+    site = await crawl_site(
+        source,
+        settings,
+        stored_urls=await store.urls(),
+        state_path=state_path_for(store),
+        allow_private=allow_private,
+        options=options,
+        on_result=on_result,
+    )
+    summary.add_time("fetch", site.seconds)
+    summary.add_time("extract", site.stats.extract_seconds)
+    summary.record_crawl(site.stats)
+    if not site.pages and not site.unchanged:
+        reasons = summary.failed or summary.skipped
+        why = f"{reasons[0][0]}: {reasons[0][1]}" if reasons else "no page was found"
+        raise FetchError(
+            f"Could not ingest any page from {source} ({why}). Check that the URL is "
+            "reachable and serves HTML, Markdown or text."
         )
-        pages: list[Page] = []
-        started = time.perf_counter()
-        async for result in crawl([source], options=options):
-            if result.status == "ok" and result.page is not None:
-                pages.append(result.page)
-            elif result.status == "skipped":
-                summary.pages_skipped += 1
-                summary.skipped.append((result.url, result.reason or "skipped"))
-            else:
-                summary.pages_failed += 1
-                summary.failed.append((result.url, result.reason or "failed"))
-            if progress:
-                progress("fetch", len(pages), None)
-        summary.add_time("fetch", time.perf_counter() - started)
-        if not pages:
-            reasons = summary.failed or summary.skipped
-            why = f"{reasons[0][0]}: {reasons[0][1]}" if reasons else "no page was found"
-            raise FetchError(
-                f"Could not ingest any page from {source} ({why}). Check that the URL is "
-                "reachable and serves HTML, Markdown or text."
-            )
-        complete = len(pages) < options.max_pages and not summary.failed
-        owned = source.rsplit("/", 1)[0] + "/" if complete else None
-        return remove_boilerplate(pages), owned
+    await ingest_pages(
+        site.pages,
+        store,
+        embeddings,
+        settings,
+        summary=summary,
+        owns=site.owns,
+        unchanged=site.unchanged,
+        protected=site.protected,
+        progress=progress,
+    )
+    site.save_state(await store.urls())
+
+
+async def _local_pages(
+    source: str, base_url: str | None, summary: IngestSummary
+) -> tuple[list[Page], str]:
     started = time.perf_counter()
     pages, owned = await asyncio.to_thread(_read_local, source, base_url)
     summary.add_time("read", time.perf_counter() - started)
@@ -163,18 +213,31 @@ async def ingest_sources(
     allow_private: bool = False,
     base_url: str | None = None,
     progress: Progress | None = None,
+    crawl_options: CrawlOptions | None = None,
 ) -> IngestSummary:
-    """Ingest URLs and local paths into ``store``; see :func:`ingest_pages` for the diffing."""
+    """Ingest URLs and local paths into ``store``; see :func:`ingest_pages` for the diffing.
+
+    URLs are crawled with ``crawl_options`` when given, else with the options the
+    settings describe; ``allow_private`` widens either.
+    """
     summary = IngestSummary()
     for source in sources:
-        pages, owned = await _pages_from(
-            source,
-            settings,
-            summary,
-            allow_private=allow_private,
-            base_url=base_url,
-            progress=progress,
-        )
+        if _is_url(source):
+            options = crawl_options
+            if options is not None and allow_private and not options.allow_private:
+                options = replace(options, allow_private=True)
+            await _crawl_source(
+                source,
+                store,
+                embeddings,
+                settings,
+                summary,
+                allow_private=allow_private,
+                options=options,
+                progress=progress,
+            )
+            continue
+        pages, owned = await _local_pages(source, base_url, summary)
         await ingest_pages(
             pages,
             store,
@@ -196,12 +259,17 @@ async def ingest_pages(
     *,
     summary: IngestSummary | None = None,
     owned_prefix: str | None = None,
+    owns: Callable[[str], bool] | None = None,
+    unchanged: Iterable[str] = (),
+    protected: Collection[str] = (),
     progress: Progress | None = None,
 ) -> IngestSummary:
     """Chunk ``pages``, embed only chunks the store lacks, and drop the ones that vanished.
 
-    With ``owned_prefix``, stored pages under that prefix that are not in ``pages`` are
-    removed (the source was read completely and they no longer exist).
+    ``unchanged`` are page URLs known to be unchanged without their content (HTTP 304):
+    their chunks stay and count as unchanged. Stored pages that are neither in ``pages``
+    nor ``unchanged`` nor ``protected`` are removed when they are under ``owned_prefix``
+    or ``owns(url)`` says so (the source was read completely and they no longer exist).
     """
     summary = summary or IngestSummary()
     opts = settings.ingest
@@ -209,6 +277,13 @@ async def ingest_pages(
     stale_ids: list[str] = []
     seen_urls: set[str] = set()
     started = time.perf_counter()
+    for url in unchanged:
+        if url in seen_urls:
+            continue
+        seen_urls.add(url)
+        summary.pages_unchanged += 1
+        summary.pages_not_modified += 1
+        summary.chunks_unchanged += len(await store.chunk_hashes(url))
     for page in pages:
         if page.url in seen_urls:
             continue
@@ -230,11 +305,13 @@ async def ingest_pages(
     summary.add_time("chunk", time.perf_counter() - started)
 
     removed_urls: list[str] = []
-    if owned_prefix:
+    if owned_prefix or owns:
+        keep = seen_urls | set(protected)
         removed_urls = [
             url
             for url in await store.urls()
-            if url.startswith(owned_prefix) and url not in seen_urls
+            if url not in keep
+            and ((owned_prefix and url.startswith(owned_prefix)) or (owns and owns(url)))
         ]
 
     await _embed_and_store(new_chunks, store, embeddings, settings, summary, progress)

@@ -1,76 +1,258 @@
-"""robots.txt, fetched once per origin and consulted before every page.
+"""robots.txt (RFC 9309), fetched once per origin and consulted before every page.
 
-The rules are read with :mod:`urllib.robotparser`, but the file is fetched by the crawler
-itself (through its client, with its private-address checks and redirect limits), so
-tests and proxies see one network path. Unavailability follows RFC 9309: a 4xx answer
-means "no rules", a 5xx answer or a network failure means "crawl nothing here".
+The parser is our own rather than :mod:`urllib.robotparser`, which knows neither the
+``*`` and ``$`` wildcards nor "the longest matching rule wins", reads Crawl-delay as an
+integer only, and applies the first matching rule instead. Here:
+
+* groups are selected by our product token (``sitechat`` in ``sitechat/0.1 (+url)``),
+  compared case-insensitively; several groups naming it are merged; without one, the
+  ``*`` groups apply;
+* ``Allow``/``Disallow`` paths may hold ``*`` (any run of characters) and a trailing
+  ``$`` (end of URL); the longest matching pattern decides, ``Allow`` wins a tie, an
+  empty ``Disallow`` allows everything, and ``/robots.txt`` itself is always allowed;
+* patterns and URLs are compared with percent-escapes normalised the same way, and the
+  matcher is linear in the URL length (no regular expressions that a hostile file could
+  make backtrack);
+* ``Crawl-delay`` may be fractional, and ``Sitemap:`` lines are collected wherever they
+  appear.
+
+The file is fetched by the crawler itself (through its client, with its private-address
+checks and redirect limits). Unavailability follows RFC 9309: a 4xx answer means "no
+rules", a 5xx answer, a 429 or a network failure means "crawl nothing here".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
-from urllib.robotparser import RobotFileParser
 
-__all__ = ["MAX_CRAWL_DELAY", "RobotsCache", "RobotsRules"]
+from sitechat.ingest.urls import normalise_path_pattern
+
+__all__ = [
+    "MAX_CRAWL_DELAY",
+    "RobotsCache",
+    "RobotsRules",
+    "origin_of",
+    "parse_robots",
+    "product_token",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Longest Crawl-delay honoured, in seconds; a larger one would stall a crawl for hours.
 MAX_CRAWL_DELAY = 60.0
+_MAX_PATTERN = 2000
 
 #: Fetches a robots.txt URL; returns the HTTP status and the body text (``""`` unless 200).
 RobotsFetcher = Callable[[str], Awaitable[tuple[int, str]]]
+
+_KEYS = {
+    "user-agent": "user-agent",
+    "useragent": "user-agent",
+    "user agent": "user-agent",
+    "allow": "allow",
+    "disallow": "disallow",
+    "dissallow": "disallow",
+    "disalow": "disallow",
+    "crawl-delay": "crawl-delay",
+    "crawldelay": "crawl-delay",
+    "sitemap": "sitemap",
+    "site-map": "sitemap",
+}
+
+
+def product_token(user_agent: str) -> str:
+    """The name robots.txt groups address: ``sitechat`` in ``sitechat/0.1 (+https://…)``."""
+    first = user_agent.strip().split(None, 1)[0] if user_agent.strip() else ""
+    return first.split("/", 1)[0].lower()
+
+
+def _wildcard_match(pattern: str, text: str) -> bool:
+    """True when ``pattern`` (``*`` = any run, no anchoring) matches all of ``text``.
+
+    Greedy with one remembered star: O(len(pattern) * len(text)) at worst, never
+    exponential, whatever the pattern.
+    """
+    p = t = 0
+    star = -1
+    star_t = 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] == "*":
+            star, star_t = p, t
+            p += 1
+        elif p < len(pattern) and pattern[p] == text[t]:
+            p += 1
+            t += 1
+        elif star >= 0:
+            p = star + 1
+            star_t += 1
+            t = star_t
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    allow: bool
+    pattern: str  # normalised, consecutive stars collapsed, without a trailing ``$``
+    anchored: bool  # ended with ``$``: must match up to the end of the URL
+    length: int  # the priority: length of the pattern as written (``$`` included)
+
+    def matches(self, target: str) -> bool:
+        if not self.anchored and "*" not in self.pattern:
+            return target.startswith(self.pattern)
+        return _wildcard_match(self.pattern if self.anchored else self.pattern + "*", target)
+
+
+def _make_rule(allow: bool, raw: str) -> _Rule | None:
+    value = raw.strip()
+    if not value or len(value) > _MAX_PATTERN:
+        return None
+    if not value.startswith(("/", "*")):
+        value = "/" + value  # a common mistake; Google reads it this way too
+    anchored = value.endswith("$")
+    core = value[:-1] if anchored else value
+    core = normalise_path_pattern(core)
+    while "**" in core:
+        core = core.replace("**", "*")
+    return _Rule(allow, core, anchored, len(value))
 
 
 class RobotsRules:
     """The rules of one origin for one user agent."""
 
     def __init__(
-        self, parser: RobotFileParser | None, user_agent: str, *, allow: bool, note: str = ""
+        self,
+        rules: Iterable[_Rule] = (),
+        *,
+        allow: bool = True,
+        note: str = "",
+        crawl_delay: float = 0.0,
+        sitemaps: Iterable[str] = (),
     ) -> None:
-        self._parser = parser
-        self._user_agent = user_agent
+        # Longest first; Allow before Disallow at equal length, so the first match decides.
+        self._rules = sorted(rules, key=lambda r: (-r.length, not r.allow))
         self._allow = allow
         #: Why everything is refused when robots.txt could not be read.
         self.note = note
+        self._crawl_delay = crawl_delay
+        self._sitemaps = tuple(sitemaps)
 
     @classmethod
     def from_text(cls, text: str, user_agent: str) -> RobotsRules:
-        parser = RobotFileParser()
-        parser.parse(text.splitlines())
-        return cls(parser, user_agent, allow=True)
+        return parse_robots(text, user_agent)
 
     @classmethod
-    def allow_all(cls, user_agent: str) -> RobotsRules:
-        return cls(None, user_agent, allow=True)
+    def allow_all(cls, user_agent: str = "") -> RobotsRules:
+        return cls()
 
     @classmethod
     def disallow_all(cls, user_agent: str, note: str) -> RobotsRules:
-        return cls(None, user_agent, allow=False, note=note)
+        return cls(allow=False, note=note)
 
     def can_fetch(self, url: str) -> bool:
-        if self._parser is None:
-            return self._allow
-        return bool(self._parser.can_fetch(self._user_agent, url))
+        """True when ``url`` (canonical, absolute) may be fetched."""
+        if not self._allow:
+            return False
+        if not self._rules:
+            return True
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return False
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if target == "/robots.txt":
+            return True
+        for rule in self._rules:
+            if rule.matches(target):
+                return rule.allow
+        return True
 
     @property
     def crawl_delay(self) -> float:
         """Seconds to leave between requests to this origin (0 when none is asked)."""
-        if self._parser is None:
-            return 0.0
-        delay = self._parser.crawl_delay(self._user_agent)
-        try:
-            value = float(delay) if delay is not None else 0.0
-        except (TypeError, ValueError):
-            return 0.0
-        return max(0.0, min(value, MAX_CRAWL_DELAY))
+        return self._crawl_delay
 
     @property
     def sitemaps(self) -> list[str]:
-        return list(self._parser.site_maps() or []) if self._parser is not None else []
+        """Every ``Sitemap:`` URL in the file, in order."""
+        return list(self._sitemaps)
+
+
+def _split_line(line: str) -> tuple[str, str] | None:
+    line = line.split("#", 1)[0].strip()
+    key, sep, value = line.partition(":")
+    if not sep:
+        return None
+    name = _KEYS.get(" ".join(key.strip().lower().split()))
+    return (name, value.strip()) if name else None
+
+
+def parse_robots(text: str, user_agent: str) -> RobotsRules:
+    """Read robots.txt ``text`` into the rules that apply to ``user_agent``."""
+    token = product_token(user_agent)
+    ours: list[_Rule] = []
+    anyone: list[_Rule] = []
+    ours_delay: float | None = None
+    anyone_delay: float | None = None
+    found_ours = False
+    sitemaps: list[str] = []
+    agents: list[str] = []
+    in_rules = False  # True once the current group has had a rule line
+    for raw in text.lstrip("\ufeff").splitlines():
+        parsed = _split_line(raw)
+        if parsed is None:
+            continue
+        key, value = parsed
+        if key == "sitemap":
+            if value:
+                sitemaps.append(value)
+            continue
+        if key == "user-agent":
+            if in_rules:
+                agents, in_rules = [], False
+            agents.append(value.split("/", 1)[0].strip().lower())
+            if token and token in agents:
+                found_ours = True
+            continue
+        if not agents:
+            continue  # rules before any User-agent line belong to no group
+        in_rules = True
+        is_ours = bool(token) and token in agents
+        is_anyone = "*" in agents
+        if key == "crawl-delay":
+            delay = _delay(value)
+            if delay is not None:
+                if is_ours and ours_delay is None:
+                    ours_delay = delay
+                if is_anyone and anyone_delay is None:
+                    anyone_delay = delay
+            continue
+        rule = _make_rule(key == "allow", value)
+        if rule is None:
+            continue
+        if is_ours:
+            ours.append(rule)
+        if is_anyone:
+            anyone.append(rule)
+    rules, delay = (ours, ours_delay) if found_ours else (anyone, anyone_delay)
+    return RobotsRules(rules, crawl_delay=delay or 0.0, sitemaps=sitemaps)
+
+
+def _delay(value: str) -> float | None:
+    try:
+        delay = float(value)
+    except ValueError:
+        return None
+    if delay != delay or delay < 0:  # NaN or negative
+        return None
+    return min(delay, MAX_CRAWL_DELAY)
 
 
 def origin_of(url: str) -> str:
@@ -109,7 +291,7 @@ class RobotsCache:
             logger.info("robots.txt at %s unreachable: %s", robots_url, exc)
             return RobotsRules.disallow_all(ua, f"robots.txt unreachable ({exc})")
         if 200 <= status < 300:
-            return RobotsRules.from_text(text, ua)
-        if 400 <= status < 500:
+            return parse_robots(text, ua)
+        if 400 <= status < 500 and status != 429:
             return RobotsRules.allow_all(ua)
         return RobotsRules.disallow_all(ua, f"robots.txt unavailable (HTTP {status})")

@@ -30,6 +30,8 @@ __all__ = [
     "check_public_host",
     "host_of",
     "is_private_address",
+    "normalise_path_pattern",
+    "refusal",
     "require_http_url",
     "same_site",
 ]
@@ -58,6 +60,13 @@ TRACKING_PARAMS = frozenset(
         "oly_anon_id",
         "oly_enc_id",
         "vero_id",
+        # Session ids: a new one per visitor, the same page behind each.
+        "phpsessid",
+        "jsessionid",
+        "sessionid",
+        "aspsessionid",
+        "cfid",
+        "cftoken",
     }
 )
 
@@ -69,6 +78,7 @@ _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = "/?%:@!$&'()*+,;=-._~"
 _PERCENT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 _MULTI_SLASH_RE = re.compile(r"/{2,}")
+_PATH_SESSION_RE = re.compile(r";jsessionid=[^/?;]*", re.IGNORECASE)
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
@@ -178,6 +188,8 @@ def _canonicalize_absolute(url: str) -> str:
         port = ""
     netloc = f"{host}:{port}" if port else host
     path = _quote(parts.path, _PATH_SAFE)
+    if ";" in path:
+        path = _PATH_SESSION_RE.sub("", path)
     path = _MULTI_SLASH_RE.sub("/", path)
     path = _remove_dot_segments(path) or "/"
     if not path.startswith("/"):
@@ -245,6 +257,11 @@ def _join(base: str, href: str) -> str:
     if href[0] == "?":
         return full.split("?", 1)[0] + href
     return directory + href
+
+
+def normalise_path_pattern(pattern: str) -> str:
+    """Percent-escapes in a path pattern (robots.txt) spelled as canonical URLs spell them."""
+    return _quote(pattern, _QUERY_SAFE)
 
 
 def require_http_url(url: str, base: str | None = None) -> str:
@@ -341,7 +358,8 @@ def is_private_address(host: str) -> bool:
     return ip is not None and _ip_is_private(ip)
 
 
-def _refusal(host: str, detail: str) -> UnsafeURLError:
+def refusal(host: str, detail: str) -> UnsafeURLError:
+    """The one wording for a refused address: what was refused, why, and the opt-in."""
     return UnsafeURLError(
         f"Refusing to fetch from {host!r}: {detail}. sitechat does not crawl private, loopback "
         "or link-local addresses by default. For an intranet or a local server, pass "
@@ -356,7 +374,7 @@ async def check_public_host(host: str) -> None:
     """
     name = host.strip().strip("[]").lower().rstrip(".")
     if is_private_address(name):
-        raise _refusal(host, "it is a private or reserved address")
+        raise refusal(host, "it is a private or reserved address")
     if _parse_ip(name) is not None:
         return
     loop = asyncio.get_running_loop()
@@ -368,4 +386,4 @@ async def check_public_host(host: str) -> None:
         address = str(info[4][0])
         ip = _parse_ip(address)
         if ip is None or _ip_is_private(ip):
-            raise _refusal(host, f"it resolves to the private or reserved address {address}")
+            raise refusal(host, f"it resolves to the private or reserved address {address}")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +116,101 @@ def site_server() -> Iterator[SiteServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# -- a programmable server for the hard cases --------------------------------------------
+
+
+@dataclass
+class Reply:
+    """One canned answer: status, body, headers."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def html_reply(body: str, **headers: str) -> Reply:
+    """A 200 text/html answer."""
+    return Reply(200, body.encode(), {"Content-Type": "text/html; charset=utf-8", **headers})
+
+
+@dataclass
+class ProgrammableServer:
+    """Answers each path from ``routes`` (exact path with query, else path alone); counts hits.
+
+    A route may be a :class:`Reply` or a callable taking (path, request headers). A 200
+    reply that carries an ``ETag`` is answered with 304 when the request's
+    ``If-None-Match`` matches, and those 304s are counted in ``not_modified``.
+    """
+
+    base: str = ""
+    routes: dict[str, Any] = field(default_factory=dict)
+    hits: list[str] = field(default_factory=list)
+    not_modified: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def answer(self, path: str, headers: Any) -> Reply:
+        route = self.routes.get(path, self.routes.get(path.split("?", 1)[0]))
+        if route is None:
+            return Reply(404, b"not found", {"Content-Type": "text/plain"})
+        reply = route(path, headers) if callable(route) else route
+        etag = reply.headers.get("ETag")
+        if reply.status == 200 and etag and headers.get("If-None-Match") == etag:
+            with self.lock:
+                self.not_modified += 1
+            return Reply(304, b"", {"ETag": etag})
+        return reply
+
+
+class _ProgrammableHandler(BaseHTTPRequestHandler):
+    server_state: ProgrammableServer
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+    def do_GET(self) -> None:
+        state = self.server_state
+        with state.lock:
+            state.hits.append(self.path)
+        reply = state.answer(self.path, self.headers)
+        self.send_response(reply.status)
+        for key, value in reply.headers.items():
+            self.send_header(key, value)
+        if "Content-Length" not in reply.headers:
+            self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+
+def serve(state: ProgrammableServer) -> Iterator[ProgrammableServer]:
+    """Run ``state``'s routes on 127.0.0.1 at a free port until the generator is closed."""
+    bound = type("Bound", (_ProgrammableHandler,), {"server_state": state})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), bound)
+    server.daemon_threads = True
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def web() -> Iterator[ProgrammableServer]:
+    """A programmable server on 127.0.0.1 (routes set by each test)."""
+    yield from serve(ProgrammableServer())
+
+
+@pytest.fixture
+def bystander() -> Iterator[ProgrammableServer]:
+    """A second local server that no crawl should ever reach (it counts any hit)."""
+    state = ProgrammableServer(routes={"/": html_reply("<p>internal admin</p>")})
+    yield from serve(state)

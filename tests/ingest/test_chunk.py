@@ -178,3 +178,32 @@ def test_bad_sizes_are_refused(max_chars: int, overlap: int) -> None:
     """Sizes that cannot work raise InvalidInputError saying what is allowed."""
     with pytest.raises(InvalidInputError):
         chunk_page(PAGE, max_chars=max_chars, overlap=overlap)
+
+
+_code_lines = st.lists(
+    st.text(alphabet="abc =()\n", min_size=1, max_size=40), min_size=1, max_size=40
+)
+
+
+@given(st.lists(st.tuples(_words, _code_lines), min_size=1, max_size=4), sizes)
+@settings(max_examples=150, deadline=None)
+def test_code_fences_stay_closed_in_every_piece(
+    blocks: list[tuple[str, list[str]]], size: tuple[int, int]
+) -> None:
+    """A piece that cuts a fenced code block closes it, and the next piece reopens it."""
+    max_chars, overlap = size
+    text = "\n\n".join(f"{prose}\n\n```\n" + "\n".join(code) + "\n```" for prose, code in blocks)
+    for piece in split_text(text, max_chars=max_chars, overlap=overlap):
+        assert len(piece) <= max_chars
+        fences = [line for line in piece.split("\n") if line.startswith("```")]
+        assert len(fences) % 2 == 0, piece
+
+
+def test_split_code_block_pieces_read_as_code() -> None:
+    """Both halves of a long code block are fenced, and the text after it is not."""
+    code = "\n".join(f"value_{i} = compute({i})" for i in range(60))
+    pieces = split_text(f"Intro.\n\n```\n{code}\n```\n\nAfter.", max_chars=300, overlap=40)
+    middle = [p for p in pieces if "compute" in p]
+    assert len(middle) > 2
+    assert all(p.count("```") == 2 for p in middle)
+    assert pieces[-1].endswith("After.")

@@ -197,10 +197,12 @@ def test_content_ids_that_look_like_junk_words_are_kept() -> None:
         "<main><section id='related-work'><h2>Related work</h2><p>Prior art.</p></section>"
         "<dl><dt id='http.cookies.SimpleCookie'>SimpleCookie</dt><dd>A cookie jar.</dd></dl></main>"
     )
-    text = extract_html(html, "http://a.test/").page.text
-    assert "Prior art." in text
-    assert "SimpleCookie" in text
-    assert "A cookie jar." in text
+    page = extract_html(html, "http://a.test/").page
+    assert "Prior art." in page.text
+    assert "A cookie jar." in page.text
+    entry = page.sections[-1]
+    assert entry.heading_path[-1] == "SimpleCookie"
+    assert entry.anchor == "http.cookies.SimpleCookie"
 
 
 def test_meta_robots_and_canonical() -> None:
@@ -309,3 +311,32 @@ def test_real_python_docs_tutorial_page() -> None:
     assert "Previous topic" not in text
     assert "¶" not in text
     assert "```" in text
+
+
+def test_api_entries_become_deep_linked_sections() -> None:
+    """Sphinx ``dt[id]`` entries (functions, methods) get sections of their own."""
+    html = (
+        "<div class='body'><section id='api'><h2>API</h2><p>Intro.</p>"
+        "<dl class='py class'><dt class='sig' id='mod.Thing'>class mod.Thing"
+        "<a class='headerlink' href='#mod.Thing'>¶</a></dt><dd><p>A thing.</p>"
+        "<dl class='py method'><dt id='mod.Thing.run'>run(x)</dt>"
+        "<dt id='mod.Thing.run2'>run(x, y)</dt><dd><p>Runs it.</p></dd></dl>"
+        "</dd></dl><p>Closing words.</p></section></div>"
+    )
+    sections = extract_html(html, "http://a.test/").page.sections
+    assert [(s.heading_path, s.anchor, s.text) for s in sections] == [
+        (("API",), "api", "Intro."),
+        (("API", "class mod.Thing"), "mod.Thing", "A thing."),
+        (("API", "class mod.Thing", "run(x)"), "mod.Thing.run", "run(x, y)\n\nRuns it."),
+        (("API",), "api", "Closing words."),
+    ]
+
+
+def test_binary_bytes_are_recognised() -> None:
+    """Images and archives are binary; text in any common encoding is not."""
+    from sitechat.ingest.extract import looks_binary
+
+    assert looks_binary(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    assert looks_binary(bytes(range(1, 32)) * 20)
+    assert not looks_binary("<p>café – naïve</p>".encode())
+    assert not looks_binary("\ufeff<p>hi</p>".encode("utf-16"))

@@ -1,0 +1,172 @@
+"""One website as a pipeline source: crawl it, conditionally, and say what it owns.
+
+Turns settings into :class:`CrawlOptions`, sends the previous crawl's validators (from
+:mod:`sitechat.ingest.state`) so unchanged pages cost a 304, strips boilerplate (the
+stored site-wide set when too few pages were re-fetched to tell again), and works out
+which stored pages may be removed: only pages in this crawl's scope, only after a crawl
+that was not cut short, and never a page that failed for a passing reason (a timeout,
+a 5xx) rather than being gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sitechat.config import Settings
+from sitechat.ingest.crawl import CrawlOptions, CrawlResult, CrawlStats, KnownPage, crawl
+from sitechat.ingest.extract import boilerplate_blocks, strip_blocks
+from sitechat.ingest.options import DEFAULT_USER_AGENT
+from sitechat.ingest.scope import Scope
+from sitechat.ingest.state import STATE_FILE, CrawlState
+from sitechat.models import Page, content_hash
+
+__all__ = ["CrawledSite", "crawl_options_from", "crawl_site", "state_path_for"]
+
+#: Bump when extraction or chunking changes what a page turns into: stored validators
+#: are then ignored once, so every page is re-extracted with the new code.
+EXTRACTION_VERSION = "2"
+
+# (CrawlOptions field, IngestSettings field) pairs read when the settings have them.
+_SETTING_FIELDS: tuple[tuple[str, str], ...] = (
+    ("include", "include"),
+    ("exclude", "exclude"),
+    ("sitemaps", "sitemaps"),
+    ("use_sitemaps", "use_sitemaps"),
+    ("max_seconds", "max_seconds"),
+    ("delay", "delay"),
+    ("per_host_concurrency", "per_host_concurrency"),
+    ("max_retries", "max_retries"),
+    ("max_retry_wait", "max_retry_wait"),
+    ("respect_robots", "respect_robots"),
+    ("trusted_hosts", "trusted_hosts"),
+    ("max_pattern_pages", "max_pattern_pages"),
+)
+
+
+def crawl_options_from(settings: Settings, *, allow_private: bool = False) -> CrawlOptions:
+    """The crawl options the ``SITECHAT_INGEST__*`` settings describe."""
+    opts = settings.ingest
+    extra: dict[str, Any] = {}
+    for option, setting in _SETTING_FIELDS:
+        value = getattr(opts, setting, None)
+        if value is not None:
+            extra[option] = tuple(value) if isinstance(value, list) else value
+    return CrawlOptions(
+        max_pages=opts.max_pages,
+        max_depth=opts.max_depth,
+        max_bytes=opts.max_bytes_per_page,
+        concurrency=opts.concurrency,
+        timeout=opts.timeout,
+        user_agent=opts.user_agent or DEFAULT_USER_AGENT,
+        allow_private=allow_private or opts.allow_private,
+        **extra,
+    )
+
+
+def state_path_for(store: object) -> Path | None:
+    """Where the crawl state of a store lives: inside its directory, if it has one."""
+    path = getattr(store, "path", None)
+    if isinstance(path, Path) and path.is_dir():
+        return path / STATE_FILE
+    return None
+
+
+def _fingerprint(settings: Settings) -> str:
+    opts = settings.ingest
+    return f"{EXTRACTION_VERSION}|{opts.chunk_size}|{opts.chunk_overlap}"
+
+
+def _is_passing_failure(result: CrawlResult) -> bool:
+    """A failure that says nothing about whether the page still exists."""
+    reason = result.reason or ""
+    if result.status == "failed":
+        return not (reason.startswith("HTTP 4") and not reason.startswith("HTTP 429"))
+    return "robots.txt unavailable" in reason or "robots.txt unreachable" in reason
+
+
+@dataclass
+class CrawledSite:
+    """The outcome of crawling one site, ready for :func:`~.pipeline.ingest_pages`."""
+
+    pages: list[Page] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    results: list[CrawlResult] = field(default_factory=list)
+    protected: set[str] = field(default_factory=set)
+    stats: CrawlStats = field(default_factory=CrawlStats)
+    owns: Callable[[str], bool] | None = None
+    seconds: float = 0.0
+    _state: CrawlState | None = None
+    _fresh: dict[str, KnownPage] = field(default_factory=dict)
+    _state_path: Path | None = None
+
+    def save_state(self, stored_urls: Sequence[str]) -> None:
+        """Remember validators and links for the next crawl (no-op without a directory)."""
+        if self._state is None or self._state_path is None:
+            return
+        self._state.merged(self._fresh, set(stored_urls)).save(self._state_path)
+
+
+async def crawl_site(
+    source: str,
+    settings: Settings,
+    *,
+    stored_urls: Sequence[str],
+    state_path: Path | None,
+    allow_private: bool = False,
+    options: CrawlOptions | None = None,
+    on_result: Callable[[CrawlResult, int], None] | None = None,
+) -> CrawledSite:
+    """Crawl ``source`` conditionally; ``stored_urls`` are the pages the index holds now."""
+    options = options or crawl_options_from(settings, allow_private=allow_private)
+    state = CrawlState.load(state_path, _fingerprint(settings)) if state_path else None
+    stored = set(stored_urls)
+    known = {url: k for url, k in state.pages.items() if k.page_url in stored} if state else {}
+    site = CrawledSite(_state=state, _state_path=state_path)
+    started = time.perf_counter()
+    async for result in crawl([source], options=options, stats=site.stats, known=known):
+        site.results.append(result)
+        fetched = result.fetched_url or result.url
+        if result.status == "ok" and result.page is not None:
+            site.pages.append(result.page)
+            site._fresh[fetched] = KnownPage(
+                result.page.url,
+                result.etag,
+                result.last_modified,
+                result.links,
+                content_hash(result.page.text),
+            )
+        elif result.status == "unchanged":
+            site.unchanged.append(result.url)
+            previous = known.get(fetched) or KnownPage(result.url)
+            site._fresh[fetched] = KnownPage(
+                result.url,
+                result.etag,
+                result.last_modified,
+                result.links,
+                previous.content_hash,
+            )
+        elif _is_passing_failure(result):
+            site.protected.add(result.url)
+        if on_result is not None:
+            on_result(result, len(site.pages) + len(site.unchanged))
+    site.seconds = time.perf_counter() - started
+    site.pages = _strip_boilerplate(site, state)
+    if site.stats.truncated is None:
+        scope = Scope([source], options.include, options.exclude)
+        site.owns = scope.wanted
+    return site
+
+
+def _strip_boilerplate(site: CrawledSite, state: CrawlState | None) -> list[Page]:
+    """Site-wide chrome out of the fresh pages; reuses the stored set for small re-crawls."""
+    fresh, total = len(site.pages), len(site.pages) + len(site.unchanged)
+    if state is not None and site.unchanged and 2 * fresh < total:
+        return strip_blocks(site.pages, state.boilerplate)
+    blocks = boilerplate_blocks(site.pages)
+    if state is not None:
+        state.boilerplate = blocks
+    return strip_blocks(site.pages, blocks)

@@ -1,0 +1,110 @@
+"""The knobs of a crawl, and what a crawl reports besides its pages."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sitechat.errors import InvalidInputError
+
+__all__ = ["DEFAULT_USER_AGENT", "CrawlOptions", "CrawlStats"]
+
+DEFAULT_USER_AGENT = "sitechat/0.1 (+https://github.com/sitechat/sitechat)"
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlOptions:
+    """How far, how fast and where to crawl.
+
+    Scope: the start URLs' sites (host and port; ``www.`` ignored). ``include`` and
+    ``exclude`` are regular expressions searched in each discovered URL (canonical form):
+    a link must match one ``include`` pattern when any are given, and no ``exclude``
+    pattern. ``max_pages`` bounds the pages returned as ``"ok"``, ``max_depth`` the link
+    hops from a start URL or sitemap entry, ``max_bytes`` one response body (after
+    decompression), ``max_seconds`` the whole crawl (``None``: no limit).
+    ``max_pattern_pages`` is the link-trap guard: at most that many URLs that differ
+    only in numbers or query values (``/calendar/2031/07``, ``?month=…``) are fetched.
+
+    Politeness: at most ``concurrency`` requests in flight, ``per_host_concurrency`` to
+    one host (default: ``concurrency``), and at least ``delay`` seconds between requests
+    to one host, or the robots.txt Crawl-delay when that is longer. 429 and 503 answers
+    (and 502/504) are retried up to ``max_retries`` times, waiting as ``Retry-After``
+    asks or ``retry_backoff`` doubling, but never longer than ``max_retry_wait``.
+
+    Safety: only http(s); private, loopback and link-local addresses are refused unless
+    ``allow_private`` (everything) or ``trusted_hosts`` (``host`` or ``host:port``
+    entries, and only those) allow them. ``timeout`` is the limit for one request,
+    body included.
+
+    Sitemaps: ``sitemaps`` are read as well as the start URLs; with ``use_sitemaps``
+    the ``Sitemap:`` lines of each site's robots.txt, or else ``/sitemap.xml``, are too.
+    """
+
+    max_pages: int = 500
+    max_depth: int = 10
+    max_bytes: int = 5_000_000
+    concurrency: int = 4
+    timeout: float = 20.0
+    user_agent: str = DEFAULT_USER_AGENT
+    allow_private: bool = False
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    respect_robots: bool = True
+    max_seconds: float | None = None
+    delay: float = 0.0
+    per_host_concurrency: int | None = None
+    max_retries: int = 3
+    retry_backoff: float = 0.5
+    max_retry_wait: float = 30.0
+    sitemaps: tuple[str, ...] = ()
+    use_sitemaps: bool = True
+    trusted_hosts: tuple[str, ...] = ()
+    max_pattern_pages: int = 100
+    extract_threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("max_pages", "max_bytes", "concurrency", "max_pattern_pages"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"CrawlOptions.{name} must be at least 1.")
+        for name in ("max_depth", "max_retries", "extract_threads"):
+            if getattr(self, name) < 0:
+                raise InvalidInputError(f"CrawlOptions.{name} must be 0 or more.")
+        if self.per_host_concurrency is not None and self.per_host_concurrency < 1:
+            raise InvalidInputError("CrawlOptions.per_host_concurrency must be at least 1.")
+        if self.timeout <= 0:
+            raise InvalidInputError("CrawlOptions.timeout must be a positive number of seconds.")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise InvalidInputError("CrawlOptions.max_seconds must be positive (or None).")
+        for name in ("delay", "retry_backoff", "max_retry_wait"):
+            if getattr(self, name) < 0:
+                raise InvalidInputError(f"CrawlOptions.{name} must be 0 or more seconds.")
+        if not self.user_agent.strip() or any(c in self.user_agent for c in "\r\n"):
+            raise InvalidInputError("CrawlOptions.user_agent must be one non-empty line.")
+        for pattern in (*self.include, *self.exclude):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise InvalidInputError(
+                    f"Invalid include/exclude pattern {pattern!r}: {exc}. "
+                    "Patterns are Python regular expressions searched in the URL."
+                ) from exc
+
+
+@dataclass
+class CrawlStats:
+    """Counters a crawl fills in as it goes; pass one to :func:`crawl` to read them.
+
+    ``truncated`` says why the crawl stopped before its frontier was empty (page limit,
+    time budget), or is None when every reachable page in scope was tried.
+    """
+
+    requests: int = 0
+    retries: int = 0
+    not_modified: int = 0
+    bytes_received: int = 0
+    sitemaps_read: int = 0
+    sitemap_urls: int = 0
+    trap_urls_dropped: int = 0
+    duplicate_urls_dropped: int = 0
+    extract_seconds: float = 0.0
+    truncated: str | None = None

@@ -1,0 +1,104 @@
+"""Finding and reading a site's sitemaps through the crawler's fetcher.
+
+Where to look: the sitemaps the user named, the ``Sitemap:`` lines of each start site's
+robots.txt, and, when robots.txt names none, ``/sitemap.xml``. Sitemap indexes are
+followed (a few levels, a bounded number of files), so one URL reaches every listed page.
+A sitemap the user named that cannot be read is reported; a guessed ``/sitemap.xml``
+that does not exist is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
+
+import httpx
+
+from sitechat.errors import IngestError
+from sitechat.ingest.fetch import Fetcher, Stop
+from sitechat.ingest.options import CrawlOptions
+from sitechat.ingest.robots import origin_of
+from sitechat.ingest.sitemaps import MAX_SITEMAP_URLS, SitemapError, parse_sitemap
+from sitechat.ingest.urls import canonicalize_url
+
+if TYPE_CHECKING:
+    from sitechat.ingest.crawl import CrawlResult
+
+__all__ = ["MAX_SITEMAP_FILES", "read_sitemaps"]
+
+#: Sitemap files read per crawl, indexes included.
+MAX_SITEMAP_FILES = 200
+_MAX_NESTING = 3
+
+
+async def _candidates(
+    fetcher: Fetcher, roots: Sequence[str], named: Sequence[str], options: CrawlOptions
+) -> list[tuple[str, bool]]:
+    """(sitemap URL, named by the user or robots.txt) in the order to read them."""
+    found: dict[str, bool] = {canonicalize_url(url): True for url in named}
+    if not options.use_sitemaps:
+        return list(found.items())
+    for origin in dict.fromkeys(origin_of(root) for root in roots):
+        listed: list[str] = []
+        if options.respect_robots:
+            rules = await fetcher.robots.rules_for(origin + "/")
+            listed = [canonicalize_url(url, origin + "/") for url in rules.sitemaps]
+        for url in listed:
+            found.setdefault(url, True)
+        if not listed:
+            found.setdefault(origin + "/sitemap.xml", False)
+    return list(found.items())
+
+
+async def read_sitemaps(
+    fetcher: Fetcher,
+    roots: Sequence[str],
+    named: Sequence[str],
+    options: CrawlOptions,
+    executor: Executor | None,
+) -> tuple[list[str], list[CrawlResult]]:
+    """Every page URL the sites' sitemaps list (as written), and problems worth reporting."""
+    from sitechat.ingest.crawl import CrawlResult
+
+    queue: deque[tuple[str, bool, int]] = deque(
+        (url, explicit, 0) for url, explicit in await _candidates(fetcher, roots, named, options)
+    )
+    visited: set[str] = set()
+    pages: list[str] = []
+    problems: list[CrawlResult] = []
+    loop = asyncio.get_running_loop()
+    while queue and len(visited) < MAX_SITEMAP_FILES and len(pages) < MAX_SITEMAP_URLS:
+        url, explicit, level = queue.popleft()
+        if url in visited:
+            continue
+        visited.add(url)
+        try:
+            response = await fetcher.get(url, purpose="sitemap")
+            if response.status != 200:
+                raise Stop("failed", f"sitemap: HTTP {response.status}")
+            content = await loop.run_in_executor(executor, parse_sitemap, response.body)
+        except Stop as stop:
+            if explicit:
+                problems.append(CrawlResult(url, stop.status, _sitemap_reason(stop.reason)))
+            continue
+        except SitemapError as exc:
+            if explicit:
+                problems.append(CrawlResult(url, "failed", f"sitemap {exc}"))
+            continue
+        except (IngestError, OSError, httpx.HTTPError) as exc:
+            if explicit:
+                problems.append(CrawlResult(url, "failed", f"sitemap: {exc}"))
+            continue
+        fetcher.stats.sitemaps_read += 1
+        pages.extend(loc for loc, _ in content.pages)
+        fetcher.stats.sitemap_urls += len(content.pages)
+        if level < _MAX_NESTING:
+            queue.extend((canonicalize_url(s, url), True, level + 1) for s in content.sitemaps)
+    return pages[:MAX_SITEMAP_URLS], problems
+
+
+def _sitemap_reason(reason: str) -> str:
+    return reason if reason.startswith("sitemap") else f"sitemap: {reason}"

@@ -1,0 +1,166 @@
+"""Sitemaps (sitemaps.org): the pages a site says it has, read without trusting the file.
+
+A sitemap is XML from the network, so it is parsed with expat directly and every
+feature that makes XML dangerous is refused: a document type declaration (where entity
+definitions live: "billion laughs", external entities) stops the parse, and parameter
+entities are never read. Gzip sitemaps are inflated with a hard cap on the output, so a
+small bomb cannot fill memory. The sitemaps.org limits (50 MB uncompressed, 50,000 URLs)
+are the defaults; a plain-text sitemap (one URL per line) is read too.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from xml.parsers import expat
+
+__all__ = [
+    "MAX_SITEMAP_BYTES",
+    "MAX_SITEMAP_URLS",
+    "SitemapContent",
+    "SitemapError",
+    "gunzip_bounded",
+    "parse_sitemap",
+]
+
+MAX_SITEMAP_BYTES = 50 * 1024 * 1024
+MAX_SITEMAP_URLS = 50_000
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class SitemapError(ValueError):
+    """A sitemap was refused (unsafe XML, too large once inflated) or is not a sitemap."""
+
+
+@dataclass(frozen=True, slots=True)
+class SitemapContent:
+    """What one sitemap file lists: pages (with ``lastmod`` when given) and more sitemaps."""
+
+    pages: tuple[tuple[str, str | None], ...] = ()
+    sitemaps: tuple[str, ...] = ()
+
+
+def gunzip_bounded(data: bytes, limit: int) -> bytes:
+    """Inflate gzip ``data``; raise :class:`SitemapError` past ``limit`` output bytes."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = bytearray()
+    pending = data
+    try:
+        while pending:
+            out += inflater.decompress(pending, limit + 1 - len(out))
+            if len(out) > limit:
+                raise SitemapError(f"inflates to more than {limit} bytes")
+            pending = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    except zlib.error as exc:
+        raise SitemapError(f"is not valid gzip ({exc})") from None
+    return bytes(out)
+
+
+class _Refused(Exception):
+    pass
+
+
+class _Collector:
+    """Expat callbacks: keep ``<loc>``/``<lastmod>`` of ``<url>`` and ``<sitemap>`` entries."""
+
+    def __init__(self, max_urls: int) -> None:
+        self.max_urls = max_urls
+        self.stack: list[str] = []
+        self.text: list[str] = []
+        self.loc: str | None = None
+        self.lastmod: str | None = None
+        self.pages: list[tuple[str, str | None]] = []
+        self.sitemaps: list[str] = []
+
+    @staticmethod
+    def _local(name: str) -> str:
+        return name.rsplit(":", 1)[-1].rsplit(" ", 1)[-1].lower()
+
+    def start(self, name: str, attrs: object) -> None:
+        local = self._local(name)
+        self.stack.append(local)
+        if local in ("url", "sitemap"):
+            self.loc = self.lastmod = None
+        self.text = []
+
+    def end(self, name: str) -> None:
+        local = self.stack.pop() if self.stack else self._local(name)
+        value = "".join(self.text).strip()
+        self.text = []
+        parent = self.stack[-1] if self.stack else ""
+        if local == "loc" and parent in ("url", "sitemap"):
+            self.loc = value
+        elif local == "lastmod" and parent in ("url", "sitemap"):
+            self.lastmod = value or None
+        elif local == "url" and self.loc:
+            self.pages.append((self.loc, self.lastmod))
+        elif local == "sitemap" and self.loc:
+            self.sitemaps.append(self.loc)
+        if len(self.pages) + len(self.sitemaps) >= self.max_urls:
+            raise _Refused("limit")
+
+    def data(self, text: str) -> None:
+        if self.stack and self.stack[-1] in ("loc", "lastmod"):
+            self.text.append(text)
+
+
+def _refuse_dtd(*_: object) -> int:
+    raise _Refused("dtd")
+
+
+def _parse_xml(data: bytes, max_urls: int) -> SitemapContent:
+    collector = _Collector(max_urls)
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.EntityDeclHandler = _refuse_dtd
+    parser.ExternalEntityRefHandler = _refuse_dtd
+    parser.StartElementHandler = collector.start
+    parser.EndElementHandler = collector.end
+    parser.CharacterDataHandler = collector.data
+    try:
+        parser.Parse(data, True)
+    except _Refused as refused:
+        if str(refused) == "dtd":
+            raise SitemapError(
+                "declares a DTD or entities, which sitemaps never need; refused for safety"
+            ) from None
+    except expat.ExpatError as exc:
+        if not collector.pages and not collector.sitemaps:
+            raise SitemapError(f"is not well-formed XML ({exc})") from None
+        # A truncated or slightly broken file still lists the URLs read before the error.
+    return SitemapContent(tuple(collector.pages), tuple(collector.sitemaps))
+
+
+def _parse_text(text: str, max_urls: int) -> SitemapContent:
+    pages: list[tuple[str, str | None]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(("http://", "https://")) and " " not in line:
+            pages.append((line, None))
+            if len(pages) >= max_urls:
+                break
+    return SitemapContent(tuple(pages))
+
+
+def parse_sitemap(
+    data: bytes, *, max_bytes: int = MAX_SITEMAP_BYTES, max_urls: int = MAX_SITEMAP_URLS
+) -> SitemapContent:
+    """Read a sitemap or sitemap index (XML, gzip-compressed XML, or plain text).
+
+    Raises :class:`SitemapError` when the file is refused or is not a sitemap at all;
+    URLs are returned as written (callers canonicalise and scope them).
+    """
+    if data.startswith(_GZIP_MAGIC):
+        data = gunzip_bounded(data, max_bytes)
+    elif len(data) > max_bytes:
+        raise SitemapError(f"is larger than {max_bytes} bytes")
+    head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"<"):
+        content = _parse_xml(data, max_urls)
+        if not content.pages and not content.sitemaps and b"<html" in head[:200].lower():
+            raise SitemapError("is an HTML page, not a sitemap")
+        return content
+    return _parse_text(data.decode("utf-8", errors="replace"), max_urls)

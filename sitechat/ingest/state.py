@@ -1,0 +1,133 @@
+"""What the pipeline remembers between crawls, so a re-crawl can ask "changed since?".
+
+A conditional GET needs the ETag / Last-Modified of the previous fetch, and a page that
+answers 304 has no body to take links from, so its links must be remembered too; the
+boilerplate found across the whole site is kept so that a re-crawl that re-fetches only
+a few pages strips the same chrome from them. All of it lives in one small JSON file
+next to the index (``crawl-state.json``), written atomically; URLs are stored once and
+links refer to them by number. Nothing is trusted from it beyond strings and numbers: a
+file that is missing, damaged, from another version, or written with other extraction
+or chunking settings is ignored, which only costs a full re-fetch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sitechat.ingest.crawl import KnownPage
+
+__all__ = ["STATE_FILE", "CrawlState"]
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "crawl-state.json"
+_FORMAT = "sitechat-crawl-state"
+_VERSION = 1
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass
+class CrawlState:
+    """Per fetched URL: validators, page URL, links and content hash; plus boilerplate."""
+
+    fingerprint: str
+    pages: dict[str, KnownPage] = field(default_factory=dict)
+    boilerplate: frozenset[str] = frozenset()
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str) -> CrawlState:
+        """The state at ``path``, or an empty one when it cannot be used."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls(fingerprint)
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable crawl state %s: %s", path, exc)
+            return cls(fingerprint)
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != _FORMAT
+            or data.get("version") != _VERSION
+            or data.get("fingerprint") != fingerprint
+        ):
+            return cls(fingerprint)
+        try:
+            return cls._decode(data, fingerprint)
+        except (TypeError, ValueError, IndexError, KeyError) as exc:
+            logger.warning("ignoring damaged crawl state %s: %s", path, exc)
+            return cls(fingerprint)
+
+    @classmethod
+    def _decode(cls, data: dict[str, Any], fingerprint: str) -> CrawlState:
+        urls = [str(u) for u in data["urls"]]
+        pages: dict[str, KnownPage] = {}
+        for row in data["pages"]:
+            fetched, page, etag, modified, digest, links = row
+            pages[urls[fetched]] = KnownPage(
+                page_url=urls[page],
+                etag=_text(etag),
+                last_modified=_text(modified),
+                links=tuple(urls[i] for i in links),
+                content_hash=str(digest or ""),
+            )
+        boilerplate = frozenset(str(b) for b in data.get("boilerplate", []))
+        return cls(fingerprint, pages, boilerplate)
+
+    def encode(self) -> dict[str, Any]:
+        numbers: dict[str, int] = {}
+
+        def number(url: str) -> int:
+            found = numbers.get(url)
+            if found is None:
+                found = numbers[url] = len(numbers)
+            return found
+
+        rows = [
+            [
+                number(fetched),
+                number(known.page_url),
+                known.etag,
+                known.last_modified,
+                known.content_hash,
+                [number(link) for link in known.links],
+            ]
+            for fetched, known in self.pages.items()
+        ]
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "fingerprint": self.fingerprint,
+            "urls": list(numbers),
+            "pages": rows,
+            "boilerplate": sorted(self.boilerplate),
+        }
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a crash leaves the previous file, never half of one."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=".crawl-state-", dir=path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(self.encode(), out, separators=(",", ":"))
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    def merged(self, fresh: Mapping[str, KnownPage], keep_pages: set[str]) -> CrawlState:
+        """This state updated by ``fresh``, keeping only entries for pages in ``keep_pages``."""
+        pages = {**self.pages, **fresh}
+        kept = {url: known for url, known in pages.items() if known.page_url in keep_pages}
+        return CrawlState(self.fingerprint, kept, self.boilerplate)

@@ -1,0 +1,269 @@
+"""The crawler against sites that fight back: traps, copies, bombs, throttling, SSRF tricks."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from sitechat.ingest.crawl import CrawlOptions, CrawlResult, CrawlStats, crawl
+
+if TYPE_CHECKING:
+    from tests.ingest.conftest import ProgrammableServer
+
+from tests.ingest.conftest import Reply, html_reply
+
+
+def _page(title: str, text: str, links: list[str] = (), head: str = "") -> Reply:  # type: ignore[assignment]
+    anchors = "".join(f'<a href="{link}">{link}</a> ' for link in links)
+    return html_reply(
+        f"<html><head><title>{title}</title>{head}</head><body><main><h1 id='top'>{title}</h1>"
+        f"<p>{text}</p><p>{anchors}</p></main></body></html>"
+    )
+
+
+async def _crawl(start: str, **options: Any) -> tuple[dict[str, CrawlResult], CrawlStats]:
+    stats = CrawlStats()
+    opts = CrawlOptions(allow_private=options.pop("allow_private", True), **options)
+    results = {r.url: r async for r in crawl([start], options=opts, stats=stats)}
+    return results, stats
+
+
+def _ok(results: dict[str, CrawlResult], base: str) -> set[str]:
+    return {u.removeprefix(base) for u, r in results.items() if r.status == "ok"}
+
+
+def _sitemap(urls: list[str]) -> bytes:
+    entries = "".join(f"<url><loc>{u}</loc><lastmod>2024-01-01</lastmod></url>" for u in urls)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{entries}</urlset>'
+    ).encode()
+
+
+async def test_sitemap_index_and_gzip_sitemap_from_robots(web: ProgrammableServer) -> None:
+    """robots.txt names a sitemap index; its gzip child lists pages no link reaches."""
+    base = web.base
+    index = (
+        '<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        f"<sitemap><loc>{base}/maps/pages.xml.gz</loc></sitemap>"
+        f"<sitemap><loc>{base}/maps/more.xml</loc></sitemap></sitemapindex>"
+    ).encode()
+    web.routes.update(
+        {
+            "/robots.txt": Reply(200, f"Sitemap: {base}/maps/index.xml\n".encode()),
+            "/maps/index.xml": Reply(200, index, {"Content-Type": "application/xml"}),
+            "/maps/pages.xml.gz": Reply(
+                200,
+                gzip.compress(_sitemap([f"{base}/hidden-a", f"{base}/hidden-b"])),
+                {"Content-Type": "application/gzip"},
+            ),
+            "/maps/more.xml": Reply(200, _sitemap([f"{base}/hidden-c", "http://other.test/x"])),
+            "/": _page("Home", "Home page."),
+            "/hidden-a": _page("A", "Only the sitemap knows page A."),
+            "/hidden-b": _page("B", "Only the sitemap knows page B."),
+            "/hidden-c": _page("C", "Only the sitemap knows page C."),
+        }
+    )
+    results, stats = await _crawl(base + "/")
+    assert _ok(results, base) == {"/", "/hidden-a", "/hidden-b", "/hidden-c"}
+    assert stats.sitemaps_read == 3
+    assert not any("other.test" in url for url in results)
+
+
+async def test_a_sitemap_url_as_the_only_source(web: ProgrammableServer) -> None:
+    """A start URL ending in .xml is read as a sitemap; depth 0 fetches only its pages."""
+    base = web.base
+    web.routes.update(
+        {
+            "/sitemap.xml": Reply(200, _sitemap([f"{base}/one", f"{base}/two"])),
+            "/one": _page("One", "Page one.", ["/three"]),
+            "/two": _page("Two", "Page two."),
+            "/three": _page("Three", "Page three."),
+        }
+    )
+    results, _ = await _crawl(base + "/sitemap.xml", max_depth=0)
+    assert _ok(results, base) == {"/one", "/two"}
+    assert "/three" not in web.hits
+
+
+async def test_robots_wildcards_and_longest_match_are_honoured(web: ProgrammableServer) -> None:
+    """``*``, ``$`` and the longest rule decide; our own group beats ``*``."""
+    web.routes.update(
+        {
+            "/robots.txt": Reply(
+                200,
+                b"User-agent: *\nDisallow: /\n\n"
+                b"User-agent: sitechat\nDisallow: /*.pdf$\nDisallow: /drafts\n"
+                b"Allow: /drafts/public\nDisallow: /*?print=\n",
+            ),
+            "/": _page(
+                "Home",
+                "Home.",
+                ["/doc.pdf", "/doc.pdf.html", "/drafts/x", "/drafts/public/y", "/a?print=1"],
+            ),
+            "/doc.pdf.html": _page("PdfHtml", "Not a pdf."),
+            "/drafts/public/y": _page("Public", "Public draft."),
+        }
+    )
+    results, _ = await _crawl(web.base + "/", user_agent="SiteChat/2.0 (+https://x.test)")
+    assert _ok(results, web.base) == {"/", "/doc.pdf.html", "/drafts/public/y"}
+    for path in ("/drafts/x", "/a?print=1"):
+        assert results[web.base + path].reason == "disallowed by robots.txt"
+        assert path not in web.hits
+
+
+async def test_calendar_trap_stops(web: ProgrammableServer) -> None:
+    """An endless calendar is cut off by the pattern guard; the real pages are still crawled."""
+
+    def month(path: str, headers: Any) -> Reply:
+        year, number = (int(p) for p in path.split("?")[0].split("/")[2:4])
+        nxt = f"/calendar/{year + (number == 12)}/{number % 12 + 1:02d}"
+        prev = f"/calendar/{year - (number == 1)}/{(number - 2) % 12 + 1:02d}"
+        days = [f"/calendar/{year}/{number:02d}?day={d}" for d in range(1, 4)]
+        return _page(f"{year}-{number}", f"Events in {year}-{number}.", [nxt, prev, *days])
+
+    web.routes.update(
+        {
+            "/": _page("Home", "Home.", ["/calendar/2030/01", "/about"]),
+            "/about": _page("About", "About us."),
+            "/calendar": month,
+        }
+    )
+    web.routes.update(
+        {f"/calendar/{y}/{m:02d}": month for y in range(1900, 2200) for m in range(1, 13)}
+    )
+    results, stats = await _crawl(web.base + "/", max_pattern_pages=15, max_depth=1000)
+    assert "/about" in _ok(results, web.base)
+    calendar_hits = [h for h in web.hits if h.startswith("/calendar")]
+    assert 0 < len(calendar_hits) <= 30
+    assert stats.trap_urls_dropped > 0
+    assert any("link trap guard" in (r.reason or "") for r in results.values())
+
+
+async def test_query_variants_of_one_page_are_fetched_once(web: ProgrammableServer) -> None:
+    """Session-style query variants of a page with a canonical URL are fetched once."""
+
+    def item(path: str, headers: Any) -> Reply:
+        ident = path.split("id=")[1].split("&")[0]
+        return _page(
+            f"Item {ident}",
+            f"Item number {ident} is great.",
+            head=(f'<link rel="canonical" href="/item?id={ident}">'),
+        )
+
+    variants = [f"/item?id=7&view={v}" for v in ("a", "b", "c", "d")] + ["/item?id=8&view=a"]
+    web.routes.update({"/": _page("Home", "Home.", variants), "/item": item})
+    results, stats = await _crawl(web.base + "/")
+    item_hits = [h for h in web.hits if h.startswith("/item")]
+    assert sorted(item_hits) == ["/item?id=7&view=a", "/item?id=8&view=a"]
+    assert _ok(results, web.base) == {"/", "/item?id=7", "/item?id=8"}
+    assert stats.duplicate_urls_dropped == 3
+
+
+async def test_binary_junk_and_compression_bombs_are_skipped(web: ProgrammableServer) -> None:
+    """Binary bytes labelled text/html, and a gzip bomb, are skipped without blowing memory."""
+    bomb = gzip.compress(b"<p>" + b"a" * 20_000_000 + b"</p>")
+    web.routes.update(
+        {
+            "/": _page("Home", "Home.", ["/junk.html", "/bomb.html"]),
+            "/junk.html": Reply(200, bytes(range(256)) * 64, {"Content-Type": "text/html"}),
+            "/bomb.html": Reply(
+                200, bomb, {"Content-Type": "text/html", "Content-Encoding": "gzip"}
+            ),
+        }
+    )
+    results, _ = await _crawl(web.base + "/", max_bytes=100_000)
+    assert results[web.base + "/junk.html"].reason == "binary content served as text/html"
+    bomb_result = results[web.base + "/bomb.html"]
+    assert bomb_result.status == "skipped"
+    assert bomb_result.reason == "too large (more than 100000 bytes)"
+
+
+async def test_throttling_is_retried_as_retry_after_asks(web: ProgrammableServer) -> None:
+    """503 with Retry-After is retried; a Retry-After beyond the cap fails at once."""
+    answers = iter([Reply(503, b"", {"Retry-After": "0"})] * 2)
+
+    def flaky(path: str, headers: Any) -> Reply:
+        return next(answers, None) or _page("Flaky", "Finally here.")
+
+    web.routes.update(
+        {
+            "/": _page("Home", "Home.", ["/flaky", "/throttled"]),
+            "/flaky": flaky,
+            "/throttled": Reply(429, b"", {"Retry-After": "3600"}),
+        }
+    )
+    results, stats = await _crawl(web.base + "/", max_retry_wait=5)
+    assert results[web.base + "/flaky"].status == "ok"
+    assert web.hits.count("/flaky") == 3
+    assert stats.retries == 2
+    throttled = results[web.base + "/throttled"]
+    assert throttled.status == "failed"
+    assert "Retry-After asks for 3600 s" in (throttled.reason or "")
+    assert web.hits.count("/throttled") == 1
+
+
+async def test_time_budget_truncates_the_crawl(web: ProgrammableServer) -> None:
+    """With max_seconds spent, the crawl stops and says it was cut short."""
+    web.routes.update({f"/p{i}": _page(f"P{i}", f"Page {i}.", [f"/p{i + 1}"]) for i in range(1000)})
+    results, stats = await _crawl(web.base + "/p0", max_seconds=0.5, delay=0.2)
+    assert stats.truncated is not None
+    assert "time budget" in stats.truncated
+    assert len(results) < 10
+
+
+async def test_redirects_to_private_addresses_are_refused(
+    web: ProgrammableServer, bystander: ProgrammableServer
+) -> None:
+    """Only the trusted test host may be private: redirects to loopback or metadata IPs are not."""
+    host = web.base.removeprefix("http://")
+    web.routes.update(
+        {
+            "/": _page("Home", "Home.", ["/to-loopback", "/to-metadata", "/to-localhost"]),
+            "/to-loopback": Reply(302, b"", {"Location": bystander.base + "/"}),
+            "/to-metadata": Reply(302, b"", {"Location": "http://169.254.169.254/latest/"}),
+            "/to-localhost": Reply(
+                302, b"", {"Location": bystander.base.replace("127.0.0.1", "localhost")}
+            ),
+        }
+    )
+    results, _ = await _crawl(
+        web.base + "/", allow_private=False, trusted_hosts=(host,), max_retries=0
+    )
+    assert results[web.base + "/"].status == "ok"
+    for path, address in [
+        ("/to-loopback", "127.0.0.1"),
+        ("/to-metadata", "169.254.169.254"),
+        ("/to-localhost", "localhost"),
+    ]:
+        result = results[web.base + path]
+        assert result.status == "skipped", path
+        assert address in (result.reason or ""), path
+        assert "allow_private" in (result.reason or "")
+    assert bystander.hits == []
+
+
+async def test_dns_rebinding_is_refused_at_connect_time(
+    bystander: ProgrammableServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that resolves publicly when checked and to loopback when connecting is refused."""
+    port = bystander.base.rsplit(":", 1)[1]
+    answers = iter(["93.184.216.34"])
+    loop = asyncio.get_running_loop()
+
+    async def rebinding_getaddrinfo(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        if host != "rebind.test":
+            raise socket.gaierror(f"unknown host {host}")
+        address = next(answers, "127.0.0.1")  # public first, loopback afterwards
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port)))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", rebinding_getaddrinfo)
+    opts = CrawlOptions(respect_robots=False, use_sitemaps=False)
+    results = [r async for r in crawl([f"http://rebind.test:{port}/"], options=opts)]
+    assert [r.status for r in results] == ["skipped"]
+    assert "127.0.0.1" in (results[0].reason or "")
+    assert bystander.hits == []

@@ -1,0 +1,81 @@
+"""The whole crawl-and-ingest path against a real documentation site served over HTTP.
+
+Debian's ``python3.11-doc`` package ships the Python documentation as 530 HTML pages
+(``apt-get install python3.11-doc``); it is served here by the standard library's HTTP
+server, exactly as ``python -m http.server`` would serve it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sitechat.config import Settings
+from sitechat.embeddings.hashing import HashingEmbeddings
+from sitechat.factories import open_store
+from sitechat.ingest.crawl import CrawlOptions
+from sitechat.ingest.pipeline import ingest_sources
+
+DOCS = Path("/usr/share/doc/python3.11/html")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (DOCS / "index.html").is_file(),
+        reason="needs Debian's python3.11-doc package (apt-get install python3.11-doc)",
+    ),
+]
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+
+@pytest.fixture(scope="module")
+def docs_site() -> Iterator[str]:
+    """The Python docs served on 127.0.0.1 at a free port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(DOCS)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+async def test_python_docs_ingest_and_conditional_recrawl(
+    docs_site: str, settings: Settings
+) -> None:
+    """All pages are ingested with deep links; a re-crawl is all 304s and embeds nothing."""
+    host = docs_site.removeprefix("http://")
+    options = CrawlOptions(trusted_hosts=(host,), max_pages=2000, concurrency=8)
+    store, embeddings = await open_store(settings, HashingEmbeddings(), create=True)
+    try:
+        first = await ingest_sources(
+            [docs_site + "/index.html"], store, embeddings, settings, crawl_options=options
+        )
+        assert first.pages_added >= 500
+        assert first.pages_failed <= 2  # the docs link to a changelog page Debian leaves out
+        assert first.requests < first.pages_added + 20  # nothing fetched twice
+        hits = await store.keyword_search("json.dumps serialize obj to a JSON formatted str", k=3)
+        links = [hit.chunk.link for hit in hits]
+        assert f"{docs_site}/library/json.html#json.dumps" in links
+
+        second = await ingest_sources(
+            [docs_site + "/index.html"], store, embeddings, settings, crawl_options=options
+        )
+        assert second.pages_not_modified == first.pages_added
+        assert second.chunks_added == 0
+        assert second.chunks_total == first.chunks_total
+    finally:
+        await store.aclose()
