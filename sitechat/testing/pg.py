@@ -92,7 +92,7 @@ def pgserver_unavailable_reason() -> str | None:
         if sys.version_info >= (3, 13):
             return (
                 "pgserver, which bundles PostgreSQL 16 with pgvector, has no wheel for "
-                f"Python {sys.version_info.major}.{sys.version_info.minor} (3.10-3.12 only)."
+                f"Python {'.'.join(map(str, sys.version_info[:2]))} (3.10-3.12 only)."
             )
         return "pgserver is not installed: pip install pgserver"
     if os.geteuid() == 0 and shutil.which("useradd") is None and not _user_exists():
@@ -219,7 +219,8 @@ class TemporaryPostgres:
         import psycopg
 
         with psycopg.connect(self.dsn_for(database=database), autocommit=True) as conn:
-            conn.execute(statement.encode(), params)  # bytes: a literal query, no formatting
+            # bytes: psycopg types str queries as literal SQL; this one is the caller's own
+            conn.execute(statement.encode(), params)
 
     def create_database(self, name: str) -> str:
         """Create an empty database and return its superuser DSN."""
