@@ -17,7 +17,12 @@ from langchain_core.messages import BaseMessage
 
 from sitechat._text import content_terms
 from sitechat.config import Settings
-from sitechat.errors import IndexNotFoundError, ProviderError, StreamInterruptedError
+from sitechat.errors import (
+    IndexNotFoundError,
+    InvalidInputError,
+    ProviderError,
+    StreamInterruptedError,
+)
 from sitechat.llm.base import BaseLLMService, LLMDelta
 from sitechat.models import Chunk, SearchHit, Usage
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
@@ -136,7 +141,13 @@ class InMemoryVectorStore(VectorStore):
 
     async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
         if len(chunks) != len(vectors):
-            raise ValueError("upsert needs exactly one vector per chunk")
+            raise InvalidInputError(
+                f"upsert got {len(chunks)} chunks and {len(vectors)} vectors; pass one vector "
+                "per chunk."
+            )
+        dimension = self._embedder.dimension
+        if any(len(vector) != dimension for vector in vectors):
+            raise InvalidInputError(f"Every vector must have {dimension} numbers.")
         for chunk, vector in zip(chunks, vectors, strict=True):
             self._rows[chunk.id] = (chunk, [float(v) for v in vector])
 

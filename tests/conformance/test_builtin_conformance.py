@@ -46,10 +46,9 @@ class TestFaissVectorStore(VectorStoreConformance):
 
 
 class TestInMemoryVectorStore(VectorStoreConformance):
-    """The fake store users test against: nothing to reopen, no dimension check."""
+    """The fake store users test against: nothing to reopen."""
 
     persists_across_reopen = False
-    validates_dimension = False
 
     @pytest.fixture
     def open_store(self, settings: Settings) -> OpenStore:
