@@ -11,6 +11,7 @@ from sitechat.factories import build_chat_service, open_store
 from sitechat.ingest.options import CrawlOptions
 from sitechat.ingest.pipeline import IngestSummary, Progress, ingest_sources
 from sitechat.models import SearchHit
+from sitechat.observability.metrics import IngestMetrics
 from sitechat.retrieval.hybrid import HybridRetriever
 
 __all__ = ["ingest", "open_chat", "search"]
@@ -43,7 +44,7 @@ async def ingest(
     cfg = _settings(settings, index)
     store, embeddings = await open_store(cfg, create=True)
     try:
-        return await ingest_sources(
+        summary = await ingest_sources(
             [sources] if isinstance(sources, str) else list(sources),
             store,
             embeddings,
@@ -55,6 +56,8 @@ async def ingest(
         )
     finally:
         await store.aclose()
+    IngestMetrics.from_settings(cfg).record(summary)  # one EMF line, when enabled
+    return summary
 
 
 async def search(

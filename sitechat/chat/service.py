@@ -22,6 +22,7 @@ from sitechat.config import ChatSettings, RetrievalSettings
 from sitechat.errors import InvalidInputError, ProviderError, StreamInterruptedError
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
 from sitechat.models import ChatMessage, SearchHit, Source, Timings, Usage
+from sitechat.observability.metrics import ChatMetrics
 from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
 
 if TYPE_CHECKING:
@@ -62,12 +63,15 @@ class RetrievalChatService(ChatService):
         settings: ChatSettings | None = None,
         prompts: PromptTemplates = DEFAULT_PROMPTS,
         rewriter: QueryRewriter | None = None,
+        metrics: ChatMetrics | None = None,
     ) -> None:
         self.llm = llm
         self.retriever = retriever
         self.settings = settings or ChatSettings()
         self.prompts = prompts
         self.rewriter = rewriter or default_rewriter(llm)
+        # one EMF line per answer when SITECHAT_METRICS__ENABLED is true; a no-op otherwise
+        self.metrics = metrics or ChatMetrics(None)
 
     @classmethod
     def from_components(
@@ -79,7 +83,12 @@ class RetrievalChatService(ChatService):
         store: VectorStore,
     ) -> Self:
         retriever = HybridRetriever(store, embeddings, settings.retrieval)
-        return cls(llm, retriever, settings=settings.chat)
+        return cls(
+            llm,
+            retriever,
+            settings=settings.chat,
+            metrics=ChatMetrics.from_settings(settings, provider=llm.describe()),
+        )
 
     @property
     def retrieval_settings(self) -> RetrievalSettings:
@@ -166,11 +175,13 @@ class RetrievalChatService(ChatService):
         if not result.covered or not sources:
             answer = self.prompts.not_covered
             yield TokenEvent(answer)
-            yield DoneEvent(
-                answer=answer,
-                cited=(),
-                timings=Timings(retrieval_ms=retrieval_ms, total_ms=_ms(started)),
-                covered=False,
+            yield self._recorded(
+                DoneEvent(
+                    answer=answer,
+                    cited=(),
+                    timings=Timings(retrieval_ms=retrieval_ms, total_ms=_ms(started)),
+                    covered=False,
+                )
             )
             return
 
@@ -193,33 +204,39 @@ class RetrievalChatService(ChatService):
             partial = "".join(parts)
             if isinstance(exc, StreamInterruptedError) and exc.partial and not partial:
                 partial = exc.partial
-            yield ErrorEvent(
-                message=str(exc),
-                error_type=type(exc).__name__,
-                partial=partial,
-                timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
+            yield self._recorded(
+                ErrorEvent(
+                    message=str(exc),
+                    error_type=type(exc).__name__,
+                    partial=partial,
+                    timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
+                )
             )
             return
         except Exception as exc:  # a provider bug must not crash the UI
             logger.exception("unexpected error from LLM provider %s", self.llm.describe())
-            yield ErrorEvent(
-                message=f"The answer failed unexpectedly ({type(exc).__name__}). "
-                "Try again; if it keeps failing, check the server logs.",
-                error_type="SitechatError",
-                partial="".join(parts),
-                timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
+            yield self._recorded(
+                ErrorEvent(
+                    message=f"The answer failed unexpectedly ({type(exc).__name__}). "
+                    "Try again; if it keeps failing, check the server logs.",
+                    error_type="SitechatError",
+                    partial="".join(parts),
+                    timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
+                )
             )
             return
         finally:
             await stream.aclose()
 
         answer = "".join(parts)
-        yield DoneEvent(
-            answer=answer,
-            cited=parse_citations(answer, len(sources)),
-            timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
-            usage=usage,
-            covered=True,
+        yield self._recorded(
+            DoneEvent(
+                answer=answer,
+                cited=parse_citations(answer, len(sources)),
+                timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
+                usage=usage,
+                covered=True,
+            )
         )
 
     @staticmethod
@@ -237,6 +254,11 @@ class RetrievalChatService(ChatService):
             total_ms=round((now - started) * 1000, 3),
             tokens_per_second=rate,
         )
+
+    def _recorded(self, event: DoneEvent | ErrorEvent) -> DoneEvent | ErrorEvent:
+        """The final event of an answer, once its metrics line is written (when enabled)."""
+        self.metrics.record(event)
+        return event
 
     async def aclose(self) -> None:
         await self.llm.aclose()

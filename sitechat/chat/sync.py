@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterator, Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
@@ -51,7 +51,7 @@ class LoopThread:
             future.cancel()
             raise
 
-    def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+    def iterate(self, agen: AsyncIterator[T]) -> Generator[T, None, None]:
         """Iterate an async iterator that lives on the loop thread, one item at a time."""
 
         async def next_item() -> tuple[bool, T | None]:
@@ -118,8 +118,13 @@ class SiteChat:
         *,
         session_id: str = "default",
         history: list[ChatMessage] | None = None,
-    ) -> Iterator[ChatEvent]:
-        """Yield the answer's events as they arrive; the turn is recorded when it finishes."""
+    ) -> Generator[ChatEvent, None, None]:
+        """Yield the answer's events as they arrive.
+
+        The finished turn is recorded under ``session_id``, unless ``history`` was passed: the
+        caller then keeps the conversation itself. Closing the generator early (``break``,
+        ``contextlib.closing``) cancels the provider call.
+        """
         return self._portal.iterate(self._events(message, session_id, history))
 
     def ask(
@@ -153,7 +158,7 @@ class SiteChat:
         events = self.service.stream_events(message, turns)
         try:
             async for event in events:
-                if isinstance(event, DoneEvent):
+                if isinstance(event, DoneEvent) and history is None:
                     await self.history.append(
                         session_id,
                         ChatMessage("user", message),
