@@ -69,6 +69,7 @@ from sitechat.models import (
     Usage,
 )
 from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
+from sitechat.retrieval.langchain import as_langchain_retriever
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
 
 __all__ = [
@@ -124,6 +125,7 @@ __all__ = [
     "Usage",
     "VectorStore",
     "__version__",
+    "as_langchain_retriever",
     "ingest",
     "open_chat",
     "search",

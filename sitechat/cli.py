@@ -5,6 +5,7 @@ Scripts rely on these forms and on ``--json`` output staying stable::
     sitechat ingest SOURCE [SOURCE...] --index DIR [--json]
     sitechat search QUERY --index DIR [-k N] [--json]
     sitechat ask QUESTION --index DIR [--json]
+    sitechat eval QUESTIONS.jsonl --index DIR [-k 5] [--min-recall X] [--json]
     sitechat providers [--json]
 
 Failures print one line to stderr and exit non-zero (1 for errors, 2 for bad usage); the
@@ -85,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="answer a question from the index, with sources")
     p.add_argument("question", metavar="QUESTION")
     index_option(p)
+
+    p = sub.add_parser("eval", help="recall@k and MRR of a question set against an index")
+    p.add_argument("questions", metavar="QUESTIONS.jsonl")
+    index_option(p)
+    p.add_argument(
+        "-k", type=int, default=5, help="a question is a hit if its page is in the top k"
+    )
+    p.add_argument("--min-recall", type=float, metavar="X", help="exit 1 when recall@k is below X")
+    p.add_argument("--base-url", help="resolve relative expected URLs against this URL")
 
     p = sub.add_parser("providers", help="list the registered providers")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -273,6 +283,23 @@ async def _ask(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+async def _eval(args: argparse.Namespace, out: TextIO) -> int:
+    from sitechat.evaluation import evaluate_index, load_questions
+
+    questions = load_questions(args.questions, base_url=args.base_url)
+    report = await evaluate_index(questions, settings=_settings(args), k=args.k)
+    if args.json:
+        _print_json(report.to_dict(), out)
+    else:
+        out.write(report.format() + "\n")
+    if args.min_recall is not None and not report.meets(args.min_recall):
+        sys.stderr.write(
+            f"sitechat: error: recall@{args.k} {report.recall:.3f} is below {args.min_recall}\n"
+        )
+        return EXIT_ERROR
+    return 0
+
+
 def _providers(args: argparse.Namespace, out: TextIO) -> int:
     from sitechat.registry import check_providers
 
@@ -314,7 +341,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if args.command == "providers":
             return _providers(args, out)
-        handler = {"ingest": _ingest, "search": _search, "ask": _ask}[args.command]
+        handler = {"ingest": _ingest, "search": _search, "ask": _ask, "eval": _eval}[args.command]
         return asyncio.run(handler(args, out))
     except SitechatError as exc:
         if args.debug:

@@ -57,6 +57,7 @@ EXPECTED = [
     "Usage",
     "VectorStore",
     "__version__",
+    "as_langchain_retriever",
     "ingest",
     "open_chat",
     "search",

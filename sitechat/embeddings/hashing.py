@@ -306,6 +306,15 @@ class HashingEmbeddings(Embeddings):
         return 0.2
 
     @property
+    def fusion_weight(self) -> float:
+        """Weight of this embedder's ranking in hybrid fusion, relative to BM25's 1.0.
+
+        Its vectors are lexical, like BM25 but without term rarity, so its ranking is the
+        weaker of the two; measured on documentation question sets (docs/retrieval.md).
+        """
+        return 0.7
+
+    @property
     def dimension(self) -> int:
         """Length of every vector this embedder returns."""
         return self._dimension

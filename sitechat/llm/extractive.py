@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["ExtractiveLLMService"]
 
 _TOKEN_RE = re.compile(r"\S+\s*|\s+")
+_HOW_RE = re.compile(r"\s*(how\b|what are the steps|steps to\b|where (do|can) i\b)", re.IGNORECASE)
+_STEP_RE = re.compile(
+    r"^\s*(\d+\.|[-*])\s|→|->|\bclick\b|\bgo to\b|\bopen\b|\bchoose\b|\bselect\b", re.I
+)
 _NO_SOURCES = "The site does not seem to cover this: no passage matched the question."
 
 
@@ -95,6 +99,7 @@ class ExtractiveLLMService(BaseLLMService):
             for rank, (n, _title, _url, text) in enumerate(sources)
             for pos, sentence in enumerate(split_sentences(text))
         ]
+        wants_steps = bool(_HOW_RE.match(question))
         document_frequency: Counter[str] = Counter()
         for *_, terms in split:
             document_frequency.update(terms & query)
@@ -103,6 +108,9 @@ class ExtractiveLLMService(BaseLLMService):
         for rank, n, pos, sentence, terms in split:
             matched = terms & query
             score = sum(math.log(1 + total / document_frequency[t]) for t in matched)
+            # "how do I …" is answered by steps: list items and menu paths
+            if wants_steps and _STEP_RE.search(sentence):
+                score *= 1.5
             # earlier (better-ranked) sources and shorter, denser sentences win ties
             score *= 1.0 / (1 + 0.15 * rank)
             score /= 1 + max(len(terms) - 25, 0) / 50

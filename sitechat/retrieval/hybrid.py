@@ -1,26 +1,96 @@
-"""Hybrid retrieval: dense and keyword search fused by reciprocal rank.
+"""Hybrid retrieval: dense and keyword search, fused page by page, then diversified.
 
-Dense search finds paraphrases, keyword search finds exact names (``os.path.join``,
-an error message); reciprocal rank fusion needs no score calibration between the two.
-Results are then diversified so one long page cannot fill every slot.
+Dense search finds paraphrases, keyword search finds exact names (``os.path.join``, an
+error message); reciprocal rank fusion combines them without calibrating one score
+against the other. How the pieces fit, and why (figures in ``docs/src/retrieval.md``):
+
+1. **Query terms.** The keyword side gets the question's words minus stopwords and
+   question filler ("how do I", "please"), unstemmed (the index stems them its own way),
+   plus a few expansions from a small thesaurus of words users and docs spell
+   differently (folder/directory, regex/regular expression). Expansions only widen the
+   keyword match; the dense side embeds the question as asked.
+2. **Two pools.** Each side returns ``max(4k, 50)`` passages: deep enough for a page's
+   evidence to add up, shallow enough to stay in a few milliseconds.
+3. **Page-level fusion.** A user is helped by the right page, and a page's relevance is
+   spread over its passages. Each ranked list is read as a ranking of pages (a page's
+   rank is that of its best passage): the page gains ``w / (60 + page rank)`` from each
+   list, plus ``0.4`` of that for each further passage of it in the list, so a page that
+   matches in many places beats one lucky passage of a page about something else. ``w``
+   is 1 for keyword search and the embedder's ``fusion_weight`` (default 1) for dense.
+4. **Passages from pages.** Pages are taken in fused order; within a page, passages by
+   their own fused rank. A page's second passage scores 0.3 of its first and competes
+   with the next pages' best ones, and ``max_per_page`` caps how many one page may fill.
+
+``covered`` is judged on each returned passage's own evidence, never on fused scores
+(which are ranks): a dense similarity at or above the embedder's calibrated
+``relevance_threshold`` (or ``min_score``), or a passage holding at least
+``min_keyword_coverage`` of the question's content words.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from langchain_core.embeddings import Embeddings
 
-from sitechat._text import content_terms
+from sitechat._text import STOPWORDS, content_terms
 from sitechat.config import RetrievalSettings
 from sitechat.models import SearchHit
 from sitechat.vectorstores.base import VectorStore
 
-__all__ = ["HybridRetriever", "RetrievalResult", "reciprocal_rank_fusion"]
+__all__ = [
+    "HybridRetriever",
+    "RetrievalResult",
+    "diversify",
+    "expand_terms",
+    "fuse_by_page",
+    "keyword_terms",
+    "reciprocal_rank_fusion",
+]
 
 RRF_K = 60
+MIN_POOL = 50
+# A page's further passages in one ranked list count this much of its best one.
+PAGE_EVIDENCE_DECAY = 0.4
+# A page's n-th passage scores PASSAGE_DECAY ** n of the page: its first passage keeps
+# the page's place, a second one competes with the next pages' first passages.
+PASSAGE_DECAY = 0.3
+
+# Contraction leftovers ("I'm" -> "m") and question filler that no page is about.
+_QUERY_FILLER = STOPWORDS | frozenset(
+    "m s t d ll re ve don doesn didn isn aren way ways possible easiest thing things "
+    "someone something anything".split()
+)
+_WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
+
+# Words users type and the words documentation uses for the same thing. Deliberately
+# small and generic: every entry adds matches, so each must rarely mislead.
+_THESAURUS_TEXT = """
+folder: directory | folders: directories | subfolder: subdirectory | subfolders: subdirectories
+regex: regular expression | regexp: regular expression | regexes: regular expressions
+delete: remove | erase: delete remove | kill: terminate | uninstall: remove
+args: arguments | arg: argument | params: parameters | param: parameter
+config: configuration | settings: configuration | env: environment | dict: dictionary
+docs: documentation | repo: repository | auth: authentication | login: sign in
+temp: temporary | tmp: temporary | scratch: temporary
+async: asynchronous | app: application | db: database | cpu: processor | cpus: processors
+cores: processors | parallel: concurrent | concurrently: parallel | slow: performance
+crash: error | error: exception | errors: exceptions | bug: error | setup: install
+upgrade: update | price: pricing | cost: pricing | money: refund | phone: mobile
+mac: macos | 2fa: two factor authentication | terminal: command line | cli: command line
+console: terminal | unzip: extract | decompress: extract | compress: archive
+zip: archive | download: fetch | fetch: download | website: web | webpage: web page
+pause: sleep | wait: sleep | timestamp: epoch | duplicate: copy | clone: copy
+"""
+_THESAURUS: dict[str, tuple[str, ...]] = {
+    word.strip(): tuple(expansion.split())
+    for entry in _THESAURUS_TEXT.replace("\n", "|").split("|")
+    if entry.strip()
+    for word, expansion in [entry.split(":", 1)]
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,19 +102,77 @@ class RetrievalResult:
     covered: bool
 
 
+def keyword_terms(query: str) -> list[str]:
+    """The words of ``query`` worth matching: lower-cased, unstemmed, no stopwords or filler."""
+    seen: dict[str, None] = {}
+    for word in _WORD_RE.findall(query.lower()):
+        if word not in _QUERY_FILLER:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def expand_terms(terms: Sequence[str]) -> list[str]:
+    """Thesaurus expansions of ``terms`` that are not already among them."""
+    present = set(terms)
+    extra: dict[str, None] = {}
+    for term in terms:
+        for word in _THESAURUS.get(term, ()):
+            if word not in present:
+                extra.setdefault(word, None)
+    return list(extra)
+
+
 def reciprocal_rank_fusion(
-    rankings: Sequence[Sequence[SearchHit]], k: int = RRF_K
+    rankings: Sequence[Sequence[SearchHit]],
+    k: int = RRF_K,
+    weights: Sequence[float] | None = None,
 ) -> list[SearchHit]:
-    """Fuse ranked lists: each hit scores ``sum(1 / (k + rank))`` over the lists it is in."""
+    """Fuse ranked lists: each hit scores ``sum(w / (k + rank))`` over the lists it is in."""
     scores: dict[str, float] = {}
     first_seen: dict[str, SearchHit] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
         for rank, hit in enumerate(ranking, start=1):
             cid = hit.chunk.id
-            scores[cid] = scores.get(cid, 0.0) + 1.0 / (k + rank)
+            scores[cid] = scores.get(cid, 0.0) + weight / (k + rank)
             first_seen.setdefault(cid, hit)
     ordered = sorted(scores, key=lambda cid: -scores[cid])
     return [SearchHit(first_seen[cid].chunk, scores[cid]) for cid in ordered]
+
+
+def fuse_by_page(
+    rankings: Sequence[Sequence[SearchHit]],
+    weights: Sequence[float] | None = None,
+    k: int = RRF_K,
+) -> list[SearchHit]:
+    """Fuse ranked passage lists by page (see the module docstring), best first.
+
+    Every passage of every list is returned once, scored ``page score * 0.3 ** n`` where
+    ``n`` counts the better passages of the same page, and sorted by that score.
+    """
+    weights = list(weights) if weights is not None else [1.0] * len(rankings)
+    page_scores: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        page_rank = 0
+        seen: set[str] = set()
+        for hit in ranking:
+            page = hit.chunk.url
+            if page not in seen:
+                seen.add(page)
+                page_rank += 1
+                gain = weight / (k + page_rank)
+            else:
+                gain = weight * PAGE_EVIDENCE_DECAY / (k + page_rank)
+            page_scores[page] = page_scores.get(page, 0.0) + gain
+    passages = reciprocal_rank_fusion(rankings, k, weights)
+    passage_index: dict[str, int] = {}
+    fused: list[SearchHit] = []
+    for hit in passages:  # already in passage order, so n grows within each page
+        page = hit.chunk.url
+        n = passage_index.get(page, 0)
+        passage_index[page] = n + 1
+        fused.append(SearchHit(hit.chunk, page_scores[page] * PASSAGE_DECAY**n))
+    fused.sort(key=lambda h: -h.score)
+    return fused
 
 
 def diversify(hits: Sequence[SearchHit], k: int, max_per_page: int) -> list[SearchHit]:
@@ -82,9 +210,10 @@ class HybridRetriever:
     ) -> RetrievalResult:
         """Search for ``query``; ``covered`` tells whether anything relevant was found."""
         k = k or self.settings.top_k
-        pool = max(k * 4, 20)
+        pool = max(k * 4, MIN_POOL)
         mode = self.settings.mode
-        keywords = " ".join(content_terms(query))
+        terms = keyword_terms(query)
+        keywords = " ".join([*terms, *expand_terms(terms)])
         use_keyword = mode != "dense" and self.store.supports_keyword_search and bool(keywords)
         use_dense = mode != "keyword" or not self.store.supports_keyword_search
 
@@ -100,11 +229,22 @@ class HybridRetriever:
             return await self.store.keyword_search(keywords, pool, where)
 
         dense_hits, keyword_hits = await asyncio.gather(dense(), keyword())
-        fused = reciprocal_rank_fusion([dense_hits, keyword_hits])
+        fused = fuse_by_page([dense_hits, keyword_hits], [self._dense_weight(), 1.0])
         hits = diversify(fused, k, self.settings.max_per_page)
         similarity = {h.chunk.id: h.score for h in dense_hits}
         covered = self._covered(query, hits, similarity)
         return RetrievalResult(query=query, hits=tuple(hits), covered=covered)
+
+    def _dense_weight(self) -> float:
+        """How much the embedder's ranking counts against keyword search's (1.0: as much).
+
+        An embedder may declare ``fusion_weight``: a lexical one (the offline default)
+        ranks with less insight than BM25 and says so, a neural one keeps 1.0.
+        """
+        declared = getattr(self.embeddings, "fusion_weight", None)
+        if isinstance(declared, (int, float)) and not isinstance(declared, bool) and declared > 0:
+            return float(declared)
+        return 1.0
 
     def _dense_threshold(self) -> float | None:
         if self.settings.min_score is not None:

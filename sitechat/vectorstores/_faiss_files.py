@@ -66,6 +66,7 @@ class Manifest:
     generation: int
     created_at: str
     updated_at: str
+    vector_index: str = "flat"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +75,7 @@ class Manifest:
             "embedder": {"name": self.embedder.name, "dimension": self.embedder.dimension},
             "chunk_count": self.chunk_count,
             "generation": self.generation,
+            "vector_index": self.vector_index,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -106,6 +108,7 @@ def read_manifest(directory: Path) -> Manifest:
             generation=int(data.get("generation", 0)),
             created_at=str(data.get("created_at", "")),
             updated_at=str(data.get("updated_at", "")),
+            vector_index=str(data.get("vector_index", "flat")),
         )
     except (KeyError, TypeError, ValueError):
         raise corrupt(
@@ -159,7 +162,7 @@ def write_index_file(index: faiss.Index, path: Path) -> None:
     fsync_directory(path.parent)
 
 
-def read_index_file(directory: Path, path: Path, dimension: int) -> faiss.Index:
+def read_index_file(directory: Path, path: Path, dimension: int) -> faiss.IndexIDMap2:
     """Load a vectors file, mapping FAISS's C++ errors to :class:`CorruptIndexError`.
 
     Raises ``FileNotFoundError`` untouched: a concurrent writer may just have replaced the
@@ -175,6 +178,13 @@ def read_index_file(directory: Path, path: Path, dimension: int) -> faiss.Index:
     if not isinstance(index, faiss.IndexIDMap2):
         raise corrupt(
             directory, f"{path.name} holds a {type(index).__name__}, not an id-mapped index"
+        )
+    inner = faiss.downcast_index(index.index)
+    if not isinstance(inner, (faiss.IndexFlat, faiss.IndexHNSWFlat)) or (
+        inner.metric_type != faiss.METRIC_INNER_PRODUCT
+    ):
+        raise corrupt(
+            directory, f"{path.name} holds a {type(inner).__name__}, not an inner-product index"
         )
     if index.d != dimension:
         raise corrupt(

@@ -3,7 +3,9 @@
 Creation builds a complete empty index in a hidden sibling directory and renames it into
 place, so a crash mid-creation never leaves a half-made index under the user's name.
 Loading reads the current generation from the database and the matching vectors file,
-retrying if a writer in another process switches generations meanwhile.
+retrying if a writer in another process switches generations meanwhile. A graph (HNSW)
+file may hold more vectors than the database has chunks: those are tombstones of deleted
+chunks, which the loaded index keeps out of results (see ``_faiss_vectors``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
+import numpy as np
 
 from sitechat.vectorstores import _faiss_files as files
 from sitechat.vectorstores import _faiss_sql as sql
+from sitechat.vectorstores._faiss_vectors import IndexParams, VectorIndex
 from sitechat.vectorstores.base import EmbedderInfo
 
 __all__ = ["LoadedIndex", "create_directory", "is_writable", "load_directory"]
@@ -33,7 +37,7 @@ class LoadedIndex:
     """The checked parts of an index directory, ready to become a store."""
 
     conn: sqlite3.Connection
-    index: faiss.Index
+    vectors: VectorIndex
     embedder: EmbedderInfo
     meta: dict[str, str]
     read_only: bool
@@ -79,7 +83,7 @@ def create_directory(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_directory(directory: Path) -> LoadedIndex:
+def load_directory(directory: Path, params: IndexParams | None = None) -> LoadedIndex:
     """Open and check an existing index; any damage is a ``CorruptIndexError``."""
     manifest = files.read_manifest(directory)
     if not (directory / files.DATABASE_NAME).is_file():
@@ -88,7 +92,7 @@ def load_directory(directory: Path) -> LoadedIndex:
     with sql.sqlite_errors(directory):
         conn = sql.connect(directory, read_only=read_only)
     try:
-        return _load_with(directory, conn, manifest, read_only)
+        return _load_with(directory, conn, manifest, read_only, params or IndexParams())
     except BaseException:
         conn.close()
         raise
@@ -99,7 +103,11 @@ def is_writable(directory: Path) -> bool:
 
 
 def _load_with(
-    directory: Path, conn: sqlite3.Connection, manifest: files.Manifest, read_only: bool
+    directory: Path,
+    conn: sqlite3.Connection,
+    manifest: files.Manifest,
+    read_only: bool,
+    params: IndexParams,
 ) -> LoadedIndex:
     for _ in range(_OPEN_RETRIES):
         with sql.sqlite_errors(directory):
@@ -108,20 +116,41 @@ def _load_with(
                 meta = sql.read_meta(conn)
                 embedder = _check_meta(directory, meta, manifest)
                 count = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+                path = files.vectors_path(directory, int(meta["generation"]))
+                try:
+                    index = files.read_index_file(directory, path, embedder.dimension)
+                except FileNotFoundError:
+                    continue  # a writer switched generations under us: read the new one
+                vectors = _checked_vectors(directory, conn, index, count, params, path.name)
             finally:
                 conn.execute("COMMIT")
-        path = files.vectors_path(directory, int(meta["generation"]))
-        try:
-            index = files.read_index_file(directory, path, embedder.dimension)
-        except FileNotFoundError:
-            continue  # a writer switched generations under us: read the new one
-        if index.ntotal != count:
-            raise files.corrupt(
-                directory,
-                f"{path.name} holds {index.ntotal} vectors but the database {count} chunks",
-            )
-        return LoadedIndex(conn, index, embedder, meta, read_only)
+        return LoadedIndex(conn, vectors, embedder, meta, read_only)
     raise files.corrupt(directory, "the current vectors file is missing")
+
+
+def _checked_vectors(
+    directory: Path,
+    conn: sqlite3.Connection,
+    index: faiss.IndexIDMap2,
+    count: int,
+    params: IndexParams,
+    name: str,
+) -> VectorIndex:
+    """The loaded vectors, after checking they cover exactly the database's chunks."""
+    if index.ntotal == count:
+        return VectorIndex(index, params)
+    graph = isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW)
+    if graph and index.ntotal > count:
+        live = np.fromiter(
+            (row[0] for row in conn.execute("SELECT fid FROM chunks")), dtype=np.int64, count=count
+        )
+        try:
+            return VectorIndex.loaded(index, params, live)
+        except ValueError as exc:
+            raise files.corrupt(directory, f"{name} disagrees with the database: {exc}") from None
+    raise files.corrupt(
+        directory, f"{name} holds {index.ntotal} vectors but the database {count} chunks"
+    )
 
 
 def _check_meta(directory: Path, meta: dict[str, str], manifest: files.Manifest) -> EmbedderInfo:

@@ -33,11 +33,14 @@ __all__ = [
     "connect",
     "create_schema",
     "delete_rows",
+    "document_frequency",
     "fids_where",
     "filter_sql",
     "json_list",
     "keyword_hits",
     "keyword_match_expression",
+    "match_expression",
+    "query_words",
     "read_meta",
     "replace_rows",
     "sqlite_errors",
@@ -48,6 +51,8 @@ __all__ = [
 # title and headings say what a chunk is about in a few words: a match there counts more
 BM25_WEIGHTS = (4.0, 2.0, 1.0)
 _MAX_QUERY_TOKENS = 64
+# Bound parameters per statement stay far below SQLite's limit (32766 since 3.32).
+_IN_LIST_SIZE = 500
 _QUERY_TOKEN_RE = re.compile(r"[^\W_]+")
 
 _SCHEMA = """
@@ -186,12 +191,17 @@ def chunk_row(fid: int, chunk: Chunk) -> tuple[Any, ...]:
     )
 
 
+_NO_HEADINGS: tuple[str, ...] = ()
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
 def read_chunk(directory: Path, row: Sequence[Any]) -> Chunk:
     """A :class:`Chunk` from a row of ``CHUNK_COLUMNS`` (the fid is ignored)."""
     _, chunk_id, url, title, heading_path, anchor, text, c_hash, p_hash, metadata = row
     try:
-        headings = json.loads(heading_path)
-        meta = json.loads(metadata)
+        # most chunks have no metadata, and JSON decoding is most of a row's cost
+        headings = _NO_HEADINGS if heading_path == "[]" else tuple(json.loads(heading_path))
+        meta = _NO_METADATA if metadata == "{}" else json.loads(metadata)
     except ValueError:
         raise corrupt(
             directory, f"chunk {chunk_id!r} has unreadable headings or metadata"
@@ -205,7 +215,11 @@ def read_chunk(directory: Path, row: Sequence[Any]) -> Chunk:
         text=text,
         content_hash=c_hash,
         page_hash=p_hash,
-        metadata=MappingProxyType({str(k): str(v) for k, v in meta.items()}),
+        metadata=(
+            meta
+            if meta is _NO_METADATA
+            else MappingProxyType({str(k): str(v) for k, v in meta.items()})
+        ),
     )
 
 
@@ -238,21 +252,38 @@ def filter_sql(
     return " AND ".join(clauses), params
 
 
-def keyword_match_expression(query: str) -> str:
-    """An FTS5 query matching any word of ``query``; user text never becomes FTS syntax.
-
-    Each word is quoted (so ``NEAR``, ``*``, ``-`` or ``"`` mean nothing special) and the
-    words are OR-ed: BM25 then ranks passages with more, and rarer, words first. English
-    stopwords are dropped when other words remain: "the" matches nearly every passage,
-    which costs time and adds nothing to the ranking.
-    """
+def query_words(query: str) -> list[str]:
+    """The distinct words of ``query``, lower-cased, stopwords dropped while others remain."""
     seen: dict[str, None] = {}
     for token in _QUERY_TOKEN_RE.findall(query.lower()):
         seen.setdefault(token, None)
         if len(seen) >= _MAX_QUERY_TOKENS:
             break
-    words = [token for token in seen if token not in ENGLISH_STOPWORDS] or list(seen)
-    return " OR ".join(f'"{token}"' for token in words)
+    return [token for token in seen if token not in ENGLISH_STOPWORDS] or list(seen)
+
+
+def match_expression(words: Sequence[str]) -> str:
+    """An FTS5 query matching any of ``words``; user text never becomes FTS syntax.
+
+    Each word is quoted (so ``NEAR``, ``*``, ``-`` or ``"`` mean nothing special) and the
+    words are OR-ed: BM25 then ranks passages with more, and rarer, words first.
+    """
+    return " OR ".join(f'"{word}"' for word in words)
+
+
+def keyword_match_expression(query: str) -> str:
+    """:func:`match_expression` of :func:`query_words`: English stopwords are dropped when
+    other words remain, since "the" matches nearly every passage, costs time and adds
+    nothing to the ranking."""
+    return match_expression(query_words(query))
+
+
+def document_frequency(conn: sqlite3.Connection, word: str) -> int:
+    """How many chunks contain ``word`` (as the index stems it)."""
+    row = conn.execute(
+        "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (match_expression([word]),)
+    ).fetchone()
+    return int(row[0])
 
 
 def json_list(values: Sequence[object]) -> str:
@@ -314,12 +345,17 @@ def fids_where(
 def chunks_by_fid(
     conn: sqlite3.Connection, directory: Path, fids: Sequence[int]
 ) -> dict[int, Chunk]:
-    rows = conn.execute(
-        f"SELECT {CHUNK_COLUMNS} FROM chunks "  # noqa: S608
-        "WHERE fid IN (SELECT value FROM json_each(?))",
-        (json_list(fids),),
-    ).fetchall()
-    return {int(row[0]): read_chunk(directory, row) for row in rows}
+    """The chunks with these FAISS ids (a search's few hits: one ``IN`` list of integers)."""
+    found: dict[int, Chunk] = {}
+    for start in range(0, len(fids), _IN_LIST_SIZE):
+        part = [int(f) for f in fids[start : start + _IN_LIST_SIZE]]
+        marks = ",".join("?" * len(part))
+        rows = conn.execute(
+            f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE fid IN ({marks})",  # noqa: S608
+            part,
+        ).fetchall()
+        found.update((int(row[0]), read_chunk(directory, row)) for row in rows)
+    return found
 
 
 def chunks_by_id(conn: sqlite3.Connection, directory: Path, ids: Sequence[str]) -> list[Chunk]:
@@ -334,25 +370,20 @@ def chunks_by_id(conn: sqlite3.Connection, directory: Path, ids: Sequence[str]) 
 
 
 def keyword_hits(
-    conn: sqlite3.Connection,
-    directory: Path,
-    expression: str,
-    k: int,
-    where: Mapping[str, str] | None,
-) -> list[tuple[Chunk, float]]:
-    """The ``k`` best BM25 matches of an FTS5 ``expression``, with score ``-bm25``."""
+    conn: sqlite3.Connection, expression: str, k: int, where: Mapping[str, str] | None
+) -> list[tuple[int, float]]:
+    """The ``k`` best BM25 matches of an FTS5 ``expression`` as ``(fid, -bm25)``, best first.
+
+    Only ids and scores: the caller reads the winning chunks (through its cache).
+    """
     condition, values = filter_sql(where, fid="rowid")
     weights = ", ".join(str(w) for w in BM25_WEIGHTS)
-    columns = ", ".join(f"c.{name.strip()}" for name in CHUNK_COLUMNS.split(","))
-    # rank inside the FTS table first, then read only the k winning rows' text
     statement = (
-        f"SELECT {columns}, top.score FROM ("  # noqa: S608
-        f"SELECT rowid, bm25(chunks_fts, {weights}) AS score FROM chunks_fts "
+        f"SELECT rowid, bm25(chunks_fts, {weights}) AS score FROM chunks_fts "  # noqa: S608
         f"WHERE chunks_fts MATCH ? AND {condition} ORDER BY score LIMIT ?"
-        ") AS top JOIN chunks AS c ON c.fid = top.rowid ORDER BY top.score"
     )
     rows = conn.execute(statement, [expression, *values, k]).fetchall()
-    return [(read_chunk(directory, row[:-1]), -float(row[-1])) for row in rows]
+    return [(int(fid), -float(score)) for fid, score in rows]
 
 
 def chunk_hashes(conn: sqlite3.Connection, url: str | None) -> dict[str, str]:

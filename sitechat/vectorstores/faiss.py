@@ -4,7 +4,8 @@ On disk (no pickle anywhere)::
 
     manifest.json            format name and version, embedder, counts, timestamps
     chunks.sqlite3           chunk rows, FTS5 keyword index, id counter, current generation
-    vectors-<gen>.faiss      IndexIDMap2 over IndexFlatIP, written by faiss.write_index
+    vectors-<gen>.faiss      IndexIDMap2 over IndexFlatIP, or over IndexHNSWFlat past
+                             ``hnsw_threshold`` chunks (see ``_faiss_vectors``)
 
 Persisting writes the next ``vectors-<gen+1>.faiss`` aside and fsyncs it, then commits the
 SQLite transaction that holds every pending chunk change *and* the new generation number:
@@ -19,6 +20,14 @@ on the event loop when the lock is free and the work is small, else in a worker 
 so a search never blocks the loop behind a big upsert. Across processes: any number of
 readers, one writer (SQLite's write lock, held from the first change to the persist); a
 reader sees the vectors of the generation current when it opened.
+
+Slow work never holds the data lock: building a graph when the store crosses the HNSW
+threshold, rebuilding one that carries too many tombstones, and writing the vectors file
+all happen under the writer lock only (no one else can change the vectors then, and
+searches only read them); the data lock is taken just to swap the new index in.
+
+Settings (``SITECHAT_FAISS__*``): ``HNSW_THRESHOLD`` (50000 chunks), ``HNSW_M`` (32),
+``HNSW_EF_CONSTRUCTION`` (80), ``HNSW_EF_SEARCH`` (64), ``REBUILD_RATIO`` (0.2).
 """
 
 from __future__ import annotations
@@ -27,25 +36,36 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import faiss
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel
 
+from sitechat.config import load_provider_config
 from sitechat.errors import EmbedderMismatchError, IndexNotFoundError, InvalidInputError, StoreError
 from sitechat.models import Chunk, SearchHit
 from sitechat.vectorstores import _faiss_files as files
 from sitechat.vectorstores import _faiss_sql as sql
 from sitechat.vectorstores._faiss_open import LoadedIndex, create_directory, load_directory
+from sitechat.vectorstores._faiss_vectors import (
+    HNSW_ADD_SLICE,
+    FaissConfig,
+    IndexParams,
+    VectorIndex,
+    flat_index,
+    unit_rows,
+)
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
 
 if TYPE_CHECKING:
     from sitechat.config import Settings
 
-__all__ = ["FaissVectorStore"]
+__all__ = ["FaissConfig", "FaissVectorStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +76,12 @@ _INLINE_SEARCH_FLOATS = 8_000_000
 _INLINE_KEYWORD_CHUNKS = 5_000
 # Upserts are applied in slices so a concurrent search waits for one slice, not all.
 _UPSERT_SLICE = 512
+# Chunks kept decoded in memory for repeated searches (~1.5 KB each).
+_CHUNK_CACHE_SIZE = 8192
+# Keyword query words whose chunk counts are remembered until the next write.
+_FREQUENCY_CACHE_SIZE = 50_000
+# Below this many chunks every query is fast: no need to count word frequencies.
+_MIN_CHUNKS_TO_PRUNE = 2_000
 
 
 class FaissVectorStore(VectorStore):
@@ -67,12 +93,13 @@ class FaissVectorStore(VectorStore):
 
     name: ClassVar[str] = "faiss"
     supports_keyword_search: ClassVar[bool] = True
+    config_class: ClassVar[type[BaseModel] | None] = FaissConfig
 
     def __init__(self, directory: Path, loaded: LoadedIndex) -> None:
         """Use :meth:`open` or :meth:`open_path`; this only wires already-checked parts."""
         self._directory = directory
         self._conn = loaded.conn
-        self._index = loaded.index
+        self._vectors = loaded.vectors
         self._embedder = loaded.embedder
         self._generation = int(loaded.meta["generation"])
         self._next_id = int(loaded.meta["next_id"])
@@ -82,6 +109,10 @@ class FaissVectorStore(VectorStore):
         self._closed = False
         self._data_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._chunk_cache: OrderedDict[int, Chunk] = OrderedDict()
+        self._frequencies: dict[str, int] = {}
+        self._frequencies_at = 0
+        self._changes = 0  # bumped by every write: invalidates the frequencies
 
     # ------------------------------------------------------------------ opening
 
@@ -89,23 +120,35 @@ class FaissVectorStore(VectorStore):
     async def open(
         cls, settings: Settings, embedder: EmbedderInfo | None, *, create: bool
     ) -> FaissVectorStore:
-        """Open the directory ``settings.index`` (see :meth:`open_path`)."""
-        return await cls.open_path(settings.index, embedder, create=create)
+        """Open the directory ``settings.index`` (see :meth:`open_path`), with the
+        ``SITECHAT_FAISS__*`` settings."""
+        config = load_provider_config(FaissConfig, cls.name, settings.env_file)
+        return await cls.open_path(settings.index, embedder, create=create, config=config)
 
     @classmethod
     async def open_path(
-        cls, path: str | Path, embedder: EmbedderInfo | None, *, create: bool = False
+        cls,
+        path: str | Path,
+        embedder: EmbedderInfo | None,
+        *,
+        create: bool = False,
+        config: FaissConfig | None = None,
     ) -> FaissVectorStore:
         """Open the index in directory ``path``, creating it for ``embedder`` if asked.
 
         ``embedder=None`` adopts the recorded embedder. Raises ``IndexNotFoundError``,
         ``EmbedderMismatchError`` or ``CorruptIndexError`` with what to do next.
         """
-        return await asyncio.to_thread(cls._open_sync, Path(path), embedder, create)
+        params = (config or FaissConfig()).index_params()
+        return await asyncio.to_thread(cls._open_sync, Path(path), embedder, create, params)
 
     @classmethod
     def _open_sync(
-        cls, directory: Path, embedder: EmbedderInfo | None, create: bool
+        cls,
+        directory: Path,
+        embedder: EmbedderInfo | None,
+        create: bool,
+        params: IndexParams | None = None,
     ) -> FaissVectorStore:
         if not (directory / files.MANIFEST_NAME).exists():
             if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -120,7 +163,7 @@ class FaissVectorStore(VectorStore):
                     f"sitechat ingest <URL> --index {directory}"
                 )
             create_directory(directory, embedder, cls._new_index)
-        loaded = load_directory(directory)
+        loaded = load_directory(directory, params)
         store = cls(directory, loaded)
         if embedder is not None and embedder != store.embedder:
             store._conn.close()
@@ -135,13 +178,8 @@ class FaissVectorStore(VectorStore):
 
     @staticmethod
     def _new_index(dimension: int) -> faiss.Index:
-        """Choose the index type for a new generation of vectors.
-
-        Exact inner product over unit vectors (= cosine) is fast enough to well past 100k
-        chunks. This is the seam for switching to HNSW past a size threshold: return
-        ``IndexIDMap2(IndexHNSWFlat(...))`` here and keep every caller unchanged.
-        """
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+        """A new store starts exact; it moves to HNSW when it grows (``_faiss_vectors``)."""
+        return flat_index(dimension)
 
     # ------------------------------------------------------------------ properties
 
@@ -153,6 +191,11 @@ class FaissVectorStore(VectorStore):
     def path(self) -> Path:
         """The index directory."""
         return self._directory
+
+    @property
+    def vector_index(self) -> str:
+        """The current vector layout: ``"flat"`` (exact) or ``"hnsw"`` (approximate)."""
+        return self._vectors.kind
 
     # ------------------------------------------------------------------ writes
 
@@ -197,7 +240,7 @@ class FaissVectorStore(VectorStore):
             if not self._closed:
                 self._closed = True
                 self._conn.close()  # the last connection checkpoints and removes the WAL
-                self._index = self._new_index(1)
+                self._vectors = VectorIndex(flat_index(1), self._vectors.params)
 
     def _upsert_sync(self, chunks: list[Chunk], matrix: npt.NDArray[np.float32]) -> None:
         latest = {chunk.id: position for position, chunk in enumerate(chunks)}  # last one wins
@@ -205,11 +248,15 @@ class FaissVectorStore(VectorStore):
             chunks = [chunks[p] for p in latest.values()]
             matrix = matrix[list(latest.values())]
         with self._write_lock:
-            for start in range(0, len(chunks), _UPSERT_SLICE):
-                part = chunks[start : start + _UPSERT_SLICE]
+            self._check_open()
+            if self._vectors.needs_graph(len(chunks)):
+                self._swap_in(self._vectors.rebuilt(extra=len(chunks)))
+            step = HNSW_ADD_SLICE if self._vectors.kind == "hnsw" else _UPSERT_SLICE
+            for start in range(0, len(chunks), step):
+                part = chunks[start : start + step]
                 with self._data_lock, sql.sqlite_errors(self._directory):
                     self._check_open()
-                    self._upsert_slice(part, matrix[start : start + _UPSERT_SLICE])
+                    self._upsert_slice(part, matrix[start : start + step])
 
     def _upsert_slice(self, chunks: list[Chunk], matrix: npt.NDArray[np.float32]) -> None:
         self._begin_write()
@@ -217,10 +264,18 @@ class FaissVectorStore(VectorStore):
         old_ids = sql.replace_rows(self._conn, chunks, first_id)
         # the rows are in; FAISS cannot fail on valid input, so both halves stay in step
         self._next_id = first_id + len(chunks)
-        if old_ids:
-            self._index.remove_ids(_selector(old_ids))
-        self._index.add_with_ids(matrix, np.arange(first_id, self._next_id, dtype=np.int64))
+        self._vectors.remove(old_ids)
+        self._vectors.add(matrix, np.arange(first_id, self._next_id, dtype=np.int64))
         self._dirty = True
+        self._changes += 1
+
+    def _swap_in(self, vectors: VectorIndex) -> None:
+        """Replace the vectors with an equivalent index built aside (caller holds the writer
+        lock, so nothing changed meanwhile); readers wait only for the swap itself."""
+        with self._data_lock:
+            self._check_open()
+            self._vectors = vectors
+            self._dirty = True
 
     def _delete_sync(self, chunk_ids: Sequence[str] | None, url: str | None) -> int:
         with self._write_lock, self._data_lock, sql.sqlite_errors(self._directory):
@@ -230,8 +285,9 @@ class FaissVectorStore(VectorStore):
                 return 0
             self._begin_write()
             sql.delete_rows(self._conn, fids)
-            self._index.remove_ids(_selector(fids))
+            self._vectors.remove(fids)
             self._dirty = True
+            self._changes += 1
             return len(fids)
 
     def _begin_write(self) -> None:
@@ -251,20 +307,22 @@ class FaissVectorStore(VectorStore):
         with self._write_lock:
             if not self._dirty or self._closed:
                 return
-            with self._data_lock:
-                snapshot = faiss.clone_index(self._index)
+            if self._vectors.needs_rebuild():
+                self._swap_in(self._vectors.rebuilt())
+            # No copy needed: writers are locked out and searches only read the index.
+            vectors = self._vectors
             old_generation, new_generation = self._generation, self._generation + 1
             # still holding the database write lock: no other writer has files in flight
             files.remove_stale_vectors(self._directory, keep=old_generation)
             new_path = files.vectors_path(self._directory, new_generation)
-            self._write_vectors(snapshot, new_path)
+            self._write_vectors(vectors.index, new_path)
             try:
-                self._commit_generation(new_generation, snapshot.ntotal)
+                self._commit_generation(new_generation, vectors.live)
             except BaseException:
                 with contextlib.suppress(OSError):
                     new_path.unlink()
                 raise
-            self._finish_generation(old_generation, snapshot.ntotal)
+            self._finish_generation(old_generation, vectors.live)
 
     def _write_vectors(self, index: faiss.Index, path: Path) -> None:
         try:
@@ -296,7 +354,9 @@ class FaissVectorStore(VectorStore):
         with contextlib.suppress(OSError):
             files.vectors_path(self._directory, old_generation).unlink()
         now = files.utc_now()
-        manifest = files.Manifest(self._embedder, count, self._generation, self._created_at, now)
+        manifest = files.Manifest(
+            self._embedder, count, self._generation, self._created_at, now, self._vectors.kind
+        )
         try:
             files.write_manifest(self._directory, manifest)
         except OSError as exc:
@@ -312,18 +372,28 @@ class FaissVectorStore(VectorStore):
         query = self._unit_rows([vector])
         if k < 1 or not query.any():
             return []
-        inline = self._index.ntotal * self._embedder.dimension <= _INLINE_SEARCH_FLOATS
+        vectors = self._vectors
+        inline = (
+            vectors.kind == "hnsw"
+            or vectors.ntotal * self._embedder.dimension <= _INLINE_SEARCH_FLOATS
+        )
         return await self._read(lambda: self._search_locked(query, k, where), inline=inline)
 
     async def keyword_search(
         self, query: str, k: int = 5, where: Mapping[str, str] | None = None
     ) -> list[SearchHit]:
-        """BM25 over title, headings and text (score ``-bm25``: higher is better)."""
-        expression = sql.keyword_match_expression(query)
-        if k < 1 or not expression:
+        """BM25 over title, headings and text (score ``-bm25``: higher is better).
+
+        Words found in more than a third of the chunks are left out of the query when
+        rarer ones remain: BM25 gives them almost no weight (none past half), yet
+        scoring every chunk they occur in is most of the work ("python" on a Python
+        documentation site matches every chunk and would take 11 ms of a 12 ms query).
+        """
+        words = sql.query_words(query)
+        if k < 1 or not words:
             return []
-        inline = self._index.ntotal <= _INLINE_KEYWORD_CHUNKS
-        return await self._read(lambda: self._keyword_locked(expression, k, where), inline=inline)
+        inline = self._vectors.live <= _INLINE_KEYWORD_CHUNKS
+        return await self._read(lambda: self._keyword_locked(words, k, where), inline=inline)
 
     async def get(self, ids: Sequence[str]) -> list[Chunk]:
         if not ids:
@@ -337,7 +407,7 @@ class FaissVectorStore(VectorStore):
         return await self._read(lambda: sql.urls(self._conn))
 
     async def count(self) -> int:
-        return await self._read(lambda: int(self._index.ntotal))
+        return await self._read(lambda: self._vectors.live)
 
     async def _read(self, work: Callable[[], T], *, inline: bool = True) -> T:
         """Run ``work`` under the data lock: here if it is free and cheap, else in a thread."""
@@ -361,54 +431,72 @@ class FaissVectorStore(VectorStore):
     def _search_locked(
         self, query: npt.NDArray[np.float32], k: int, where: Mapping[str, str] | None
     ) -> list[SearchHit]:
-        total = int(self._index.ntotal)
-        if total == 0:
+        if self._vectors.live == 0:
             return []
-        params = None
-        if where:
-            allowed = sql.fids_where(self._conn, where=where)
-            if not allowed:
-                return []
-            # FAISS skips everything else while scanning: exact top-k among the matches
-            selector = _selector(allowed)  # referenced until the search is done
-            params = faiss.SearchParameters()
-            params.sel = selector
-            total = len(allowed)
-        with _single_threaded():
-            scores, fids = self._index.search(query, min(k, total), params=params)
-        ranked = [(int(f), float(s)) for f, s in zip(fids[0], scores[0], strict=True) if f >= 0]
-        chunks = sql.chunks_by_fid(self._conn, self._directory, [f for f, _ in ranked])
+        allowed = sql.fids_where(self._conn, where=where) if where else None
+        ranked = self._vectors.search(query, k, allowed)
+        if not ranked:
+            return []
+        chunks = self._chunks([f for f, _ in ranked])
         return [SearchHit(chunks[f], s) for f, s in ranked if f in chunks]
 
     def _keyword_locked(
-        self, expression: str, k: int, where: Mapping[str, str] | None
+        self, words: list[str], k: int, where: Mapping[str, str] | None
     ) -> list[SearchHit]:
-        hits = sql.keyword_hits(self._conn, self._directory, expression, k, where)
-        return [SearchHit(chunk, score) for chunk, score in hits]
+        expression = sql.match_expression(self._informative(words))
+        ranked = sql.keyword_hits(self._conn, expression, k, where)
+        chunks = self._chunks([f for f, _ in ranked])
+        return [SearchHit(chunks[f], s) for f, s in ranked if f in chunks]
+
+    def _informative(self, words: list[str]) -> list[str]:
+        """``words`` without those in over a third of the chunks, unless none would remain.
+
+        Frequencies are cached until the next write (caller holds the lock).
+        """
+        total = self._vectors.live
+        if len(words) < 2 or total < _MIN_CHUNKS_TO_PRUNE:
+            return words
+        cache = self._frequencies
+        if self._frequencies_at != self._changes or len(cache) > _FREQUENCY_CACHE_SIZE:
+            cache.clear()
+            self._frequencies_at = self._changes
+        counts = []
+        for word in words:
+            count = cache.get(word)
+            if count is None:
+                count = cache[word] = sql.document_frequency(self._conn, word)
+            counts.append(count)
+        kept = [w for w, c in zip(words, counts, strict=True) if c * 3 <= total]
+        return kept or [min(zip(counts, words, strict=True))[1]]
+
+    def _chunks(self, fids: Sequence[int]) -> dict[int, Chunk]:
+        """The chunks with these FAISS ids, from the cache when there (caller holds the lock).
+
+        A fid is never reused, so a cached chunk can never be stale: the cache needs no
+        invalidation, only a bound. Deleted fids simply stop being asked for.
+        """
+        cache = self._chunk_cache
+        found: dict[int, Chunk] = {}
+        missing: list[int] = []
+        for fid in fids:
+            chunk = cache.get(fid)
+            if chunk is None:
+                missing.append(fid)
+            else:
+                cache.move_to_end(fid)
+                found[fid] = chunk
+        if missing:
+            fetched = sql.chunks_by_fid(self._conn, self._directory, missing)
+            found.update(fetched)
+            cache.update(fetched)
+            while len(cache) > _CHUNK_CACHE_SIZE:
+                cache.popitem(last=False)
+        return found
 
     # ------------------------------------------------------------------ checks
 
     def _unit_rows(self, vectors: Sequence[Sequence[float]]) -> npt.NDArray[np.float32]:
-        """Vectors as contiguous float32 rows of length 1 (zero rows stay zero)."""
-        dimension = self._embedder.dimension
-        try:
-            matrix = np.array(vectors, dtype=np.float32, ndmin=2)
-        except (ValueError, TypeError):
-            raise InvalidInputError(
-                f"Vectors must be equal-length sequences of {dimension} numbers."
-            ) from None
-        if matrix.ndim != 2 or matrix.shape[1] != dimension:
-            raise InvalidInputError(
-                f"Vectors must have dimension {dimension} (this index's embedder "
-                f"'{self._embedder.name}'); got shape {matrix.shape}. Embed with that embedder."
-            )
-        if not np.isfinite(matrix).all():
-            raise InvalidInputError(
-                "A vector contains NaN or infinity; check the embedder's output."
-            )
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        np.divide(matrix, norms, out=matrix, where=norms > 0)
-        return np.ascontiguousarray(matrix)
+        return unit_rows(vectors, self._embedder)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -424,23 +512,3 @@ class FaissVectorStore(VectorStore):
 
     def __repr__(self) -> str:
         return f"FaissVectorStore({str(self._directory)!r}, embedder={self._embedder.name!r})"
-
-
-@contextlib.contextmanager
-def _single_threaded() -> Iterator[None]:
-    """Run FAISS on this thread only, for the duration.
-
-    A one-vector query gains nothing from OpenMP, and waking its thread team costs more
-    than the search: 0.7 ms alone vs 1.5 ms with two threads at 10k x 384, and 40x worse
-    with a filter on a busy host. The OpenMP setting is per thread, so nothing else changes.
-    """
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
-
-
-def _selector(fids: Sequence[int]) -> faiss.IDSelector:
-    return faiss.IDSelectorBatch(np.asarray(fids, dtype=np.int64))

@@ -141,22 +141,36 @@ async def run(runs: int, concurrency: int, tokens: int) -> None:
             load_p99 = _percentile(loaded_net, 0.99) - _percentile(list(loaded_bare), 0.99)
             await chat.aclose()
 
-        print(f"chat overhead benchmark: {runs} runs alone, {concurrency} concurrent, "
-              f"{tokens}-token answers, local OpenAI-compatible server in its own process")
+        print(
+            f"chat overhead benchmark: {runs} runs alone, {concurrency} concurrent, "
+            f"{tokens}-token answers, local OpenAI-compatible server in its own process"
+        )
         print(f"  retrieval (offline hashing + FAISS):  p50 {statistics.median(retrieval):7.2f} ms")
-        print(f"  bare ChatOpenAI first token, alone:   p50 {statistics.median(bare):7.2f} ms"
-              f"   p99 {_percentile(bare, 0.99):7.2f} ms")
-        print(f"  chat first token − retrieval, alone:  p50 {statistics.median(chat_net):7.2f} ms"
-              f"   p99 {_percentile(chat_net, 0.99):7.2f} ms")
-        print(f"  => sitechat overhead alone:           p50 {alone_p50:7.2f} ms"
-              f"   p99 {alone_p99:7.2f} ms   (target p50 <= 5 ms)")
-        print(f"  bare first token, {concurrency} at once:      p50 "
-              f"{statistics.median(loaded_bare):7.2f} ms   p99 "
-              f"{_percentile(list(loaded_bare), 0.99):7.2f} ms")
-        print(f"  chat − retrieval, {concurrency} at once:      p50 "
-              f"{statistics.median(loaded_net):7.2f} ms   p99 {_percentile(loaded_net, 0.99):7.2f} ms")
-        print(f"  => sitechat overhead under load:      p50 {load_p50:7.2f} ms"
-              f"   p99 {load_p99:7.2f} ms   (target p99 <= 50 ms)")
+        print(
+            f"  bare ChatOpenAI first token, alone:   p50 {statistics.median(bare):7.2f} ms"
+            f"   p99 {_percentile(bare, 0.99):7.2f} ms"
+        )
+        print(
+            f"  chat first token − retrieval, alone:  p50 {statistics.median(chat_net):7.2f} ms"
+            f"   p99 {_percentile(chat_net, 0.99):7.2f} ms"
+        )
+        print(
+            f"  => sitechat overhead alone:           p50 {alone_p50:7.2f} ms"
+            f"   p99 {alone_p99:7.2f} ms   (target p50 <= 5 ms)"
+        )
+        print(
+            f"  bare first token, {concurrency} at once:      p50 "
+            f"{statistics.median(loaded_bare):7.2f} ms   p99 "
+            f"{_percentile(list(loaded_bare), 0.99):7.2f} ms"
+        )
+        print(
+            f"  chat − retrieval, {concurrency} at once:      p50 "
+            f"{statistics.median(loaded_net):7.2f} ms   p99 {_percentile(loaded_net, 0.99):7.2f} ms"
+        )
+        print(
+            f"  => sitechat overhead under load:      p50 {load_p50:7.2f} ms"
+            f"   p99 {load_p99:7.2f} ms   (target p99 <= 50 ms)"
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -1,0 +1,313 @@
+"""Measure whether retrieval finds the right pages: recall@k and MRR over a question set.
+
+A question set is a JSONL file, one question per line::
+
+    {"question": "How do I get my money back?", "expected": ["https://docs.example.com/billing"]}
+
+``expected`` lists the pages (or URL prefixes: ``https://docs.example.com/api/`` accepts
+every API page) that answer the question. Relative entries (``billing.html``) are resolved
+against a ``base_url`` given when loading, so one file serves a site wherever it is hosted.
+Blank lines and lines starting with ``#`` are ignored.
+
+Scoring is at page level, because a user is helped by a link to the right page whichever
+of its passages was picked:
+
+* a question is a **hit** when any of the top ``k`` passages' URLs, with the ``#fragment``
+  stripped, starts with any expected entry; **recall@k** is the share of hits;
+* its **reciprocal rank** is ``1 / position`` of the first such passage (0 for a miss), and
+  **MRR** is their mean.
+
+Use it to compare configurations, and in CI to refuse a re-index that made retrieval worse
+(``sitechat eval QUESTIONS.jsonl --index DIR --min-recall 0.9``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+from sitechat.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from sitechat.config import Settings
+    from sitechat.retrieval.hybrid import RetrievalResult
+
+__all__ = [
+    "EvalQuestion",
+    "EvalReport",
+    "QuestionResult",
+    "Retriever",
+    "evaluate",
+    "evaluate_index",
+    "load_questions",
+    "page_url",
+    "parse_questions",
+]
+
+_QUESTION_CHARS = 4000
+
+
+class Retriever(Protocol):
+    """Anything that retrieves like :class:`~sitechat.retrieval.hybrid.HybridRetriever`."""
+
+    async def retrieve(
+        self, query: str, k: int | None = None, where: Mapping[str, str] | None = None
+    ) -> RetrievalResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EvalQuestion:
+    """One question and the pages (or URL prefixes) that answer it."""
+
+    question: str
+    expected: tuple[str, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionResult:
+    """How one question fared: ``rank`` is the 1-based position of the first right passage."""
+
+    question: EvalQuestion
+    retrieved: tuple[str, ...]
+    rank: int | None
+    covered: bool
+    milliseconds: float
+
+    @property
+    def hit(self) -> bool:
+        return self.rank is not None
+
+    @property
+    def reciprocal_rank(self) -> float:
+        return 1.0 / self.rank if self.rank else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EvalReport:
+    """Recall@k and MRR of a question set, with every miss and what came back instead."""
+
+    k: int
+    results: tuple[QuestionResult, ...]
+
+    @property
+    def total(self) -> int:
+        return len(self.results)
+
+    @property
+    def hits(self) -> int:
+        return sum(r.hit for r in self.results)
+
+    @property
+    def recall(self) -> float:
+        """Share of questions with a right page in the top ``k`` (0 for an empty set)."""
+        return self.hits / self.total if self.total else 0.0
+
+    @property
+    def mrr(self) -> float:
+        """Mean reciprocal rank of the first right passage (a miss counts 0)."""
+        return statistics.fmean(r.reciprocal_rank for r in self.results) if self.results else 0.0
+
+    @property
+    def misses(self) -> tuple[QuestionResult, ...]:
+        return tuple(r for r in self.results if not r.hit)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(r.milliseconds for r in self.results) if self.results else 0.0
+
+    def meets(self, min_recall: float) -> bool:
+        """Whether recall@k reaches ``min_recall`` (the CI gate of ``sitechat eval``)."""
+        return self.recall >= min_recall
+
+    def format(self, *, max_misses: int | None = None) -> str:
+        """A human-readable summary: the figures, then each miss with what was retrieved."""
+        lines = [
+            f"recall@{self.k}: {self.recall:.3f} ({self.hits}/{self.total})   "
+            f"MRR: {self.mrr:.3f}   median retrieval: {self.median_ms:.1f} ms"
+        ]
+        misses = self.misses if max_misses is None else self.misses[:max_misses]
+        if misses:
+            lines.append(f"misses ({len(self.misses)}):")
+        for miss in misses:
+            where = f"line {miss.question.line}: " if miss.question.line else ""
+            lines.append(f"  - {where}{miss.question.question}")
+            lines.append(f"      expected: {', '.join(miss.question.expected)}")
+            retrieved = ", ".join(miss.retrieved) if miss.retrieved else "(nothing)"
+            lines.append(f"      got:      {retrieved}")
+        if len(misses) < len(self.misses):
+            lines.append(f"  … and {len(self.misses) - len(misses)} more")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, as printed by ``sitechat eval --json``."""
+        return {
+            "k": self.k,
+            "questions": self.total,
+            "hits": self.hits,
+            "recall": round(self.recall, 6),
+            "mrr": round(self.mrr, 6),
+            "median_ms": round(self.median_ms, 3),
+            "results": [
+                {
+                    "question": r.question.question,
+                    "line": r.question.line,
+                    "expected": list(r.question.expected),
+                    "retrieved": list(r.retrieved),
+                    "rank": r.rank,
+                    "hit": r.hit,
+                    "covered": r.covered,
+                }
+                for r in self.results
+            ],
+        }
+
+
+def page_url(url: str) -> str:
+    """``url`` without its ``#fragment``: the page a passage belongs to."""
+    return url.split("#", 1)[0]
+
+
+def _is_absolute(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.scheme) and (bool(parts.netloc) or parts.scheme == "file")
+
+
+def _resolve(entry: str, base_url: str | None, line: int) -> str:
+    if _is_absolute(entry):
+        return entry
+    if base_url is None:
+        raise InvalidInputError(
+            f"line {line}: the expected entry {entry!r} is a relative URL. Pass the site's "
+            "base URL (--base-url) to resolve it, or write absolute URLs."
+        )
+    return urljoin(base_url if base_url.endswith("/") else base_url + "/", entry)
+
+
+def parse_questions(
+    lines: Iterable[str], *, base_url: str | None = None, source: str = "questions"
+) -> list[EvalQuestion]:
+    """Parse JSONL question lines (see the module docstring); errors name the line."""
+    questions: list[EvalQuestion] = []
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        where = f"{source}, line {number}"
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InvalidInputError(f"{where}: not valid JSON ({exc}).") from None
+        if not isinstance(data, dict):
+            raise InvalidInputError(
+                f'{where}: expected an object like {{"question": "...", "expected": ["URL"]}}.'
+            )
+        question = data.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInputError(f'{where}: "question" must be a non-empty string.')
+        if len(question) > _QUESTION_CHARS:
+            raise InvalidInputError(
+                f'{where}: "question" is longer than {_QUESTION_CHARS} characters.'
+            )
+        expected = data.get("expected")
+        if isinstance(expected, str):
+            expected = [expected]
+        if (
+            not isinstance(expected, list)
+            or not expected
+            or not all(isinstance(e, str) and e.strip() for e in expected)
+        ):
+            raise InvalidInputError(
+                f'{where}: "expected" must be a non-empty list of URLs or URL prefixes.'
+            )
+        try:
+            resolved = tuple(_resolve(e.strip(), base_url, number) for e in expected)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{source}, {exc}") from None
+        questions.append(EvalQuestion(question.strip(), resolved, number))
+    return questions
+
+
+def load_questions(path: str | Path, *, base_url: str | None = None) -> list[EvalQuestion]:
+    """Read a JSONL question set; relative expected URLs are resolved against ``base_url``.
+
+    Raises :class:`~sitechat.errors.InvalidInputError` naming the file and line of the first
+    bad line, or when the file holds no question.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InvalidInputError(
+            f"Cannot read the question set {file} ({exc.strerror}). Check the path."
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"The question set {file} is not UTF-8 text.") from None
+    questions = parse_questions(text.splitlines(), base_url=base_url, source=str(file))
+    if not questions:
+        raise InvalidInputError(
+            f"The question set {file} holds no question; write one JSON object per line: "
+            '{"question": "...", "expected": ["URL or URL prefix"]}.'
+        )
+    return questions
+
+
+def _rank(question: EvalQuestion, urls: Sequence[str]) -> int | None:
+    for position, url in enumerate(urls, start=1):
+        page = page_url(url)
+        if any(page.startswith(expected) for expected in question.expected):
+            return position
+    return None
+
+
+async def evaluate(
+    questions: Sequence[EvalQuestion], retriever: Retriever, k: int = 5
+) -> EvalReport:
+    """Ask every question of ``retriever`` (one at a time, so timings are honest) and score.
+
+    ``retriever`` is a :class:`~sitechat.retrieval.hybrid.HybridRetriever` or anything with
+    the same ``retrieve`` coroutine.
+    """
+    if k < 1:
+        raise InvalidInputError(f"k must be at least 1, got {k}.")
+    results = []
+    for question in questions:
+        started = time.perf_counter()
+        result = await retriever.retrieve(question.question, k)
+        elapsed = (time.perf_counter() - started) * 1000
+        urls = tuple(hit.chunk.link for hit in result.hits[:k])
+        results.append(
+            QuestionResult(question, urls, _rank(question, urls), result.covered, elapsed)
+        )
+    return EvalReport(k, tuple(results))
+
+
+async def evaluate_index(
+    questions: Sequence[EvalQuestion],
+    *,
+    index: str | None = None,
+    settings: Settings | None = None,
+    k: int = 5,
+) -> EvalReport:
+    """Open the index (as ``sitechat search`` does), evaluate ``questions``, close it.
+
+    This is what ``sitechat eval QUESTIONS.jsonl --index DIR -k 5`` runs.
+    """
+    from sitechat.config import Settings
+    from sitechat.factories import open_store
+    from sitechat.retrieval.hybrid import HybridRetriever
+
+    cfg = settings or Settings.load()
+    if index is not None:
+        cfg = cfg.model_copy(update={"index": str(index)})
+    store, embeddings = await open_store(cfg)
+    try:
+        return await evaluate(questions, HybridRetriever(store, embeddings, cfg.retrieval), k)
+    finally:
+        await store.aclose()

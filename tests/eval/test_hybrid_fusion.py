@@ -1,0 +1,97 @@
+"""Hybrid retrieval's pure parts: query words, thesaurus, page-level fusion, fusion weight."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sitechat.embeddings.hashing import HashingEmbeddings
+from sitechat.models import Chunk, SearchHit, content_hash
+from sitechat.retrieval.hybrid import (
+    HybridRetriever,
+    expand_terms,
+    fuse_by_page,
+    keyword_terms,
+)
+from sitechat.testing.fakes import FakeEmbeddings, InMemoryVectorStore
+from sitechat.vectorstores.base import EmbedderInfo
+
+
+def hit(page: str, n: int, score: float = 1.0) -> SearchHit:
+    text = f"{page} passage {n}"
+    chunk = Chunk(
+        id=f"{page}-{n}", url=f"https://d/{page}", title=page, heading_path=(), anchor=None,
+        text=text, content_hash=content_hash(text),
+    )  # fmt: skip
+    return SearchHit(chunk, score)
+
+
+def test_keyword_terms_drop_filler_and_keep_order() -> None:
+    """Stopwords, question filler and contraction leftovers go; words stay unstemmed, once."""
+    assert keyword_terms("How do I copy files? I'm copying FILES please") == [
+        "copy",
+        "files",
+        "copying",
+    ]
+    assert keyword_terms("What is the best way to do it?") == ["best"]
+
+
+def test_expansions_come_from_the_thesaurus_only_once() -> None:
+    """A folder question also searches for directories; words already present are not added."""
+    assert expand_terms(["delete", "folder"]) == ["remove", "directory"]
+    assert expand_terms(["folder", "directory"]) == []
+    assert expand_terms(["regex"]) == ["regular", "expression"]
+    assert expand_terms(["nothing", "here"]) == []
+
+
+def test_a_page_with_more_evidence_wins() -> None:
+    """Two lists agreeing on a page's several passages beat one list's single top passage."""
+    dense = [hit("lucky", 1), hit("solid", 1), hit("solid", 2), hit("solid", 3)]
+    keyword = [hit("solid", 2), hit("other", 1), hit("lucky", 1)]
+    fused = fuse_by_page([dense, keyword])
+    assert fused[0].chunk.url == "https://d/solid"
+    assert [h.chunk.id for h in fused].count("solid-2") == 1
+
+
+def test_a_second_passage_scores_less_than_its_page_first() -> None:
+    """Within a page, later passages are discounted so other pages get a turn."""
+    fused = fuse_by_page([[hit("a", 1), hit("a", 2), hit("b", 1)]])
+    scores = {h.chunk.id: h.score for h in fused}
+    assert scores["a-1"] > scores["b-1"] > scores["a-2"]
+
+
+@given(
+    st.lists(
+        st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 4)), max_size=12),
+        min_size=1,
+        max_size=3,
+    ),
+    st.lists(st.floats(0.1, 3.0), min_size=3, max_size=3),
+)
+def test_fusion_returns_every_passage_once_best_first(
+    lists: list[list[tuple[str, int]]], weights: Sequence[float]
+) -> None:
+    """Whatever the input lists and weights, each passage appears once, sorted by score."""
+    rankings = [[hit(page, n) for page, n in ranking] for ranking in lists]
+    fused = fuse_by_page(rankings, weights[: len(rankings)])
+    ids = [h.chunk.id for h in fused]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {h.chunk.id for ranking in rankings for h in ranking}
+    assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)
+
+
+def test_the_offline_embedder_declares_a_lower_fusion_weight() -> None:
+    """The lexical hashing embedder counts less than BM25; unknown embedders count fully."""
+    store = InMemoryVectorStore(EmbedderInfo("fake:v1", 256))
+    assert HybridRetriever(store, HashingEmbeddings())._dense_weight() == pytest.approx(0.7)
+    assert HybridRetriever(store, FakeEmbeddings())._dense_weight() == 1.0
+
+
+def test_weights_decide_between_disagreeing_rankings() -> None:
+    """When two rankings disagree, the heavier one's page comes first."""
+    dense, keyword = [hit("semantic", 1)], [hit("lexical", 1)]
+    assert fuse_by_page([dense, keyword], [2.0, 1.0])[0].chunk.url == "https://d/semantic"
+    assert fuse_by_page([dense, keyword], [0.5, 1.0])[0].chunk.url == "https://d/lexical"

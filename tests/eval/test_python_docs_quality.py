@@ -1,0 +1,126 @@
+"""Retrieval quality of the offline default on a real documentation site (the quality gate).
+
+Debian's ``python3.11-doc`` (530 HTML pages) is served over HTTP and crawled like any site,
+then the question sets in ``examples/eval`` are asked. The floors below are the measured
+figures rounded down, so a change that makes retrieval worse fails here; the MiniLM
+figures, which need a 10-20 minute ingest, come from
+``tests/benchmarks/bench_retrieval_quality.py --local``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sitechat.config import RetrievalSettings, Settings
+from sitechat.embeddings.hashing import HashingEmbeddings
+from sitechat.evaluation import EvalReport, evaluate, load_questions
+from sitechat.factories import open_store
+from sitechat.ingest.crawl import CrawlOptions
+from sitechat.ingest.pipeline import ingest_sources
+from sitechat.retrieval.hybrid import HybridRetriever
+
+DOCS = Path("/usr/share/doc/python3.11/html")
+QUESTIONS = Path(__file__).resolve().parents[2] / "examples" / "eval"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (DOCS / "index.html").is_file(),
+        reason="needs Debian's python3.11-doc package (apt-get install python3.11-doc)",
+    ),
+]
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+
+@pytest.fixture(scope="module")
+def docs_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """The Python docs crawled over HTTP into an offline-default index, once per module."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(DOCS)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    index = tmp_path_factory.mktemp("python-docs") / "index"
+    try:
+        settings = Settings.load(env_file=None, index=str(index))
+        options = CrawlOptions(
+            trusted_hosts=(base.removeprefix("http://").rstrip("/"),),
+            max_pages=2000,
+            concurrency=8,
+        )
+
+        async def build() -> None:
+            store, embeddings = await open_store(settings, HashingEmbeddings(), create=True)
+            try:
+                await ingest_sources(
+                    [base + "index.html"], store, embeddings, settings, crawl_options=options
+                )
+            finally:
+                await store.aclose()
+
+        asyncio.run(build())
+        yield index, base
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+async def report_for(docs_index: tuple[Path, str], split: str, mode: str) -> EvalReport:
+    index, base = docs_index
+    settings = Settings.load(env_file=None, index=str(index))
+    store, embeddings = await open_store(settings)
+    try:
+        retriever = HybridRetriever(store, embeddings, RetrievalSettings(mode=mode))  # type: ignore[arg-type]
+        questions = load_questions(QUESTIONS / f"python-docs-{split}.jsonl", base_url=base)
+        return await evaluate(questions, retriever, k=5)
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize(
+    ("split", "mode", "recall", "mrr"),
+    [
+        ("dev", "hybrid", 0.80, 0.62),
+        ("heldout", "hybrid", 0.69, 0.55),
+        ("heldout", "keyword", 0.69, 0.58),
+        ("heldout", "dense", 0.57, 0.43),
+    ],
+)
+async def test_recall_does_not_regress(
+    docs_index: tuple[Path, str], split: str, mode: str, recall: float, mrr: float
+) -> None:
+    """Page-level recall@5 and MRR stay at or above what this version measured."""
+    report = await report_for(docs_index, split, mode)
+    assert report.recall >= recall, report.format(max_misses=5)
+    assert report.mrr >= mrr, report.format(max_misses=5)
+
+
+async def test_hybrid_beats_either_side_alone(docs_index: tuple[Path, str]) -> None:
+    """Fusing dense and keyword rankings finds more right pages than either ranking alone."""
+    hybrid = await report_for(docs_index, "dev", "hybrid")
+    for mode in ("keyword", "dense"):
+        assert hybrid.recall > (await report_for(docs_index, "dev", mode)).recall, mode
+
+
+@pytest.mark.xfail(
+    reason="issue 5 target for the offline default (>= 0.92 held-out recall@5) is not met: "
+    "the lexical hashing embedder cannot bridge paraphrases (see docs/retrieval.md)",
+    strict=True,
+)
+async def test_offline_default_meets_the_issue_target(docs_index: tuple[Path, str]) -> None:
+    """The offline default reaches 0.92 page-level recall@5 on the held-out questions."""
+    report = await report_for(docs_index, "heldout", "hybrid")
+    assert report.recall >= 0.92
