@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,31 @@ def sample_site() -> Path:
 def settings(tmp_path: Path) -> Settings:
     """Default settings with the index in a temporary directory."""
     return Settings.load(env_file=None, index=str(tmp_path / "index"))
+
+
+@pytest.fixture(scope="session")
+def pip_install_into(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """Really install a local package with pip (no network, no deps) into a fresh folder."""
+
+    def install(package_dir: Path) -> Path:
+        target = tmp_path_factory.mktemp(package_dir.name)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--target",
+                str(target),
+                str(package_dir),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return target
+
+    return install

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -55,27 +54,9 @@ def ollama_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(pip_install_into: Callable[[Path], Path]) -> Path:
     """The example package really installed by pip into a folder."""
-    target = tmp_path_factory.mktemp("example-plugin")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return target
+    return pip_install_into(EXAMPLE)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,27 +61,9 @@ def test_listing_imports_no_provider_module() -> None:
 
 
 @pytest.fixture(scope="module")
-def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def plugin_dir(pip_install_into: Callable[[Path], Path]) -> Path:
     """The demo plugin package, really installed (pip, no network) into a target folder."""
-    target = tmp_path_factory.mktemp("plugin-site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(PLUGIN_SRC),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return target
+    return pip_install_into(PLUGIN_SRC)
 
 
 def _run(
