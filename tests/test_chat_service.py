@@ -16,7 +16,7 @@ from sitechat.chat.service import RetrievalChatService
 from sitechat.config import ChatSettings, RetrievalSettings
 from sitechat.errors import InvalidInputError, RateLimitError
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
-from sitechat.models import ChatMessage, Chunk, content_hash
+from sitechat.models import ChatMessage, Chunk, SearchHit, content_hash
 from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
 from sitechat.testing.fakes import FakeEmbeddings, FakeLLMService, InMemoryVectorStore
 from sitechat.vectorstores.base import EmbedderInfo
@@ -304,3 +304,46 @@ async def test_task_cancellation_stops_the_stream_promptly() -> None:
         await task
     assert llm.closed
     assert llm.tokens_sent < 100
+
+
+async def test_supporting_passage_sits_beside_the_best_one() -> None:
+    """The best page's extra passage from retrieval becomes source 2, before other pages."""
+    base = await _service(FakeLLMService(["Steps [2]."]))
+    result = await base.retriever.retrieve("delete account install linux", k=2)
+    account_hit = next(h for h in result.hits if "account" in h.chunk.url)
+    install_hit = next(h for h in result.hits if "install" in h.chunk.url)
+    steps = Chunk(
+        id="steps",
+        url=account_hit.chunk.url,
+        title="Account",
+        heading_path=("Account", "Steps"),
+        anchor="steps",
+        text="Go to Settings and press Delete account.",
+        content_hash=content_hash("steps"),
+    )
+
+    class WithSupport(HybridRetriever):
+        async def retrieve(
+            self, query: str, k: int | None = None, where: object = None
+        ) -> RetrievalResult:  # type: ignore[override]
+            return RetrievalResult(
+                query=query,
+                hits=(account_hit, install_hit),
+                covered=True,
+                supporting=(SearchHit(steps, 0.1),),
+            )
+
+    service = RetrievalChatService(
+        base.llm, WithSupport(base.retriever.store, base.retriever.embeddings)
+    )
+    events = await _collect(service, "How do I delete my account?")
+    sources = events[0]
+    assert isinstance(sources, SourcesEvent)
+    assert [s.chunk_id for s in sources.sources] == [
+        account_hit.chunk.id,
+        "steps",
+        install_hit.chunk.id,
+    ]
+    done = events[-1]
+    assert isinstance(done, DoneEvent)
+    assert done.cited == (2,)

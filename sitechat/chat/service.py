@@ -157,7 +157,11 @@ class RetrievalChatService(ChatService):
             retrieval.cancel()
             raise
         retrieval_ms = _ms(started)
-        hits, formatted = self._fit(result.hits if result.covered else (), formatted, question)
+        ranked = list(result.hits) if result.covered else []
+        if ranked and result.supporting:
+            # the best page's next passage sits beside its first one
+            ranked[1:1] = result.supporting
+        hits, formatted = self._fit(ranked, formatted, question)
         sources = tuple(
             Source(
                 n=i,

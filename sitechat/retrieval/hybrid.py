@@ -100,6 +100,13 @@ class RetrievalResult:
     query: str
     hits: tuple[SearchHit, ...]
     covered: bool
+    supporting: tuple[SearchHit, ...] = ()
+    """The best page's next passages that ``hits`` left out to make room for other pages.
+
+    Ranking favours distinct pages, which finds the right page more often; an answer, though,
+    often needs two passages of that page (a section's summary, then its steps). The chat
+    service shows these next to the best page's first passage.
+    """
 
 
 def keyword_terms(query: str) -> list[str]:
@@ -192,6 +199,21 @@ def diversify(hits: Sequence[SearchHit], k: int, max_per_page: int) -> list[Sear
     return chosen + deferred[: k - len(chosen)]
 
 
+def _supporting(
+    fused: Sequence[SearchHit], hits: Sequence[SearchHit], extra: int = 1
+) -> tuple[SearchHit, ...]:
+    """Up to ``extra`` further passages of the top page, in fused order, not already in hits."""
+    if not hits:
+        return ()
+    top_page = hits[0].chunk.url
+    taken = {h.chunk.id for h in hits}
+    on_page = sum(1 for h in hits if h.chunk.url == top_page)
+    if on_page > extra:
+        return ()
+    found = [h for h in fused if h.chunk.url == top_page and h.chunk.id not in taken]
+    return tuple(found[:extra])
+
+
 class HybridRetriever:
     """Finds the passages that answer a query, from one store and its embedder."""
 
@@ -233,7 +255,9 @@ class HybridRetriever:
         hits = diversify(fused, k, self.settings.max_per_page)
         similarity = {h.chunk.id: h.score for h in dense_hits}
         covered = self._covered(query, hits, similarity)
-        return RetrievalResult(query=query, hits=tuple(hits), covered=covered)
+        return RetrievalResult(
+            query=query, hits=tuple(hits), covered=covered, supporting=_supporting(fused, hits)
+        )
 
     def _dense_weight(self) -> float:
         """How much the embedder's ranking counts against keyword search's (1.0: as much).

@@ -95,3 +95,20 @@ def test_weights_decide_between_disagreeing_rankings() -> None:
     dense, keyword = [hit("semantic", 1)], [hit("lexical", 1)]
     assert fuse_by_page([dense, keyword], [2.0, 1.0])[0].chunk.url == "https://d/semantic"
     assert fuse_by_page([dense, keyword], [0.5, 1.0])[0].chunk.url == "https://d/lexical"
+
+
+def test_supporting_passages_come_from_the_top_page_only() -> None:
+    """The passage kept beside the best one is the top page's next, never another page's."""
+    from sitechat.models import Chunk, SearchHit
+    from sitechat.retrieval.hybrid import _supporting
+
+    def hit(cid: str, url: str, score: float) -> SearchHit:
+        chunk = Chunk(cid, url, "t", (), None, cid, cid)
+        return SearchHit(chunk, score)
+
+    fused = [hit("a1", "A", 0.9), hit("b1", "B", 0.8), hit("a2", "A", 0.3), hit("c1", "C", 0.2)]
+    hits = [fused[0], fused[1], fused[3]]
+    assert [h.chunk.id for h in _supporting(fused, hits)] == ["a2"]
+    assert _supporting(fused, [fused[1], fused[3]]) == ()  # B has no second passage
+    assert _supporting(fused, [fused[0], fused[2]]) == ()  # A's second passage is in already
+    assert _supporting([], []) == ()
