@@ -307,7 +307,7 @@ async def test_task_cancellation_stops_the_stream_promptly() -> None:
 
 
 async def test_supporting_passage_sits_beside_the_best_one() -> None:
-    """The best page's extra passage from retrieval becomes source 2, before other pages."""
+    """The best page's extra passage becomes source 2; the answer still gets top_k sources."""
     base = await _service(FakeLLMService(["Steps [2]."]))
     result = await base.retriever.retrieve("delete account install linux", k=2)
     account_hit = next(h for h in result.hits if "account" in h.chunk.url)
@@ -339,11 +339,8 @@ async def test_supporting_passage_sits_beside_the_best_one() -> None:
     events = await _collect(service, "How do I delete my account?")
     sources = events[0]
     assert isinstance(sources, SourcesEvent)
-    assert [s.chunk_id for s in sources.sources] == [
-        account_hit.chunk.id,
-        "steps",
-        install_hit.chunk.id,
-    ]
+    # source 2 is the best page's next passage; the weakest hit made room for it
+    assert [s.chunk_id for s in sources.sources] == [account_hit.chunk.id, "steps"]
     done = events[-1]
     assert isinstance(done, DoneEvent)
     assert done.cited == (2,)
