@@ -37,16 +37,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field
 
-from sitechat.errors import InvalidInputError
-from sitechat.vectorstores.base import EmbedderInfo
-
 __all__ = [
     "FaissConfig",
     "IndexParams",
     "VectorIndex",
     "flat_index",
     "single_threaded",
-    "unit_rows",
 ]
 
 FloatArray = npt.NDArray[np.float32]
@@ -122,28 +118,6 @@ def single_threaded() -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(previous)
-
-
-def unit_rows(vectors: Sequence[Sequence[float]], embedder: EmbedderInfo) -> FloatArray:
-    """Vectors as contiguous float32 rows of length 1 (zero rows stay zero), after checking
-    their shape and values against the index's embedder."""
-    dimension = embedder.dimension
-    try:
-        matrix = np.array(vectors, dtype=np.float32, ndmin=2)
-    except (ValueError, TypeError):
-        raise InvalidInputError(
-            f"Vectors must be equal-length sequences of {dimension} numbers."
-        ) from None
-    if matrix.ndim != 2 or matrix.shape[1] != dimension:
-        raise InvalidInputError(
-            f"Vectors must have dimension {dimension} (this index's embedder "
-            f"'{embedder.name}'); got shape {matrix.shape}. Embed with that embedder."
-        )
-    if not np.isfinite(matrix).all():
-        raise InvalidInputError("A vector contains NaN or infinity; check the embedder's output.")
-    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, None]
-    np.divide(matrix, norms, out=matrix, where=norms > 0)
-    return np.ascontiguousarray(matrix)
 
 
 def _batch_selector(ids: IdArray | Sequence[int]) -> faiss.IDSelector:

@@ -58,8 +58,8 @@ from sitechat.vectorstores._faiss_vectors import (
     IndexParams,
     VectorIndex,
     flat_index,
-    unit_rows,
 )
+from sitechat.vectorstores._rows import unit_rows
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
 
 if TYPE_CHECKING:

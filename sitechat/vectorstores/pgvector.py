@@ -33,8 +33,6 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel
 
 from sitechat.config import load_provider_config
@@ -46,6 +44,7 @@ from sitechat.errors import (
 )
 from sitechat.models import Chunk, SearchHit
 from sitechat.vectorstores._pg_config import PgVectorConfig
+from sitechat.vectorstores._rows import unit_rows
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
 
 try:
@@ -204,7 +203,7 @@ class PgVectorStore(VectorStore):
             )
         if not chunks:
             return
-        matrix = _unit_rows(vectors, self._embedder)
+        matrix = unit_rows(vectors, self._embedder)
         latest = {chunk.id: position for position, chunk in enumerate(chunks)}  # last one wins
         rows = [q.chunk_params(chunks[p], matrix[p]) for p in latest.values()]
 
@@ -304,7 +303,7 @@ class PgVectorStore(VectorStore):
         The HNSW index answers; when a filter leaves it fewer than ``k`` candidates, the
         passing rows are scanned exactly instead, so a selective filter still finds all.
         """
-        query = _unit_rows([vector], self._embedder)[0]
+        query = unit_rows([vector], self._embedder)[0]
         if k < 1 or not query.any():
             return []
         condition, params = q.filter_clause(where)
@@ -452,26 +451,3 @@ class _LostConnection(Exception):
 def _hit(row: Sequence[Any]) -> SearchHit:
     score = float(row[-1])
     return SearchHit(q.chunk_from_row(row), 0.0 if math.isnan(score) else score)
-
-
-def _unit_rows(
-    vectors: Sequence[Sequence[float]], embedder: EmbedderInfo
-) -> npt.NDArray[np.float32]:
-    """Vectors as float32 rows of length 1 (zero rows stay zero), checked against the index."""
-    dimension = embedder.dimension
-    try:
-        matrix = np.array(vectors, dtype=np.float32, ndmin=2)
-    except (ValueError, TypeError):
-        raise InvalidInputError(
-            f"Vectors must be equal-length sequences of {dimension} numbers."
-        ) from None
-    if matrix.ndim != 2 or matrix.shape[1] != dimension:
-        raise InvalidInputError(
-            f"Vectors must have dimension {dimension} (this collection's embedder "
-            f"'{embedder.name}'); got shape {matrix.shape}. Embed with that embedder."
-        )
-    if not np.isfinite(matrix).all():
-        raise InvalidInputError("A vector contains NaN or infinity; check the embedder's output.")
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    np.divide(matrix, norms, out=matrix, where=norms > 0)
-    return matrix
