@@ -177,6 +177,8 @@ class TemporaryPostgres:
                     raise MissingDependencyError("pgserver", "test", "TemporaryPostgres")
                 raise StoreError(f"Cannot start a temporary PostgreSQL: {reason}")
             self._run_as = _server_identity()
+            if self._run_as is not None:
+                binaries = _reachable_copy(binaries)
             self._root = self._make_root()
             try:
                 self._initdb(binaries)
@@ -335,6 +337,41 @@ class TemporaryPostgres:
             self._port = port
             return
         raise StoreError(f"A temporary PostgreSQL did not start. Its log ends with:\n{failure}")
+
+
+def _world_reachable(path: Path) -> bool:
+    """Whether any user can reach ``path``: every folder on the way is world-searchable."""
+    return all(os.stat(folder).st_mode & 0o001 for folder in [path, *path.parents])
+
+
+def _reachable_copy(binaries: Path) -> Path:
+    """``binaries``, or a world-readable copy of pgserver's install when the server user
+    cannot reach it (a virtualenv inside a private folder, e.g. one made by ``mktemp -d``).
+
+    The programs find their libraries through an RPATH relative to themselves
+    (``../../../pgserver.libs``), so the copy keeps that layout. It is made once per
+    installed pgserver and reused by later runs.
+    """
+    if _world_reachable(binaries):
+        return binaries
+    package = binaries.parent.parent  # .../site-packages/pgserver
+    libs = package.parent / "pgserver.libs"
+    stamp = f"{package.stat().st_ino}-{int((binaries / 'initdb').stat().st_mtime)}"
+    target = Path("/tmp") / f"sitechat-pgserver-{stamp}"  # noqa: S108
+    copied = target / "pgserver" / "pginstall" / "bin"
+    if not (copied / "initdb").exists():
+        staging = Path(tempfile.mkdtemp(prefix="sitechat-pgserver-", dir="/tmp"))
+        staging.chmod(0o755)
+        shutil.copytree(package / "pginstall", staging / "pgserver" / "pginstall", symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "pgserver.libs", symlinks=True)
+        for folder in (staging / "pgserver", *staging.glob("pgserver*")):
+            folder.chmod(0o755)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return copied
 
 
 def _server_identity() -> tuple[int, int] | None:
