@@ -73,10 +73,12 @@ class _Handler(SimpleHTTPRequestHandler):
         try:
             if state.delay and self.path.endswith(".html"):
                 time.sleep(state.delay)
-            self._route()
         finally:
+            # counted as in flight only until the response starts: once the client has it,
+            # it may free its slot before this thread gets to run again
             with state.lock:
                 state.active -= 1
+        self._route()
 
     def _route(self) -> None:
         path = self.path
