@@ -344,3 +344,16 @@ async def test_supporting_passage_sits_beside_the_best_one() -> None:
     done = events[-1]
     assert isinstance(done, DoneEvent)
     assert done.cited == (2,)
+
+
+@given(
+    st.text(alphabet=st.sampled_from(list("ab ·\n\t")) | st.characters(), min_size=0, max_size=1500)
+)
+@hsettings(max_examples=300, deadline=None)
+def test_snippet_flattens_only_the_head_yet_matches_the_whole_text(text: str) -> None:
+    """A source snippet is the whitespace-flattened text cut at 240 chars, however long it is."""
+    from sitechat.chat.service import _SNIPPET_CHARS, _snippet
+
+    flat = " ".join(text.split())
+    expected = flat if len(flat) <= _SNIPPET_CHARS else flat[: _SNIPPET_CHARS - 1].rstrip() + "…"
+    assert _snippet(text) == expected

@@ -65,6 +65,7 @@ _SOURCE_RE = re.compile(
     re.DOTALL,
 )
 _CITATION_RE = re.compile(r"\[(\d{1,3})\]")
+_SOURCE_TAG_RE = re.compile(r"</?\s*(source|sources)\b", re.IGNORECASE)
 
 
 def _attr(value: str) -> str:
@@ -79,9 +80,11 @@ def _unattr(value: str) -> str:
 
 def _defang(text: str) -> str:
     # a page must not be able to close its own <source> element or open a fake one
-    return re.sub(
-        r"</?\s*(source|sources)\b", lambda m: m.group(0).replace("<", "‹"), text, flags=re.I
-    )
+    return _SOURCE_TAG_RE.sub(_blunt, text)
+
+
+def _blunt(match: re.Match[str]) -> str:
+    return match.group(0).replace("<", "‹")
 
 
 def format_sources(sources: Sequence[Source], texts: Sequence[str]) -> str:

@@ -46,7 +46,11 @@ def _ms(since: float) -> float:
 
 
 def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
+    # only the head can show, so only the head is flattened (passages run to thousands of
+    # chars), unless it is so full of whitespace that it flattens to too little
+    flat = " ".join(text[: _SNIPPET_CHARS * 4].split())
+    if len(flat) <= _SNIPPET_CHARS and len(text) > _SNIPPET_CHARS * 4:
+        flat = " ".join(text.split())
     return flat if len(flat) <= _SNIPPET_CHARS else flat[: _SNIPPET_CHARS - 1].rstrip() + "…"
 
 

@@ -15,14 +15,15 @@ connections) are retried.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from langchain_core.messages import BaseMessage
 from tenacity import (
-    AsyncRetrying,
     RetryCallState,
     Retrying,
     retry_if_exception,
@@ -51,15 +52,19 @@ class _BackoffHonouringRetryAfter(wait_base):
         self._policy = policy
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        policy = self._policy
-        wait = policy.initial_backoff * 2.0 ** (retry_state.attempt_number - 1)
-        if policy.jitter:
-            wait += random.uniform(0.0, policy.initial_backoff)  # noqa: S311 - not crypto
-        wait = min(wait, policy.max_backoff)
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
-        retry_after = getattr(error, "retry_after", None)
-        return max(wait, float(retry_after)) if retry_after is not None else wait
+        return _backoff(self._policy, retry_state.attempt_number, error)
+
+
+def _backoff(policy: RetrySettings, failed_attempts: int, error: BaseException | None) -> float:
+    """Seconds to wait after ``failed_attempts`` tries, the last of which raised ``error``."""
+    wait = policy.initial_backoff * 2.0 ** (failed_attempts - 1)
+    if policy.jitter:
+        wait += random.uniform(0.0, policy.initial_backoff)  # noqa: S311 - not crypto
+    wait = min(wait, policy.max_backoff)
+    retry_after = getattr(error, "retry_after", None)
+    return max(wait, float(retry_after)) if retry_after is not None else wait
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -70,40 +75,49 @@ def _log_retry(provider: str, policy: RetrySettings) -> Callable[[RetryCallState
     def log(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning(
-            "%s failed with %s (attempt %d of %d); retrying in %.2fs: %s",
-            provider,
-            type(error).__name__,
-            state.attempt_number,
-            policy.max_attempts,
-            wait,
-            error,
-        )
+        _warn_retry(provider, policy, state.attempt_number, wait, error)
 
     return log
 
 
-def _async_retrying(policy: RetrySettings, provider: str) -> AsyncRetrying:
-    return AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.deadline),
-        wait=_BackoffHonouringRetryAfter(policy),
-        retry=retry_if_exception(_is_retryable),
-        before_sleep=_log_retry(provider, policy),
-        reraise=True,
+def _warn_retry(
+    provider: str, policy: RetrySettings, attempt: int, wait: float, error: BaseException | None
+) -> None:
+    logger.warning(
+        "%s failed with %s (attempt %d of %d); retrying in %.2fs: %s",
+        provider,
+        type(error).__name__,
+        attempt,
+        policy.max_attempts,
+        wait,
+        error,
     )
 
 
 async def retry_call(
     call: Callable[[], Awaitable[T]], policy: RetrySettings, *, provider: str
 ) -> T:
-    """Await ``call()``, trying again on retryable :class:`ProviderError`s per ``policy``."""
+    """Await ``call()``, trying again on retryable :class:`ProviderError`s per ``policy``.
 
-    async def attempt() -> T:
-        # a coroutine function, so tenacity awaits it (``call`` may be a lambda)
-        return await call()
-
-    result: T = await _async_retrying(policy, provider)(attempt)
-    return result
+    A plain loop rather than tenacity's ``AsyncRetrying``: this runs once per answer and
+    per embedding batch, and the first try (almost always the only one) should cost
+    nothing but the call. Same rules as :func:`retry_call_sync`: stop after
+    ``max_attempts``, or when the next wait would end past ``deadline``.
+    """
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return await call()
+        except ProviderError as exc:
+            if not exc.retryable or attempt >= policy.max_attempts:
+                raise
+            wait = _backoff(policy, attempt, exc)
+            if time.monotonic() - started + wait >= policy.deadline:
+                raise
+            _warn_retry(provider, policy, attempt, wait, exc)
+        await asyncio.sleep(wait)
+        attempt += 1
 
 
 def retry_call_sync(call: Callable[[], T], policy: RetrySettings, *, provider: str) -> T:
@@ -143,10 +157,9 @@ async def retry_stream(
     ``open_stream`` must raise :class:`ProviderError`s only. After the first text, a
     failure becomes :class:`StreamInterruptedError` with the text so far in ``partial``.
     """
-    opened: tuple[DeltaStream, list[LLMDelta]] = await _async_retrying(policy, provider)(
-        _open_until_first_text, open_stream
+    stream, head = await retry_call(
+        lambda: _open_until_first_text(open_stream), policy, provider=provider
     )
-    stream, head = opened
     parts: list[str] = []
     try:
         for delta in head:

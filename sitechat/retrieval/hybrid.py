@@ -33,12 +33,13 @@ import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
 from sitechat._text import STOPWORDS, content_terms
 from sitechat.config import RetrievalSettings
-from sitechat.models import SearchHit
+from sitechat.models import Chunk, SearchHit
 from sitechat.vectorstores.base import VectorStore
 
 __all__ = [
@@ -135,15 +136,27 @@ def reciprocal_rank_fusion(
     weights: Sequence[float] | None = None,
 ) -> list[SearchHit]:
     """Fuse ranked lists: each hit scores ``sum(w / (k + rank))`` over the lists it is in."""
-    scores: dict[str, float] = {}
-    first_seen: dict[str, SearchHit] = {}
+    return [SearchHit(chunk, score) for score, chunk in _passage_scores(rankings, k, weights)]
+
+
+def _passage_scores(
+    rankings: Sequence[Sequence[SearchHit]], k: int, weights: Sequence[float] | None
+) -> list[tuple[float, Chunk]]:
+    """``(rrf score, chunk)`` of every passage, best first, ties in order of first sight."""
+    entries: dict[str, list[Any]] = {}
     for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
-        for rank, hit in enumerate(ranking, start=1):
-            cid = hit.chunk.id
-            scores[cid] = scores.get(cid, 0.0) + weight / (k + rank)
-            first_seen.setdefault(cid, hit)
-    ordered = sorted(scores, key=lambda cid: -scores[cid])
-    return [SearchHit(first_seen[cid].chunk, scores[cid]) for cid in ordered]
+        for rank, hit in enumerate(ranking, start=k + 1):
+            entry = entries.get(hit.chunk.id)
+            if entry is None:
+                entries[hit.chunk.id] = [weight / rank, hit.chunk]
+            else:
+                entry[0] += weight / rank
+    # a stable sort (reverse keeps it stable), so equal scores stay in order of first sight
+    return sorted(map(tuple, entries.values()), key=_first, reverse=True)
+
+
+def _first(entry: tuple[float, Chunk]) -> float:
+    return entry[0]
 
 
 def fuse_by_page(
@@ -155,31 +168,33 @@ def fuse_by_page(
 
     Every passage of every list is returned once, scored ``page score * 0.3 ** n`` where
     ``n`` counts the better passages of the same page, and sorted by that score.
+
+    This runs on every question of every chat, so it works on plain tuples and builds a
+    :class:`SearchHit` only for what it returns.
     """
     weights = list(weights) if weights is not None else [1.0] * len(rankings)
     page_scores: dict[str, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
-        page_rank = 0
+        page_rank = k
         seen: set[str] = set()
         for hit in ranking:
             page = hit.chunk.url
             if page not in seen:
                 seen.add(page)
                 page_rank += 1
-                gain = weight / (k + page_rank)
+                gain = weight / page_rank
             else:
-                gain = weight * PAGE_EVIDENCE_DECAY / (k + page_rank)
+                gain = weight * PAGE_EVIDENCE_DECAY / page_rank
             page_scores[page] = page_scores.get(page, 0.0) + gain
-    passages = reciprocal_rank_fusion(rankings, k, weights)
     passage_index: dict[str, int] = {}
-    fused: list[SearchHit] = []
-    for hit in passages:  # already in passage order, so n grows within each page
-        page = hit.chunk.url
+    fused: list[tuple[float, Chunk]] = []
+    for _, chunk in _passage_scores(rankings, k, weights):  # passage order: n grows per page
+        page = chunk.url
         n = passage_index.get(page, 0)
         passage_index[page] = n + 1
-        fused.append(SearchHit(hit.chunk, page_scores[page] * PASSAGE_DECAY**n))
-    fused.sort(key=lambda h: -h.score)
-    return fused
+        fused.append((page_scores[page] * PASSAGE_DECAY**n, chunk))
+    fused.sort(key=_first, reverse=True)
+    return [SearchHit(chunk, score) for score, chunk in fused]
 
 
 def diversify(hits: Sequence[SearchHit], k: int, max_per_page: int) -> list[SearchHit]:
