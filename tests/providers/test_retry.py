@@ -166,6 +166,50 @@ async def test_retry_call_retries_coroutines() -> None:
     assert calls == 3
 
 
+async def test_retry_call_waits_retry_after_and_logs_each_retry(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Between tries the async path sleeps at least the server's Retry-After, and says so."""
+    import asyncio
+
+    waits: list[float] = []
+
+    async def no_sleep(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    failures = [RateLimitError("slow", retry_after=7.0), ServiceUnavailableError("down")]
+
+    async def flaky() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "done"
+
+    policy = RetrySettings(max_attempts=3, initial_backoff=0.5, jitter=False, deadline=60)
+    with caplog.at_level("WARNING", logger="sitechat.llm.retry"):
+        assert await retry_call(lambda: flaky(), policy, provider="p") == "done"
+    assert waits == [7.0, 1.0]
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        "p failed with RateLimitError (attempt 1 of 3)",
+        "p failed with ServiceUnavailableError (attempt 2 of 3)",
+    ]
+
+
+async def test_retry_call_gives_up_when_the_wait_would_pass_the_deadline() -> None:
+    """No new try is started when waiting for it would end past the deadline."""
+    calls = 0
+
+    async def down() -> str:
+        nonlocal calls
+        calls += 1
+        raise RateLimitError("slow", retry_after=30.0)
+
+    policy = RetrySettings(max_attempts=5, initial_backoff=0.1, deadline=20)
+    with pytest.raises(RateLimitError):
+        await retry_call(lambda: down(), policy, provider="p")
+    assert calls == 1
+
+
 # failover -----------------------------------------------------------------------------
 
 
