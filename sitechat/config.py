@@ -156,6 +156,13 @@ class IngestSettings(BaseModel):
     max_pattern_pages: int = Field(
         default=100, ge=1, description="Pages per URL pattern, against endless link traps."
     )
+    max_link_share: float = Field(
+        default=0.7,
+        ge=0,
+        le=1,
+        description="Pages with more link text than this (indexes, tables of contents) "
+        "are followed but not indexed; 1 indexes every page.",
+    )
     chunk_size: int = Field(default=1200, ge=200, description="Maximum characters per chunk.")
     chunk_overlap: int = Field(default=150, ge=0)
 

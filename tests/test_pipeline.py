@@ -64,6 +64,20 @@ async def test_editing_one_page_reembeds_only_its_changed_chunks(
     assert second["chunks"]["total"] == first["chunks"]["total"]  # type: ignore[index]
 
 
+async def test_link_list_page_is_reported_skipped_not_indexed(
+    site: Path, settings: Settings
+) -> None:
+    """A generated index in an ingested folder is counted as skipped, with its reason."""
+    items = "".join(f'<li><a href="faq.html#q{i}">Question {i}</a></li>' for i in range(25))
+    (site / "genindex.html").write_text(f"<main><h1>Index</h1><ul>{items}</ul></main>")
+    summary, _ = await _ingest(site, settings)
+    skipped = summary["skipped"]
+    assert isinstance(skipped, list)
+    assert [s["reason"][:10] for s in skipped if s["url"].endswith("genindex.html")] == [
+        "link list "
+    ]
+
+
 async def test_deleted_page_is_removed(site: Path, settings: Settings) -> None:
     """A page gone from a re-ingested folder loses its chunks from the index."""
     first, _ = await _ingest(site, settings)

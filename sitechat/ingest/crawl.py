@@ -29,7 +29,13 @@ from typing import Any, Literal
 import httpx
 
 from sitechat.errors import FetchError, UnsafeURLError
-from sitechat.ingest.extract import extract_html, extract_markdown, extract_text, looks_binary
+from sitechat.ingest.extract import (
+    extract_html,
+    extract_markdown,
+    extract_text,
+    is_link_list,
+    looks_binary,
+)
 from sitechat.ingest.fetch import BUDGET_SPENT, Fetcher, Response, Stop, page_kind
 from sitechat.ingest.markdown import decode_text
 from sitechat.ingest.options import DEFAULT_USER_AGENT, CrawlOptions, CrawlStats
@@ -107,6 +113,8 @@ class _Extracted:
     noindex: bool
     nofollow: bool
     seconds: float
+    link_share: float = 0.0
+    link_count: int = 0
 
 
 def _extract(kind: str, response: Response) -> _Extracted:
@@ -132,6 +140,8 @@ def _extract(kind: str, response: Response) -> _Extracted:
             found.noindex,
             found.nofollow,
             time.perf_counter() - started,
+            found.link_share,
+            found.link_count,
         )
     text = decode_text(response.body, response.charset)
     reader = extract_markdown if kind == "markdown" else extract_text
@@ -250,6 +260,9 @@ class _Crawler:
         etag, modified = page.etag, page.last_modified
         if found.noindex:
             return CrawlResult(final, "skipped", "noindex", content_type=media, links=links)
+        if is_link_list(found.link_share, found.link_count, self.options.max_link_share):
+            why = f"link list ({found.link_share:.0%} of its text is links; followed, not indexed)"
+            return CrawlResult(final, "skipped", why, content_type=media, links=links)
         if not page.sections:
             return CrawlResult(final, "skipped", "no text content", content_type=media, links=links)
         return replace(

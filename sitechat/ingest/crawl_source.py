@@ -28,7 +28,7 @@ __all__ = ["CrawledSite", "crawl_options_from", "crawl_site", "state_path_for"]
 
 #: Bump when extraction or chunking changes what a page turns into: stored validators
 #: are then ignored once, so every page is re-extracted with the new code.
-EXTRACTION_VERSION = "2"
+EXTRACTION_VERSION = "3"
 
 # (CrawlOptions field, IngestSettings field) pairs read when the settings have them.
 _SETTING_FIELDS: tuple[tuple[str, str], ...] = (
@@ -44,6 +44,7 @@ _SETTING_FIELDS: tuple[tuple[str, str], ...] = (
     ("respect_robots", "respect_robots"),
     ("trusted_hosts", "trusted_hosts"),
     ("max_pattern_pages", "max_pattern_pages"),
+    ("max_link_share", "max_link_share"),
 )
 
 

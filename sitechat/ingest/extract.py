@@ -18,20 +18,26 @@ from selectolax.lexbor import LexborHTMLParser
 
 from sitechat.ingest.html_content import main_sections
 from sitechat.ingest.markdown import extract_markdown, extract_text
+from sitechat.ingest.options import DEFAULT_MAX_LINK_SHARE
 from sitechat.ingest.urls import canonicalize_url
 from sitechat.models import Page, content_hash
 
 __all__ = [
+    "MIN_LINK_LIST_LINKS",
     "ExtractedPage",
     "boilerplate_blocks",
     "decode_html",
     "extract_html",
     "extract_markdown",
     "extract_text",
+    "is_link_list",
     "looks_binary",
     "remove_boilerplate",
     "strip_blocks",
 ]
+
+
+MIN_LINK_LIST_LINKS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,26 @@ class ExtractedPage:
     canonical: str | None = None
     noindex: bool = False
     nofollow: bool = False
+    link_share: float = 0.0
+    """How much of the main text is link text: near 1 for indexes and tables of contents."""
+    link_count: int = 0
+
+    def is_link_list(self, max_link_share: float = DEFAULT_MAX_LINK_SHARE) -> bool:
+        """True for a page that is mostly links to other pages; see :func:`is_link_list`."""
+        return is_link_list(self.link_share, self.link_count, max_link_share)
+
+
+def is_link_list(
+    link_share: float, link_count: int, max_link_share: float = DEFAULT_MAX_LINK_SHARE
+) -> bool:
+    """True for a page that is mostly links to other pages (an index, a table of contents).
+
+    Such a page is worth following but not worth indexing: its text is every other page's
+    title, so it matches almost any question and answers none. A page needs
+    :data:`MIN_LINK_LIST_LINKS` links to count, so a short page that is one link is kept;
+    ``max_link_share`` 1.0 keeps every page.
+    """
+    return link_count >= MIN_LINK_LIST_LINKS and link_share > max_link_share
 
 
 _META_CHARSET = re.compile(
@@ -165,17 +191,19 @@ def extract_html(
     title_tag = tree.css_first("title")
     title = _collapse(title_tag.text()) if title_tag is not None else ""
 
-    sections, first_h1 = main_sections(tree)
-    title = title or first_h1 or url
+    main = main_sections(tree)
+    title = title or main.first_h1 or url
     page = Page(
         url=url,
         title=title,
-        sections=tuple(sections),
+        sections=tuple(main.sections),
         content_type=content_type,
         etag=etag,
         last_modified=last_modified,
     )
-    return ExtractedPage(page, links, canonical, noindex, nofollow)
+    return ExtractedPage(
+        page, links, canonical, noindex, nofollow, main.link_share, main.link_count
+    )
 
 
 def _blocks(text: str) -> list[str]:

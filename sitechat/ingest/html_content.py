@@ -14,12 +14,13 @@ skipping junk during the walk avoids a second pass of CSS matching over the tree
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from sitechat.models import Section
 
-__all__ = ["main_sections"]
+__all__ = ["MainContent", "main_sections"]
 
 _DROP_TAGS = frozenset(
     {"script", "style", "noscript", "svg", "nav", "footer", "aside", "form", "button"}
@@ -378,10 +379,42 @@ def _walk(container: LexborNode, out: _SectionBuilder, *, in_body: bool) -> None
             child = child.prev
 
 
-def main_sections(tree: LexborHTMLParser) -> tuple[list[Section], str | None]:
-    """The main content's sections, and the first ``<h1>`` (a fallback title)."""
+@dataclass(frozen=True, slots=True)
+class MainContent:
+    """A page's main content: its sections, and what tells a real page from a list of links."""
+
+    sections: list[Section]
+    first_h1: str | None
+    """The first ``<h1>``: the title when the page has no ``<title>``."""
+    link_share: float
+    """The share of the main container's text that is link text (0 to 1)."""
+    link_count: int
+
+
+def _visible_chars(text: str) -> int:
+    return len(text) - sum(map(text.count, (" ", "\n", "\t", "\r", "\xa0")))
+
+
+def _link_share(container: LexborNode) -> tuple[float, int]:
+    """(share of the container's text inside ``<a>`` elements, number of links).
+
+    Only visible characters count: generated indexes indent their markup heavily, and
+    counting that whitespace would dilute their share of links.
+    """
+    anchors = container.css("a")
+    if not anchors:
+        return 0.0, 0
+    total = _visible_chars(container.text(deep=True))
+    inside = sum(_visible_chars(a.text(deep=True)) for a in anchors)
+    return (min(1.0, inside / total) if total else 0.0), len(anchors)
+
+
+def main_sections(tree: LexborHTMLParser) -> MainContent:
+    """The main content's sections, the first ``<h1>`` and how much of it is links."""
     builder = _SectionBuilder()
     container = pick_container(tree)
+    share, count = 0.0, 0
     if container is not None:
         _walk(container, builder, in_body=container.tag in ("body", "html"))
-    return builder.finish(), builder.first_h1
+        share, count = _link_share(container)
+    return MainContent(builder.finish(), builder.first_h1, share, count)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 from sitechat.errors import IngestError
 from sitechat.ingest.extract import extract_html, extract_markdown, extract_text
+from sitechat.ingest.options import DEFAULT_MAX_LINK_SHARE
 from sitechat.ingest.urls import canonicalize_url
 from sitechat.models import Page
 
@@ -58,24 +59,38 @@ def _decode(data: bytes) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-def _read_page(path: Path, url: str) -> Page:
+def _read_page(path: Path, url: str, max_link_share: float) -> Page | str:
+    """The page in the file, or why it is not indexed."""
     data = path.read_bytes()
     suffix = path.suffix.lower()
     content_type = _CONTENT_TYPES[suffix]
     if content_type == "text/html":
-        return extract_html(data, url, content_type=content_type).page
+        found = extract_html(data, url, content_type=content_type)
+        if found.noindex:
+            return "noindex"
+        if found.is_link_list(max_link_share):
+            return f"link list ({found.link_share:.0%} of its text is links)"
+        return found.page
     if content_type == "text/markdown":
         return extract_markdown(_decode(data), url, content_type=content_type)
     return extract_text(_decode(data), url, content_type=content_type)
 
 
-def iter_local_pages(root: Path | str, *, base_url: str | None = None) -> Iterator[Page]:
+def iter_local_pages(
+    root: Path | str,
+    *,
+    base_url: str | None = None,
+    max_link_share: float = DEFAULT_MAX_LINK_SHARE,
+    on_skip: Callable[[str, str], None] | None = None,
+) -> Iterator[Page]:
     """Yield a :class:`Page` per ``.html/.htm/.md/.markdown/.txt`` file, in path order.
 
     ``root`` may be a folder (searched recursively, hidden folders skipped) or one file.
     A page's URL is ``base_url`` joined with the file's path relative to ``root`` when
     ``base_url`` is given, else the file's ``file://`` URI. Unreadable files are logged
-    and skipped.
+    and skipped, and so are HTML pages that ask not to be indexed (``<meta name=robots
+    content=noindex>``) or are link lists (see ``max_link_share`` in
+    :class:`~sitechat.ingest.options.CrawlOptions`): ``on_skip(url, reason)`` hears of each.
     """
     root = Path(root).expanduser()
     if root.is_file():
@@ -85,9 +100,15 @@ def iter_local_pages(root: Path | str, *, base_url: str | None = None) -> Iterat
     else:
         raise IngestError(f"'{root}' is neither a file nor a folder. Check the path.")
     for relative, path in entries:
+        url = _page_url(relative, path, base_url)
         try:
-            page = _read_page(path, _page_url(relative, path, base_url))
+            page = _read_page(path, url, max_link_share)
         except OSError as exc:
             logger.warning("skipping unreadable file %s: %s", path, exc)
+            continue
+        if isinstance(page, str):
+            logger.info("not indexing %s: %s", path, page)
+            if on_skip is not None:
+                on_skip(url, page)
             continue
         yield page

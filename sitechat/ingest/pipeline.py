@@ -181,22 +181,32 @@ async def _crawl_source(
 
 
 async def _local_pages(
-    source: str, base_url: str | None, summary: IngestSummary
+    source: str, base_url: str | None, settings: Settings, summary: IngestSummary
 ) -> tuple[list[Page], str]:
     started = time.perf_counter()
-    pages, owned = await asyncio.to_thread(_read_local, source, base_url)
+    pages, owned = await asyncio.to_thread(
+        _read_local, source, base_url, settings.ingest.max_link_share, summary
+    )
     summary.add_time("read", time.perf_counter() - started)
     return remove_boilerplate(pages), owned
 
 
-def _read_local(source: str, base_url: str | None) -> tuple[list[Page], str]:
+def _read_local(
+    source: str, base_url: str | None, max_link_share: float, summary: IngestSummary
+) -> tuple[list[Page], str]:
+    def skipped(url: str, reason: str) -> None:
+        summary.pages_skipped += 1
+        summary.skipped.append((url, reason))
+
     path = Path(source).expanduser()
     if not path.exists():
         raise IngestError(
             f"Source '{source}' is neither an http(s) URL nor an existing file or folder. "
             "Pass a URL like https://docs.example.com/ or a path to HTML/Markdown files."
         )
-    pages = list(iter_local_pages(path, base_url=base_url))
+    pages = list(
+        iter_local_pages(path, base_url=base_url, max_link_share=max_link_share, on_skip=skipped)
+    )
     if not pages:
         raise IngestError(f"No .html, .htm, .md, .markdown or .txt files found under '{source}'.")
     root = path if path.is_dir() else path.parent
@@ -237,7 +247,7 @@ async def ingest_sources(
                 progress=progress,
             )
             continue
-        pages, owned = await _local_pages(source, base_url, summary)
+        pages, owned = await _local_pages(source, base_url, settings, summary)
         await ingest_pages(
             pages,
             store,

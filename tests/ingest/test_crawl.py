@@ -36,7 +36,8 @@ async def test_default_options_refuse_loopback(site_server: SiteServer) -> None:
 
 
 async def test_crawl_fixture_site(site_server: SiteServer) -> None:
-    """A whole crawl: pages found, robots, redirects, types, sizes, duplicates, hints."""
+    """A whole crawl: pages found, robots, redirects, types, sizes, duplicates, hints, and a
+    page of links that is followed but not indexed."""
     results = await _crawl(site_server.url("/"), max_bytes=100_000)
     base = site_server.base
     assert _paths(results, base, "ok") == {
@@ -48,8 +49,10 @@ async def test_crawl_fixture_site(site_server: SiteServer) -> None:
         "/deep/one.html",
         "/deep/two.html",
         "/deep/three.html",
+        "/only-from-index.html",
     }
     reasons = {url.removeprefix(base): r.reason or "" for url, r in results.items()}
+    assert reasons["/site-index.html"].startswith("link list")
     assert "robots.txt" in reasons["/private/secret.html"]
     assert reasons["/report"] == "unsupported content type application/pdf"
     assert reasons["/manual.pdf"].startswith("not a page")

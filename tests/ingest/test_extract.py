@@ -259,9 +259,34 @@ _soup = st.lists(
 @given(_soup)
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 def test_random_tag_soup_never_raises(html: str) -> None:
-    """Arbitrary tag soup yields a page whose sections all have text."""
-    page = extract_html(html, "http://a.test/dir/").page
-    assert all(section.text.strip() for section in page.sections)
+    """Arbitrary tag soup yields a page whose sections all have text, and a link share in 0-1."""
+    found = extract_html(html, "http://a.test/dir/")
+    assert all(section.text.strip() for section in found.page.sections)
+    assert 0.0 <= found.link_share <= 1.0
+
+
+def _links_page(links: int, prose: str = "") -> str:
+    items = "".join(
+        f'<li><a href="/p{i}.html">Entry number {i}</a>\n      </li>\n' for i in range(links)
+    )
+    return f"<title>Index</title><main><h1>Index</h1><p>{prose}</p><ul>{items}</ul></main>"
+
+
+def test_index_pages_are_link_lists_and_content_pages_are_not() -> None:
+    """Mostly-links pages with 20+ links are link lists; prose with links, or few links, is not."""
+    generated = extract_html(_links_page(40), "http://a.test/genindex.html")
+    assert generated.link_share > 0.9
+    assert generated.is_link_list()
+    assert not generated.is_link_list(max_link_share=1.0)  # 1.0 keeps every page
+
+    prose = " ".join(["Plain words explaining how the thing works."] * 40)
+    article = extract_html(_links_page(40, prose), "http://a.test/guide.html")
+    assert article.link_share < 0.5
+    assert not article.is_link_list()
+
+    landing = extract_html(_links_page(12), "http://a.test/")
+    assert landing.link_share > 0.9
+    assert not landing.is_link_list()  # too few links to be sure it is only navigation
 
 
 def _page(url: str, *blocks: str) -> Page:

@@ -78,3 +78,25 @@ def test_missing_path_is_an_ingest_error(tmp_path: Path) -> None:
     """A path that does not exist raises IngestError naming it."""
     with pytest.raises(IngestError, match="nope"):
         list(iter_local_pages(tmp_path / "nope"))
+
+
+def test_link_lists_and_noindex_pages_are_skipped_and_reported(tmp_path: Path) -> None:
+    """A folder's generated index and its noindex pages are not yielded; on_skip hears why."""
+    items = "".join(f'<li><a href="p{i}.html">Page {i}</a></li>' for i in range(30))
+    (tmp_path / "genindex.html").write_text(f"<main><h1>Index</h1><ul>{items}</ul></main>")
+    (tmp_path / "draft.html").write_text(
+        '<meta name="robots" content="noindex"><main><p>Not yet.</p></main>'
+    )
+    (tmp_path / "page.html").write_text("<main><h1>Page</h1><p>Real content.</p></main>")
+    skipped: list[tuple[str, str]] = []
+    pages = list(
+        iter_local_pages(
+            tmp_path, base_url="https://docs.test/", on_skip=lambda u, r: skipped.append((u, r))
+        )
+    )
+    assert [p.url for p in pages] == ["https://docs.test/page.html"]
+    reasons = dict(skipped)
+    assert reasons["https://docs.test/draft.html"] == "noindex"
+    assert reasons["https://docs.test/genindex.html"].startswith("link list (")
+    kept = list(iter_local_pages(tmp_path, base_url="https://docs.test/", max_link_share=1.0))
+    assert "https://docs.test/genindex.html" in [p.url for p in kept]
