@@ -115,7 +115,8 @@ def _site_routes(server: ProgrammableServer, texts: dict[str, str]) -> None:
             body = f"<main><h1 id='home'>Home</h1><p>{texts['/']}</p><ul>{links}</ul></main>"
         elif name in texts:
             body = (
-                f"<title>{name}</title><main><h1 id='t'>Page {name}</h1><p>{texts[name]}</p>"
+                f"<title>{name} | Test Site</title><main><h1 id='t'>Page {name}</h1>"
+                f"<p>{texts[name]}</p>"
                 f"<h2 id='more'>More</h2><p>Second section of {name}, unchanged.</p></main>"
             )
         else:
@@ -145,7 +146,8 @@ async def _ingest_http(
 async def test_recrawl_uses_conditional_get_and_reembeds_only_the_edit(
     web: ProgrammableServer, settings: Settings
 ) -> None:
-    """Unchanged pages answer 304 and cost nothing; an edited page re-embeds its changed chunk."""
+    """Unchanged pages answer 304 and cost nothing; an edited page re-embeds its changed chunk
+    and, fetched alone, still loses the site name its title shares with the others."""
     texts = {"/": "Welcome to the site."} | {
         f"/p{i}": f"Original text of page {i}." for i in range(1, 6)
     }
@@ -170,3 +172,12 @@ async def test_recrawl_uses_conditional_get_and_reembeds_only_the_edit(
     assert third["pages"]["removed"] == 1
     assert embedded_third == 2  # p3's first section and the home page's list
     assert third["chunks"]["total"] == first["chunks"]["total"] - 2
+
+    # the site name on every title is cut, also from a page re-fetched on its own
+    store, _ = await open_store(settings, CountingEmbeddings())
+    try:
+        hits = await store.keyword_search("edited text page", k=1)
+        original = await store.keyword_search("original text page 1", k=1)
+    finally:
+        await store.aclose()
+    assert [h.chunk.title for h in hits + original] == ["/p3", "/p1"]

@@ -18,7 +18,12 @@ from typing import Any
 
 from sitechat.config import Settings
 from sitechat.ingest.crawl import CrawlOptions, CrawlResult, CrawlStats, KnownPage, crawl
-from sitechat.ingest.extract import boilerplate_blocks, strip_blocks
+from sitechat.ingest.extract import (
+    boilerplate_blocks,
+    common_title_suffix,
+    strip_blocks,
+    strip_title_suffix,
+)
 from sitechat.ingest.options import DEFAULT_USER_AGENT
 from sitechat.ingest.scope import Scope
 from sitechat.ingest.state import STATE_FILE, CrawlState
@@ -163,11 +168,16 @@ async def crawl_site(
 
 
 def _strip_boilerplate(site: CrawledSite, state: CrawlState | None) -> list[Page]:
-    """Site-wide chrome out of the fresh pages; reuses the stored set for small re-crawls."""
+    """Site-wide chrome (paragraphs, the title suffix) out of the fresh pages; reuses what
+    the whole site showed for small re-crawls, where too few pages are fetched to tell."""
     fresh, total = len(site.pages), len(site.pages) + len(site.unchanged)
     if state is not None and site.unchanged and 2 * fresh < total:
-        return strip_blocks(site.pages, state.boilerplate)
+        pages = strip_blocks(site.pages, state.boilerplate)
+        return strip_title_suffix(pages, state.title_suffix)
     blocks = boilerplate_blocks(site.pages)
+    pages = strip_blocks(site.pages, blocks)
+    suffix = common_title_suffix(pages)
     if state is not None:
         state.boilerplate = blocks
-    return strip_blocks(site.pages, blocks)
+        state.title_suffix = suffix
+    return strip_title_suffix(pages, suffix)

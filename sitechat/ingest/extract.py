@@ -26,6 +26,7 @@ __all__ = [
     "MIN_LINK_LIST_LINKS",
     "ExtractedPage",
     "boilerplate_blocks",
+    "common_title_suffix",
     "decode_html",
     "extract_html",
     "extract_markdown",
@@ -34,6 +35,7 @@ __all__ = [
     "looks_binary",
     "remove_boilerplate",
     "strip_blocks",
+    "strip_title_suffix",
 ]
 
 
@@ -265,10 +267,62 @@ def strip_blocks(pages: Sequence[Page], repeated: Collection[str]) -> list[Page]
 
 
 def remove_boilerplate(pages: Sequence[Page], min_share: float = 0.5) -> list[Page]:
-    """Drop paragraphs that repeat on at least ``min_share`` of the pages.
+    """Drop paragraphs that repeat on at least ``min_share`` of the pages, and the site name
+    that as many titles end with.
 
     Catches site chrome that survives per-page extraction (a "was this helpful?" line, a
-    licence notice in the content area). Needs at least four pages to tell chrome from
-    coincidence; with fewer the pages come back unchanged. Code blocks are never dropped.
+    licence notice in the content area, `` — Acme Docs`` on every title). Needs at least
+    four pages to tell chrome from coincidence; with fewer the pages come back unchanged.
+    Code blocks are never dropped.
     """
-    return strip_blocks(pages, boilerplate_blocks(pages, min_share))
+    cleaned = strip_blocks(pages, boilerplate_blocks(pages, min_share))
+    return strip_title_suffix(cleaned, common_title_suffix(cleaned, min_share))
+
+
+# Separators sites put between a page's own title and the site's name.
+_TITLE_SEPARATORS = (" — ", " – ", " | ", " - ", " · ", " :: ", " » ")
+
+
+def _title_suffixes(title: str) -> set[str]:
+    """Every tail of ``title`` that starts at a separator: ``" — Python 3.11 documentation"``."""
+    found: set[str] = set()
+    for separator in _TITLE_SEPARATORS:
+        start = title.find(separator)
+        while start > 0:
+            found.add(title[start:])
+            start = title.find(separator, start + 1)
+    return found
+
+
+def common_title_suffix(pages: Sequence[Page], min_share: float = 0.5) -> str:
+    """The site name that most page titles end with (``" | Acme Docs"``), or ``""``.
+
+    A tail counts when at least ``min_share`` of the pages (and four or more) end with it;
+    of those, the longest wins. Like boilerplate, it needs several pages to be told from a
+    coincidence, and can be stored and applied to a later partial re-crawl.
+    """
+    if len(pages) < 4:
+        return ""
+    counts: dict[str, int] = {}
+    for page in pages:
+        for suffix in _title_suffixes(page.title):
+            counts[suffix] = counts.get(suffix, 0) + 1
+    threshold = max(4.0, min_share * len(pages))
+    common = [suffix for suffix, n in counts.items() if n >= threshold]
+    return max(common, key=len, default="")
+
+
+def strip_title_suffix(pages: Sequence[Page], suffix: str) -> list[Page]:
+    """``pages`` with ``suffix`` cut from their titles (a title that is only the suffix stays).
+
+    The site's name on every chunk says nothing about any of them: it crowds the sources a
+    reader sees and adds the same words to every passage's text for the retriever.
+    """
+    if not suffix:
+        return list(pages)
+    return [
+        replace(page, title=page.title.removesuffix(suffix))
+        if page.title.endswith(suffix) and page.title[: -len(suffix)].strip()
+        else page
+        for page in pages
+    ]

@@ -39,11 +39,13 @@ def _text(value: Any) -> str | None:
 
 @dataclass
 class CrawlState:
-    """Per fetched URL: validators, page URL, links and content hash; plus boilerplate."""
+    """Per fetched URL: validators, page URL, links and content hash; plus the site's
+    boilerplate paragraphs and title suffix."""
 
     fingerprint: str
     pages: dict[str, KnownPage] = field(default_factory=dict)
     boilerplate: frozenset[str] = frozenset()
+    title_suffix: str = ""
 
     @classmethod
     def load(cls, path: Path, fingerprint: str) -> CrawlState:
@@ -82,7 +84,7 @@ class CrawlState:
                 content_hash=str(digest or ""),
             )
         boilerplate = frozenset(str(b) for b in data.get("boilerplate", []))
-        return cls(fingerprint, pages, boilerplate)
+        return cls(fingerprint, pages, boilerplate, str(data.get("title_suffix") or ""))
 
     def encode(self) -> dict[str, Any]:
         numbers: dict[str, int] = {}
@@ -111,6 +113,7 @@ class CrawlState:
             "urls": list(numbers),
             "pages": rows,
             "boilerplate": sorted(self.boilerplate),
+            "title_suffix": self.title_suffix,
         }
 
     def save(self, path: Path) -> None:
@@ -130,4 +133,4 @@ class CrawlState:
         """This state updated by ``fresh``, keeping only entries for pages in ``keep_pages``."""
         pages = {**self.pages, **fresh}
         kept = {url: known for url, known in pages.items() if known.page_url in keep_pages}
-        return CrawlState(self.fingerprint, kept, self.boilerplate)
+        return CrawlState(self.fingerprint, kept, self.boilerplate, self.title_suffix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sitechat.ingest.chunk import chunk_page
-from sitechat.ingest.extract import ExtractedPage, extract_html, remove_boilerplate
+from sitechat.ingest.extract import (
+    ExtractedPage,
+    common_title_suffix,
+    extract_html,
+    remove_boilerplate,
+    strip_title_suffix,
+)
 from sitechat.models import Page, Section
 
 SITES = Path(__file__).parent / "sites"
@@ -365,3 +372,34 @@ def test_binary_bytes_are_recognised() -> None:
     assert looks_binary(bytes(range(1, 32)) * 20)
     assert not looks_binary("<p>café – naïve</p>".encode())
     assert not looks_binary("\ufeff<p>hi</p>".encode("utf-16"))
+
+
+_title_words = st.text(alphabet="abcdefghij XYZ", min_size=1, max_size=12).filter(str.strip)
+
+
+@given(st.lists(_title_words, min_size=4, max_size=12), _title_words)
+@settings(max_examples=150)
+def test_site_name_shared_by_titles_is_cut_and_nothing_else(names: list[str], site: str) -> None:
+    """The site name every title ends with goes; page names stay, and no title becomes empty."""
+    pages = [_page(f"https://d.test/{i}", "Text.") for i in range(len(names))]
+    titled = [replace(p, title=f"{n} — {site}") for p, n in zip(pages, names, strict=True)]
+    suffix = common_title_suffix(titled)
+    assert suffix.endswith(f" — {site}")
+    stripped = strip_title_suffix(titled, suffix)
+    assert all(p.title.strip() for p in stripped)
+    for page, name in zip(stripped, names, strict=True):
+        assert name.startswith(page.title) or page.title.startswith(name)
+
+
+def test_titles_without_a_common_tail_are_left_alone() -> None:
+    """Too few pages, or tails shared by under half of them, change nothing."""
+    pages = [replace(_page(f"https://d.test/{i}", f"x{i}"), title=f"P{i} | Site") for i in range(3)]
+    assert common_title_suffix(pages) == ""
+    mixed = [
+        *pages,
+        *(replace(_page(f"https://e.test/{i}", f"y{i}"), title=f"T{i}") for i in range(4)),
+    ]
+    assert common_title_suffix(mixed) == ""
+    assert remove_boilerplate(mixed) == mixed
+    alone = [replace(p, title=" | Site") for p in pages]
+    assert strip_title_suffix(alone, " | Site") == alone  # a title that is only the name stays
