@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from sitechat.config import RetrySettings, load_provider_config
 from sitechat.errors import ConfigurationError, MissingDependencyError
 from sitechat.llm._errors import map_openai_error
-from sitechat.llm.openai import OpenAIConfig, resolve_openai_key
+from sitechat.llm.openai import OpenAIConfig, client_options, resolve_openai_key
 from sitechat.llm.retry import retry_call, retry_call_sync
 
 if TYPE_CHECKING:
@@ -72,9 +72,9 @@ class OpenAITextEmbeddings(Embeddings):
             raise MissingDependencyError(
                 "langchain-openai", "openai", "The 'openai' embeddings"
             ) from exc
-        if isinstance(api_key, str):
-            api_key = SecretStr(api_key)
-        key = resolve_openai_key(OpenAIConfig(api_key=api_key, base_url=base_url))
+        options = client_options(
+            api_key=api_key, base_url=base_url, organization=organization, headers=headers
+        )
         known = _DIMENSIONS.get(model)
         dimension = dimensions or known
         if dimension is None:
@@ -89,23 +89,19 @@ class OpenAITextEmbeddings(Embeddings):
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
         self.retry = retry or RetrySettings()
-        self._api_key = key
+        self._api_key: SecretStr = options["api_key"]
         # clients this embedder owns (and closes); an injected async client stays the caller's
         self._owned_sync = httpx.Client(timeout=timeout)
         self._owned_async = None if http_async_client else httpx.AsyncClient(timeout=timeout)
         self._client = OpenAIEmbeddings(
             model=model,
-            api_key=key,
-            base_url=base_url,
-            organization=organization,
-            default_headers=dict(headers) if headers else None,
             dimensions=dimensions if shorten else None,
             check_embedding_ctx_length=False,
             chunk_size=batch_size,
-            max_retries=0,
             timeout=timeout,
             http_client=self._owned_sync,
             http_async_client=http_async_client or self._owned_async,
+            **options,
         )
 
     @classmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from langchain_core.messages import BaseMessage
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from sitechat.config import Settings
 
-__all__ = ["OpenAIConfig", "OpenAILLMService", "resolve_openai_key"]
+__all__ = ["OpenAIConfig", "OpenAILLMService", "client_options", "resolve_openai_key"]
 
 DEFAULT_MODEL = "gpt-4o-mini"
 KEY_ENV_VAR = "SITECHAT_OPENAI__API_KEY"
@@ -98,6 +98,25 @@ def resolve_openai_key(config: OpenAIConfig) -> SecretStr:
     )
 
 
+def client_options(
+    *,
+    api_key: SecretStr | str | None,
+    base_url: str | None,
+    organization: str | None,
+    headers: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """What every LangChain OpenAI client sitechat builds is given: the resolved key, the
+    endpoint and headers, and no retries of its own (:mod:`sitechat.llm.retry` owns them)."""
+    key = SecretStr(api_key) if isinstance(api_key, str) else api_key
+    return {
+        "api_key": resolve_openai_key(OpenAIConfig(api_key=key, base_url=base_url)),
+        "base_url": base_url,
+        "organization": organization,
+        "default_headers": dict(headers) if headers else None,
+        "max_retries": 0,
+    }
+
+
 class OpenAILLMService(BaseLLMService):
     """Answers with an OpenAI (or compatible) chat model, streaming token by token.
 
@@ -133,10 +152,10 @@ class OpenAILLMService(BaseLLMService):
             raise MissingDependencyError(
                 "langchain-openai", "openai", "The 'openai' provider"
             ) from exc
-        if isinstance(api_key, str):
-            api_key = SecretStr(api_key)
-        key = resolve_openai_key(OpenAIConfig(api_key=api_key, base_url=base_url))
-        self._api_key = key
+        options = client_options(
+            api_key=api_key, base_url=base_url, organization=organization, headers=headers
+        )
+        self._api_key: SecretStr = options["api_key"]
         self.model = model
         self.base_url = base_url
         self.retry = retry or RetrySettings()
@@ -146,21 +165,17 @@ class OpenAILLMService(BaseLLMService):
         self._owns_http_client = http_async_client is None
         self._chat = ChatOpenAI(
             model=model,
-            api_key=key,
-            base_url=base_url,
-            organization=organization,
-            default_headers=dict(headers) if headers else None,
             temperature=temperature,
             max_completion_tokens=max_tokens,
             # a Timeout object (unlike a float) makes LangChain build this service its own
             # HTTP client instead of sharing a cached one across event loops
             timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)),
-            max_retries=0,
             stream_usage=True,
             # httpx's read timeout already bounds silence between chunks; LangChain's own
             # per-chunk timer would add a task switch to every token
             stream_chunk_timeout=None,
             http_async_client=http_async_client,
+            **options,
         )
 
     @classmethod
