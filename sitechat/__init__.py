@@ -55,6 +55,7 @@ from sitechat.errors import (
     UnsafeURLError,
 )
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
+from sitechat.ingest.options import CrawlOptions
 from sitechat.ingest.pipeline import IngestSummary
 from sitechat.llm.base import BaseLLMService, LLMDelta
 from sitechat.models import (
@@ -84,6 +85,7 @@ __all__ = [
     "ConfigurationError",
     "ContextLengthError",
     "CorruptIndexError",
+    "CrawlOptions",
     "DoneEvent",
     "EmbedderInfo",
     "EmbedderMismatchError",

@@ -16,6 +16,7 @@ EXPECTED = [
     "ConfigurationError",
     "ContextLengthError",
     "CorruptIndexError",
+    "CrawlOptions",
     "DoneEvent",
     "EmbedderInfo",
     "EmbedderMismatchError",
