@@ -2,10 +2,12 @@
 
 Creation builds a complete empty index in a hidden sibling directory and renames it into
 place, so a crash mid-creation never leaves a half-made index under the user's name.
-Loading reads the current generation from the database and the matching vectors file,
-retrying if a writer in another process switches generations meanwhile. A graph (HNSW)
-file may hold more vectors than the database has chunks: those are tombstones of deleted
-chunks, which the loaded index keeps out of results (see ``_faiss_vectors``).
+Loading reads the current generation from the database and the matching vectors and
+payload files, retrying if a writer in another process switches generations meanwhile. A
+graph (HNSW) file may hold more vectors than the database has chunks: those are tombstones
+of deleted chunks, which the loaded index keeps out of results (see ``_faiss_vectors``).
+The payload files' absence is tolerated (reads then use SQLite); their disagreement with
+the database is not.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from sitechat.vectorstores import _faiss_files as files
 from sitechat.vectorstores import _faiss_sql as sql
+from sitechat.vectorstores._faiss_payload import Payload, load_payload, missing_payload
 from sitechat.vectorstores._faiss_vectors import IndexParams, VectorIndex
 from sitechat.vectorstores.base import EmbedderInfo
 
@@ -38,6 +41,7 @@ class LoadedIndex:
 
     conn: sqlite3.Connection
     vectors: VectorIndex
+    payload: Payload
     embedder: EmbedderInfo
     meta: dict[str, str]
     read_only: bool
@@ -109,12 +113,21 @@ def _load_with(
     read_only: bool,
     params: IndexParams,
 ) -> LoadedIndex:
+    payload_gone: str | None = None
     for _ in range(_OPEN_RETRIES):
         with sql.sqlite_errors(directory):
             conn.execute("BEGIN")
             try:
                 meta = sql.read_meta(conn)
                 embedder = _check_meta(directory, meta, manifest)
+                try:
+                    payload = load_payload(directory, conn, meta)
+                except FileNotFoundError:
+                    epoch = meta.get("payload_epoch")
+                    if payload_gone != epoch:  # a writer may have just replaced it: look again
+                        payload_gone = epoch
+                        continue
+                    payload = missing_payload(directory, meta)
                 count = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
                 path = files.vectors_path(directory, int(meta["generation"]))
                 try:
@@ -124,7 +137,7 @@ def _load_with(
                 vectors = _checked_vectors(directory, conn, index, count, params, path.name)
             finally:
                 conn.execute("COMMIT")
-        return LoadedIndex(conn, vectors, embedder, meta, read_only)
+        return LoadedIndex(conn, vectors, payload, embedder, meta, read_only)
     raise files.corrupt(directory, "the current vectors file is missing")
 
 

@@ -19,12 +19,15 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from sitechat.embeddings.hashing import ENGLISH_STOPWORDS
 from sitechat.errors import InvalidInputError, StoreError
 from sitechat.models import Chunk
 from sitechat.vectorstores._faiss_files import DATABASE_NAME, corrupt
+from sitechat.vectorstores._faiss_hits import new_chunk
+
+Row = Sequence[Any]
 
 __all__ = [
     "chunk_hashes",
@@ -41,8 +44,10 @@ __all__ = [
     "keyword_match_expression",
     "match_expression",
     "query_words",
+    "raise_sqlite_error",
     "read_meta",
     "replace_rows",
+    "rows_between",
     "sqlite_errors",
     "urls",
     "write_meta",
@@ -160,18 +165,25 @@ def sqlite_errors(directory: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.DatabaseError as exc:
-        message = str(exc)
-        lowered = message.lower()
-        if "malformed" in lowered or "not a database" in lowered or "no such table" in lowered:
-            raise corrupt(
-                directory, f"{DATABASE_NAME} is damaged or not ours ({message})"
-            ) from None
-        if "locked" in lowered or "busy" in lowered:
-            raise StoreError(
-                f"The index at {directory} is being written by another process. Wait for it "
-                "to finish, or give this process its own index directory."
-            ) from exc
-        raise StoreError(f"The index database at {directory} failed: {message}.") from exc
+        raise_sqlite_error(directory, exc)
+
+
+def raise_sqlite_error(directory: Path, exc: sqlite3.DatabaseError) -> NoReturn:
+    """Raise sitechat's error for one of SQLite's (what ``sqlite_errors`` does).
+
+    Also a function: the search path catches inline, since entering a context manager
+    costs as much as some whole steps of a search.
+    """
+    message = str(exc)
+    lowered = message.lower()
+    if "malformed" in lowered or "not a database" in lowered or "no such table" in lowered:
+        raise corrupt(directory, f"{DATABASE_NAME} is damaged or not ours ({message})") from None
+    if "locked" in lowered or "busy" in lowered:
+        raise StoreError(
+            f"The index at {directory} is being written by another process. Wait for it "
+            "to finish, or give this process its own index directory."
+        ) from exc
+    raise StoreError(f"The index database at {directory} failed: {message}.") from exc
 
 
 def chunk_row(fid: int, chunk: Chunk) -> tuple[Any, ...]:
@@ -206,16 +218,16 @@ def read_chunk(directory: Path, row: Sequence[Any]) -> Chunk:
         raise corrupt(
             directory, f"chunk {chunk_id!r} has unreadable headings or metadata"
         ) from None
-    return Chunk(
-        id=chunk_id,
-        url=url,
-        title=title,
-        heading_path=tuple(str(h) for h in headings),
-        anchor=anchor,
-        text=text,
-        content_hash=c_hash,
-        page_hash=p_hash,
-        metadata=(
+    return new_chunk(
+        chunk_id,
+        url,
+        title,
+        headings if headings is _NO_HEADINGS else tuple(str(h) for h in headings),
+        anchor,
+        text,
+        c_hash,
+        p_hash,
+        (
             meta
             if meta is _NO_METADATA
             else MappingProxyType({str(k): str(v) for k, v in meta.items()})
@@ -356,6 +368,16 @@ def chunks_by_fid(
         ).fetchall()
         found.update((int(row[0]), read_chunk(directory, row)) for row in rows)
     return found
+
+
+def rows_between(conn: sqlite3.Connection, first: int, upto: int, limit: int) -> list[Row]:
+    """Up to ``limit`` rows of ``CHUNK_COLUMNS`` with ``first <= fid < upto``, by fid
+    (the payload file is written from these)."""
+    return conn.execute(
+        f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE fid >= ? AND fid < ? "  # noqa: S608
+        "ORDER BY fid LIMIT ?",
+        (first, upto, limit),
+    ).fetchall()
 
 
 def chunks_by_id(conn: sqlite3.Connection, directory: Path, ids: Sequence[str]) -> list[Chunk]:

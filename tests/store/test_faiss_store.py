@@ -372,14 +372,21 @@ async def test_keyword_search_without_words_finds_nothing(store: FaissVectorStor
 
 
 async def test_only_expected_files_and_no_pickle(store: FaissVectorStore, index_dir: Path) -> None:
-    """The directory holds the manifest, the database and one vectors file: no pickle."""
+    """The directory holds the manifest, the database, one vectors file and one payload
+    epoch's two files: no pickle."""
     await store.upsert(
         [make_chunk("more", "more text")], vectors([make_chunk("more", "more text")])
     )
     await store.persist()
     await store.delete(["more"])
     await store.aclose()
-    assert names(index_dir) == ["chunks.sqlite3", "manifest.json", "vectors-2.faiss"]
+    assert names(index_dir) == [
+        "chunks.sqlite3",
+        "manifest.json",
+        "payload-1.bin",
+        "payload-1.ends",
+        "vectors-2.faiss",
+    ]
     for head in file_heads(index_dir):
         # a pickle starts with the PROTO opcode 0x80 and a protocol number
         assert not (head[:1] == b"\x80" and head[1:2] in {bytes([n]) for n in range(2, 6)})
@@ -429,6 +436,8 @@ async def test_crash_before_the_commit_keeps_the_old_generation(
         {
             "vectors-7.faiss": b"left by an even older crash",
             ".vectors-8.faiss.123.tmp": b"half written",
+            "payload-5.bin": b"an uncommitted payload epoch",
+            "payload-5.ends": b"\0" * 16,
         },
     )
     die(store)
@@ -438,7 +447,13 @@ async def test_crash_before_the_commit_keeps_the_old_generation(
     assert await reopened.get(["extra"]) == []
     await reopened.upsert([extra], vectors([extra]))
     await reopened.aclose()
-    assert names(index_dir) == ["chunks.sqlite3", "manifest.json", "vectors-2.faiss"]
+    assert names(index_dir) == [
+        "chunks.sqlite3",
+        "manifest.json",
+        "payload-1.bin",
+        "payload-1.ends",
+        "vectors-2.faiss",
+    ]
 
 
 async def test_crash_after_the_commit_keeps_the_new_generation(
