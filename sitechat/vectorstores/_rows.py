@@ -20,7 +20,9 @@ def unit_rows(
     their shape and values against the store's embedder."""
     dimension = embedder.dimension
     try:
-        matrix = np.array(vectors, dtype=np.float32, ndmin=2)
+        # values beyond float32 become infinity here, and are refused below
+        with np.errstate(over="ignore", invalid="ignore"):
+            matrix = np.array(vectors, dtype=np.float32, ndmin=2)
     except (ValueError, TypeError):
         raise InvalidInputError(
             f"Vectors must be equal-length sequences of {dimension} numbers."
@@ -31,7 +33,14 @@ def unit_rows(
             f"'{embedder.name}'); got shape {matrix.shape}. Embed with that embedder."
         )
     if not np.isfinite(matrix).all():
-        raise InvalidInputError("A vector contains NaN or infinity; check the embedder's output.")
+        raise InvalidInputError(
+            "A vector contains NaN, infinity or a value too large for float32; check the "
+            "embedder's output."
+        )
+    # squares of large float32 values overflow: each row is first divided by its largest
+    # magnitude, which changes no direction
+    largest = np.abs(matrix).max(axis=1, keepdims=True)
+    np.divide(matrix, largest, out=matrix, where=largest > 0)
     norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, None]
     np.divide(matrix, norms, out=matrix, where=norms > 0)
     return np.ascontiguousarray(matrix)

@@ -538,3 +538,25 @@ def test_bad_queries_raise_the_stores_usual_error(vector: list[object]) -> None:
     """Whatever the fast path refuses is checked by unit_rows, with its messages."""
     with pytest.raises(InvalidInputError):
         query_row(vector, INFO)  # type: ignore[arg-type]
+
+
+@given(
+    st.lists(
+        st.floats(min_value=-3e38, max_value=3e38, allow_nan=False, allow_infinity=False),
+        min_size=INFO.dimension,
+        max_size=INFO.dimension,
+    )
+)
+@settings(max_examples=100)
+def test_unit_rows_normalises_huge_but_finite_values(vector: list[float]) -> None:
+    """Values near float32's limit still give a unit row (or zero), never a warning or NaN."""
+    row = unit_rows([vector], INFO)[0]
+    assert np.isfinite(row).all()
+    norm = float(np.linalg.norm(row))
+    assert norm == 0.0 or abs(norm - 1.0) < 1e-4
+
+
+def test_unit_rows_refuses_values_beyond_float32() -> None:
+    """A value float32 cannot hold is a clear input error, not an overflow warning."""
+    with pytest.raises(InvalidInputError, match="too large for float32"):
+        unit_rows([[1e300] + [0.0] * (INFO.dimension - 1)], INFO)
