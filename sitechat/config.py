@@ -78,7 +78,7 @@ class LLMSettings(BaseModel):
 class EmbeddingsSettings(BaseModel):
     """Which embedder turns text into vectors (``SITECHAT_EMBEDDINGS__*``)."""
 
-    provider: str = "hashing"
+    provider: str = "static"
     model: str | None = None
     batch_size: int = Field(default=64, ge=1, le=4096)
 

@@ -1,1 +1,1 @@
-"""Embedders: any LangChain ``Embeddings``; the offline ``hashing`` default lives here."""
+"""Embedders: any LangChain ``Embeddings``; the offline ``static`` and ``hashing`` ones."""

@@ -82,7 +82,7 @@ def test_sidebar_shows_index_model_and_top_k(offline_app: AppTest, sample_index:
     sidebar = page_text(offline_app.sidebar)
     assert f"`{sample_index}`" in sidebar
     assert "extractive/extractive" in sidebar
-    assert "hashing" in sidebar
+    assert "static" in sidebar
     offline_app.sidebar.slider[0].set_value(2).run()
     at = ask(offline_app, "How do I delete my account?")
     sources = at.chat_message[1].caption

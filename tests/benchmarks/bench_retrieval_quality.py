@@ -9,10 +9,13 @@ was tuned on, and the sample site's set):
 * ``offline hybrid``  — the default: hashing embedder + BM25, fused by page
 * ``offline keyword`` — BM25 only (``SITECHAT_RETRIEVAL__MODE=keyword``)
 * ``offline dense``   — hashing embedder only (``mode=dense``)
+* ``static hybrid`` / ``static dense`` — the ``static`` embedder (a token table distilled
+  from all-MiniLM-L6-v2, numpy only) + BM25, and alone
 * ``local hybrid`` / ``local dense`` — all-MiniLM-L6-v2 via the ``local`` provider
   (with ``--local``; embedding the docs takes 10-20 minutes on 2 CPU cores)
 
 Usage: python tests/benchmarks/bench_retrieval_quality.py [--local] [--keep DIR] [-k 5]
+[--only offline,static]
 ``--keep DIR`` stores the indexes there and reuses them on the next run.
 """
 
@@ -37,6 +40,7 @@ from langchain_core.embeddings import Embeddings
 
 from sitechat.config import RetrievalSettings, Settings
 from sitechat.embeddings.hashing import HashingEmbeddings
+from sitechat.embeddings.static import StaticEmbeddings
 from sitechat.evaluation import EvalReport, evaluate, load_questions
 from sitechat.factories import open_store
 from sitechat.ingest.crawl import CrawlOptions
@@ -112,9 +116,11 @@ async def measure(
 async def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     if not (DOCS / "index.html").is_file():
         sys.exit("needs Debian's python3.11-doc package: apt-get install python3.11-doc")
-    embedders: dict[str, Any] = {"offline": HashingEmbeddings}
+    embedders: dict[str, Any] = {"offline": HashingEmbeddings, "static": StaticEmbeddings}
     if args.local:
         embedders["local"] = partial(local_embeddings, args.threads)
+    if args.only:
+        embedders = {name: embedders[name] for name in args.only.split(",") if name in embedders}
     rows: list[dict[str, Any]] = []
     with served(DOCS) as docs_url:
         host = docs_url.removeprefix("http://").rstrip("/")
@@ -181,6 +187,7 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for --local")
     parser.add_argument("--misses", action="store_true", help="print tuning/sample misses")
+    parser.add_argument("--only", help="comma-separated embedders to run (offline,static,local)")
     args = parser.parse_args()
     if args.keep:
         workdir = Path(args.keep)

@@ -88,7 +88,7 @@ class TestPgVectorStoreWithHnsw(TestPgVectorStore):
 
 
 class TestHashingEmbeddings(EmbeddingsConformance):
-    """The offline default embedder."""
+    """The lexical offline embedder (the default before the static one)."""
 
     @pytest.fixture
     def embeddings(self) -> Embeddings:
