@@ -141,6 +141,28 @@ async def test_retrieval_runs_while_history_is_formatted() -> None:
     assert log.index("retrieve-start") < log.index("format-end")
 
 
+async def test_history_is_formatted_while_retrieval_waits() -> None:
+    """While retrieval waits (on a database, a thread), the history is already being formatted."""
+    log: list[str] = []
+
+    class Probe(RetrievalChatService):
+        async def _retrieve(self, message: str, history: Sequence[ChatMessage]) -> RetrievalResult:
+            log.append("retrieve-start")
+            await asyncio.sleep(0.01)
+            log.append("retrieve-end")
+            return await super()._retrieve(message, history)
+
+        async def _format_history(self, history: object) -> list[ChatMessage]:
+            log.append("format")
+            return await super()._format_history(history)  # type: ignore[arg-type]
+
+    base = await _service(FakeLLMService())
+    probe = Probe(base.llm, base.retriever)
+    events = await _collect(probe, "How do I delete my account?")
+    assert log == ["retrieve-start", "format", "retrieve-end"]
+    assert isinstance(events[-1], DoneEvent)
+
+
 async def test_history_reaches_the_prompt() -> None:
     """Earlier turns are sent to the LLM before the question with its sources."""
     llm = FakeLLMService(["install the app on Linux", "Use the AppImage [1]."])

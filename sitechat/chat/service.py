@@ -1,7 +1,7 @@
 """``RetrievalChatService``: retrieve passages, then stream a cited answer.
 
-Retrieval starts first and runs while the history is formatted, so its latency overlaps the
-rest of the request preparation. Provider failures never raise out of
+Retrieval starts first and the history is formatted while it runs, so its latency overlaps
+the rest of the request preparation. Provider failures never raise out of
 :meth:`RetrievalChatService.stream_events`: they end the stream with an ``ErrorEvent`` that
 keeps whatever text had already streamed.
 """
@@ -152,13 +152,17 @@ class RetrievalChatService(ChatService):
         question = self._validate(message)
         started = time.perf_counter()
         turns = normalize_history(history)
-        # retrieval is the slow part: start it, then format the history while it runs
-        retrieval = asyncio.ensure_future(self._retrieve(question, turns))
+        # Retrieval is the slow part and runs in this task; the history is formatted in a
+        # task of its own, which runs whenever retrieval waits. Not the other way round:
+        # under load every hop through the event loop's queue waits behind all the other
+        # chats' work, and the history task is normally done by the time retrieval is, so
+        # awaiting it costs no hop at all.
+        formatting = asyncio.ensure_future(self._format_history(turns))
         try:
-            formatted = await self._format_history(turns)
-            result = await retrieval
+            result = await self._retrieve(question, turns)
+            formatted = await formatting
         except BaseException:
-            retrieval.cancel()
+            formatting.cancel()
             raise
         retrieval_ms = _ms(started)
         ranked = list(result.hits) if result.covered else []
