@@ -152,23 +152,12 @@ if _FAST:
         score: float,
     ) -> SearchHit:
         """``SearchHit(Chunk(...), score)`` in one call: a search makes up to k of these."""
-        chunk: Any = _ChunkSlots()
-        chunk.id = chunk_id
-        chunk.url = url
-        chunk.title = title
-        chunk.heading_path = heading_path
-        chunk.anchor = anchor
-        chunk.text = text
-        chunk.content_hash = content_hash
-        chunk.page_hash = page_hash
-        chunk.metadata = metadata
-        chunk.__class__ = Chunk
-        hit: Any = _HitSlots()
-        hit.chunk = chunk
-        hit.score = score
-        hit.__class__ = SearchHit
-        result: SearchHit = hit
-        return result
+        return new_hit(
+            new_chunk(
+                chunk_id, url, title, heading_path, anchor, text, content_hash, page_hash, metadata
+            ),
+            score,
+        )
 
 else:  # pragma: no cover - only if sitechat.models changes the dataclasses
 
