@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -63,6 +63,43 @@ class _HitSlots:
     __slots__ = SearchHit.__slots__
 
 
+def _fast_chunk(
+    chunk_id: str,
+    url: str,
+    title: str,
+    heading_path: tuple[str, ...],
+    anchor: str | None,
+    text: str,
+    content_hash: str,
+    page_hash: str,
+    metadata: Mapping[str, str],
+) -> Chunk:
+    """``Chunk(...)`` with every field given, positionally, in a third of the time."""
+    chunk: Any = _ChunkSlots()
+    chunk.id = chunk_id
+    chunk.url = url
+    chunk.title = title
+    chunk.heading_path = heading_path
+    chunk.anchor = anchor
+    chunk.text = text
+    chunk.content_hash = content_hash
+    chunk.page_hash = page_hash
+    chunk.metadata = metadata
+    chunk.__class__ = Chunk
+    result: Chunk = chunk
+    return result
+
+
+def _fast_hit(chunk: Chunk, score: float) -> SearchHit:
+    """``SearchHit(chunk, score)`` without the frozen ``__init__``."""
+    hit: Any = _HitSlots()
+    hit.chunk = chunk
+    hit.score = score
+    hit.__class__ = SearchHit
+    result: SearchHit = hit
+    return result
+
+
 def _twins_work() -> bool:
     """Whether filling a twin and assigning ``__class__`` gives the constructors' objects.
 
@@ -72,29 +109,23 @@ def _twins_work() -> bool:
     if hasattr(Chunk, "__post_init__") or hasattr(SearchHit, "__post_init__"):
         return False
     if Chunk.__slots__ != _CHUNK_FIELDS or SearchHit.__slots__ != ("chunk", "score"):
-        return False  # the builders below set exactly these
+        return False  # the builders above set exactly these
+    fields = ("i", "u", "t", ("h",), "a", "x", "c", "p", _NO_METADATA)
     try:
-        built = _fill(("i", "u", "t", ("h",), "a", "x", "c", "p", _NO_METADATA, 0.5))
+        built = _fast_hit(_fast_chunk(*fields), 0.5)
     except (AttributeError, TypeError):
         return False
-    made = SearchHit(Chunk("i", "u", "t", ("h",), "a", "x", "c", "p", _NO_METADATA), 0.5)
+    made = SearchHit(Chunk(*fields), 0.5)
     return type(built) is SearchHit and type(built.chunk) is Chunk and built == made
-
-
-def _fill(fields: tuple[Any, ...]) -> SearchHit:
-    chunk: Any = _ChunkSlots()
-    for name, value in zip(Chunk.__slots__, fields, strict=False):
-        setattr(chunk, name, value)
-    chunk.__class__ = Chunk
-    hit: Any = _HitSlots()
-    hit.chunk, hit.score = chunk, fields[-1]
-    hit.__class__ = SearchHit
-    result: SearchHit = hit
-    return result
 
 
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
 _FAST = _twins_work()
+
+#: ``Chunk(...)`` and ``SearchHit(chunk, score)``: the fast builders, or the constructors
+#: themselves if ``sitechat.models`` ever changes the dataclasses' layout.
+new_chunk: Callable[..., Chunk] = _fast_chunk if _FAST else Chunk
+new_hit: Callable[[Chunk, float], SearchHit] = _fast_hit if _FAST else SearchHit
 
 
 def fast_constructors() -> bool:
@@ -102,102 +133,23 @@ def fast_constructors() -> bool:
     return _FAST
 
 
-if _FAST:
-
-    def new_chunk(
-        chunk_id: str,
-        url: str,
-        title: str,
-        heading_path: tuple[str, ...],
-        anchor: str | None,
-        text: str,
-        content_hash: str,
-        page_hash: str,
-        metadata: Mapping[str, str],
-    ) -> Chunk:
-        """``Chunk(...)`` with every field given, positionally, in a third of the time."""
-        chunk: Any = _ChunkSlots()
-        chunk.id = chunk_id
-        chunk.url = url
-        chunk.title = title
-        chunk.heading_path = heading_path
-        chunk.anchor = anchor
-        chunk.text = text
-        chunk.content_hash = content_hash
-        chunk.page_hash = page_hash
-        chunk.metadata = metadata
-        chunk.__class__ = Chunk
-        result: Chunk = chunk
-        return result
-
-    def new_hit(chunk: Chunk, score: float) -> SearchHit:
-        """``SearchHit(chunk, score)`` without the frozen ``__init__``."""
-        hit: Any = _HitSlots()
-        hit.chunk = chunk
-        hit.score = score
-        hit.__class__ = SearchHit
-        result: SearchHit = hit
-        return result
-
-    def new_chunk_hit(
-        chunk_id: str,
-        url: str,
-        title: str,
-        heading_path: tuple[str, ...],
-        anchor: str | None,
-        text: str,
-        content_hash: str,
-        page_hash: str,
-        metadata: Mapping[str, str],
-        score: float,
-    ) -> SearchHit:
-        """``SearchHit(Chunk(...), score)`` in one call: a search makes up to k of these."""
-        return new_hit(
-            new_chunk(
-                chunk_id, url, title, heading_path, anchor, text, content_hash, page_hash, metadata
-            ),
-            score,
-        )
-
-else:  # pragma: no cover - only if sitechat.models changes the dataclasses
-
-    def new_chunk(
-        chunk_id: str,
-        url: str,
-        title: str,
-        heading_path: tuple[str, ...],
-        anchor: str | None,
-        text: str,
-        content_hash: str,
-        page_hash: str,
-        metadata: Mapping[str, str],
-    ) -> Chunk:
-        """``Chunk(...)``: the models changed, so the constructor is used as is."""
-        return Chunk(
-            chunk_id, url, title, heading_path, anchor, text, content_hash, page_hash, metadata
-        )
-
-    def new_hit(chunk: Chunk, score: float) -> SearchHit:
-        """``SearchHit(chunk, score)``."""
-        return SearchHit(chunk, score)
-
-    def new_chunk_hit(
-        chunk_id: str,
-        url: str,
-        title: str,
-        heading_path: tuple[str, ...],
-        anchor: str | None,
-        text: str,
-        content_hash: str,
-        page_hash: str,
-        metadata: Mapping[str, str],
-        score: float,
-    ) -> SearchHit:
-        """``SearchHit(Chunk(...), score)``."""
-        chunk = Chunk(
-            chunk_id, url, title, heading_path, anchor, text, content_hash, page_hash, metadata
-        )
-        return SearchHit(chunk, score)
+def new_chunk_hit(
+    chunk_id: str,
+    url: str,
+    title: str,
+    heading_path: tuple[str, ...],
+    anchor: str | None,
+    text: str,
+    content_hash: str,
+    page_hash: str,
+    metadata: Mapping[str, str],
+    score: float,
+) -> SearchHit:
+    """``SearchHit(Chunk(...), score)`` in one call: a search makes up to k of these."""
+    chunk = new_chunk(
+        chunk_id, url, title, heading_path, anchor, text, content_hash, page_hash, metadata
+    )
+    return new_hit(chunk, score)
 
 
 _packers: dict[int, struct.Struct] = {}
