@@ -9,16 +9,63 @@ dimension is measured by embedding a probe text once.
 
 from __future__ import annotations
 
+import asyncio
+from abc import abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
+import numpy as np
+import numpy.typing as npt
 from langchain_core.embeddings import Embeddings
 
 from sitechat.errors import ProviderError
 from sitechat.vectorstores.base import EmbedderInfo
 
-__all__ = ["aembedder_info", "embedder_info"]
+__all__ = ["ArrayEmbeddings", "aembedder_info", "embedder_info"]
 
 _PROBE_TEXT = "dimension probe"
+
+
+class ArrayEmbeddings(Embeddings):
+    """Base of sitechat's in-process embedders: they compute a float32 array, and the
+    LangChain methods are that array as lists.
+
+    Async calls embed on the event loop when the input is at most ``inline_chars``
+    characters (a question: cheaper than a thread hop) and :meth:`_ready_inline` agrees,
+    and in a worker thread otherwise, so a large batch never blocks the loop.
+    """
+
+    inline_chars: ClassVar[int] = 0
+
+    @abstractmethod
+    def embed_array(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Embed ``texts`` as an ``(n, dimension)`` float32 array of unit (or zero) rows."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed passages; the same space as :meth:`embed_query` (cosine = dot product)."""
+        result: list[list[float]] = self.embed_array(texts).tolist()
+        return result
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed a question; the same function as for documents."""
+        result: list[float] = self.embed_array([text])[0].tolist()
+        return result
+
+    def _ready_inline(self) -> bool:
+        """Whether embedding can start at once (nothing to load first)."""
+        return True
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed on the event loop when the input is small, else in a worker thread."""
+        if sum(map(len, texts)) <= self.inline_chars and self._ready_inline():
+            return self.embed_documents(texts)
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Embed on the event loop when the input is small, else in a worker thread."""
+        if len(text) <= self.inline_chars and self._ready_inline():
+            return self.embed_query(text)
+        return await asyncio.to_thread(self.embed_query, text)
 
 
 def embedder_info(embeddings: Embeddings, name: str | None = None) -> EmbedderInfo:

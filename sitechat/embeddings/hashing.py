@@ -28,7 +28,6 @@ second, with no model to load.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from collections import Counter
@@ -39,9 +38,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from langchain_core.embeddings import Embeddings
 
 from sitechat._text import ENGLISH_STOPWORDS
+from sitechat.embeddings.base import ArrayEmbeddings
 from sitechat.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -264,8 +263,8 @@ def _parse_model(model: str | None) -> tuple[str, int | None]:
     return recipe, int(size) if size else None
 
 
-class HashingEmbeddings(Embeddings):
-    """Offline, deterministic lexical embeddings; the default when nothing else is set.
+class HashingEmbeddings(ArrayEmbeddings):
+    """Offline, deterministic lexical embeddings: no data file at all, words only.
 
     ``HashingEmbeddings(dimension=1024, model="v1")``. In settings, choose the dimension with
     ``SITECHAT_EMBEDDINGS__MODEL=v1-2048`` (recipe, dash, dimension; ``v1:2048`` works too);
@@ -273,6 +272,7 @@ class HashingEmbeddings(Embeddings):
     """
 
     name: ClassVar[str] = "hashing"
+    inline_chars: ClassVar[int] = _INLINE_CHARS
 
     def __init__(self, dimension: int = 1024, model: str = _RECIPE) -> None:
         if model != _RECIPE:
@@ -332,28 +332,6 @@ class HashingEmbeddings(Embeddings):
     def embed_array(self, texts: Sequence[str]) -> FloatArray:
         """Embed ``texts`` as a float32 array, skipping the conversion to Python lists."""
         return embed_texts(texts, self._dimension)
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed passages; the same space as :meth:`embed_query` (cosine = dot product)."""
-        result: list[list[float]] = self.embed_array(texts).tolist()
-        return result
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed a question; the same function as for documents."""
-        result: list[float] = self.embed_array([text])[0].tolist()
-        return result
-
-    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed on the event loop when the input is small, else in a worker thread."""
-        if sum(map(len, texts)) <= _INLINE_CHARS:
-            return self.embed_documents(texts)
-        return await asyncio.to_thread(self.embed_documents, texts)
-
-    async def aembed_query(self, text: str) -> list[float]:
-        """Embed on the event loop when the input is small, else in a worker thread."""
-        if len(text) <= _INLINE_CHARS:
-            return self.embed_query(text)
-        return await asyncio.to_thread(self.embed_query, text)
 
     def __repr__(self) -> str:
         return f"HashingEmbeddings(dimension={self._dimension}, model={self._model!r})"

@@ -19,7 +19,6 @@ steadier on a busy host), ``SITECHAT_LOCAL__DEVICE`` the device (``cpu`` unless 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -31,10 +30,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, Field
 
 from sitechat.config import load_provider_config
+from sitechat.embeddings.base import ArrayEmbeddings
 from sitechat.errors import ConfigurationError, MissingDependencyError, ProviderError
 
 if TYPE_CHECKING:
@@ -79,7 +78,7 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-class LocalEmbeddings(Embeddings):
+class LocalEmbeddings(ArrayEmbeddings):
     """sentence-transformers embeddings, normalised so that cosine is the dot product.
 
     ``LocalEmbeddings()`` runs all-MiniLM-L6-v2; ``LocalEmbeddings("BAAI/bge-small-en-v1.5")``
@@ -233,24 +232,6 @@ class LocalEmbeddings(Embeddings):
                     provider=self.name,
                 ) from exc
         return np.ascontiguousarray(vectors, dtype=np.float32)
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed passages (batched by ``batch_size``)."""
-        result: list[list[float]] = self.embed_array(texts).tolist()
-        return result
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed a question; the same space as the passages."""
-        result: list[float] = self.embed_array([text])[0].tolist()
-        return result
-
-    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed in a worker thread: inference would block the event loop for seconds."""
-        return await asyncio.to_thread(self.embed_documents, texts)
-
-    async def aembed_query(self, text: str) -> list[float]:
-        """Embed in a worker thread (a few milliseconds once the model is loaded)."""
-        return await asyncio.to_thread(self.embed_query, text)
 
     def __repr__(self) -> str:
         return f"LocalEmbeddings({self.model!r}, device={self.device!r})"

@@ -26,7 +26,6 @@ another table is refused rather than searched with vectors it cannot compare).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import zipfile
 from collections.abc import Sequence
@@ -35,10 +34,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from langchain_core.embeddings import Embeddings
 from numpy.lib.npyio import NpzFile
 
 from sitechat.embeddings._wordpiece import WordPieceTokenizer
+from sitechat.embeddings.base import ArrayEmbeddings
 from sitechat.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -144,7 +143,7 @@ def _shared_table(path: Path) -> StaticTable:
         return table
 
 
-class StaticEmbeddings(Embeddings):
+class StaticEmbeddings(ArrayEmbeddings):
     """Offline semantic embeddings from a token table distilled from all-MiniLM-L6-v2.
 
     ``StaticEmbeddings()`` uses the table shipped with sitechat; ``table_path`` points at
@@ -153,6 +152,7 @@ class StaticEmbeddings(Embeddings):
     """
 
     name: ClassVar[str] = "static"
+    inline_chars: ClassVar[int] = _INLINE_CHARS
 
     def __init__(self, model: str = RECIPE, table_path: str | Path | None = None) -> None:
         # "minilm-v1:256", the tail of embedder_name, names the same table with its size,
@@ -240,27 +240,9 @@ class StaticEmbeddings(Embeddings):
         np.divide(out, norms, out=out, where=norms > 0)
         return out
 
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed passages; the same space as :meth:`embed_query` (cosine = dot product)."""
-        result: list[list[float]] = self.embed_array(texts).tolist()
-        return result
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed a question; the same function as for documents."""
-        result: list[float] = self.embed_array([text])[0].tolist()
-        return result
-
-    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed on the event loop when the input is small, else in a worker thread."""
-        if self._table is not None and sum(map(len, texts)) <= _INLINE_CHARS:
-            return self.embed_documents(texts)
-        return await asyncio.to_thread(self.embed_documents, texts)
-
-    async def aembed_query(self, text: str) -> list[float]:
-        """Embed on the event loop when the input is small, else in a worker thread."""
-        if self._table is not None and len(text) <= _INLINE_CHARS:
-            return self.embed_query(text)
-        return await asyncio.to_thread(self.embed_query, text)
+    def _ready_inline(self) -> bool:
+        """Only once the table is loaded: loading it takes ~0.1 s, best done in a thread."""
+        return self._table is not None
 
     def __repr__(self) -> str:
         return f"StaticEmbeddings(model={self._model!r})"
