@@ -11,12 +11,7 @@ figures, which need a 10-20 minute ingest, come from
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,56 +21,34 @@ from sitechat.factories import open_store
 from sitechat.ingest.crawl import CrawlOptions
 from sitechat.ingest.pipeline import ingest_sources
 from sitechat.retrieval.hybrid import HybridRetriever
+from tests.conftest import needs_python_docs
 
-DOCS = Path("/usr/share/doc/python3.11/html")
 QUESTIONS = Path(__file__).resolve().parents[2] / "examples" / "eval"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (DOCS / "index.html").is_file(),
-        reason="needs Debian's python3.11-doc package (apt-get install python3.11-doc)",
-    ),
-]
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
+pytestmark = needs_python_docs
 
 
 @pytest.fixture(scope="module")
-def docs_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+def docs_index(tmp_path_factory: pytest.TempPathFactory, python_docs_site: str) -> tuple[Path, str]:
     """The Python docs crawled over HTTP into an offline-default index, once per module."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(DOCS)))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    base = python_docs_site + "/"
     index = tmp_path_factory.mktemp("python-docs") / "index"
-    try:
-        settings = Settings.load(env_file=None, index=str(index))
-        options = CrawlOptions(
-            trusted_hosts=(base.removeprefix("http://").rstrip("/"),),
-            max_pages=2000,
-            concurrency=8,
-        )
+    settings = Settings.load(env_file=None, index=str(index))
+    options = CrawlOptions(
+        trusted_hosts=(python_docs_site.removeprefix("http://"),), max_pages=2000, concurrency=8
+    )
 
-        async def build() -> None:
-            store, embeddings = await open_store(settings, create=True)
-            try:
-                await ingest_sources(
-                    [base + "index.html"], store, embeddings, settings, crawl_options=options
-                )
-            finally:
-                await store.aclose()
+    async def build() -> None:
+        store, embeddings = await open_store(settings, create=True)
+        try:
+            await ingest_sources(
+                [base + "index.html"], store, embeddings, settings, crawl_options=options
+            )
+        finally:
+            await store.aclose()
 
-        asyncio.run(build())
-        yield index, base
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    asyncio.run(build())
+    return index, base
 
 
 async def report_for(docs_index: tuple[Path, str], split: str, mode: str) -> EvalReport:

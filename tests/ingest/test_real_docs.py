@@ -7,80 +7,44 @@ server, exactly as ``python -m http.server`` would serve it.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
-
-import pytest
-
 from sitechat.config import Settings
 from sitechat.embeddings.hashing import HashingEmbeddings
 from sitechat.factories import open_store
 from sitechat.ingest.crawl import CrawlOptions
 from sitechat.ingest.pipeline import ingest_sources
+from tests.conftest import needs_python_docs
 
-DOCS = Path("/usr/share/doc/python3.11/html")
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (DOCS / "index.html").is_file(),
-        reason="needs Debian's python3.11-doc package (apt-get install python3.11-doc)",
-    ),
-]
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
-
-
-@pytest.fixture(scope="module")
-def docs_site() -> Iterator[str]:
-    """The Python docs served on 127.0.0.1 at a free port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(DOCS)))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+pytestmark = needs_python_docs
 
 
 async def test_python_docs_ingest_and_conditional_recrawl(
-    docs_site: str, settings: Settings
+    python_docs_site: str, settings: Settings
 ) -> None:
     """Every content page is ingested with deep links, the generated indexes and tables of
     contents are followed but not indexed, and a re-crawl is all 304s and embeds nothing."""
-    host = docs_site.removeprefix("http://")
+    host = python_docs_site.removeprefix("http://")
     options = CrawlOptions(trusted_hosts=(host,), max_pages=2000, concurrency=8)
     store, embeddings = await open_store(settings, HashingEmbeddings(), create=True)
     try:
         first = await ingest_sources(
-            [docs_site + "/index.html"], store, embeddings, settings, crawl_options=options
+            [python_docs_site + "/index.html"], store, embeddings, settings, crawl_options=options
         )
         assert first.pages_added >= 450
         assert first.pages_failed <= 2  # the docs link to a changelog page Debian leaves out
         link_lists = {url for url, why in first.skipped if why.startswith("link list")}
         for page in ("genindex-all.html", "genindex-A.html", "contents.html", "library/index.html"):
-            assert f"{docs_site}/{page}" in link_lists
+            assert f"{python_docs_site}/{page}" in link_lists
         indexed = await store.urls()
-        assert f"{docs_site}/genindex-all.html" not in indexed
-        assert f"{docs_site}/library/json.html" in indexed
+        assert f"{python_docs_site}/genindex-all.html" not in indexed
+        assert f"{python_docs_site}/library/json.html" in indexed
         # nothing fetched twice
         assert first.requests < first.pages_added + first.pages_skipped + 20
         hits = await store.keyword_search("json.dumps serialize obj to a JSON formatted str", k=3)
         links = [hit.chunk.link for hit in hits]
-        assert f"{docs_site}/library/json.html#json.dumps" in links
+        assert f"{python_docs_site}/library/json.html#json.dumps" in links
 
         second = await ingest_sources(
-            [docs_site + "/index.html"], store, embeddings, settings, crawl_options=options
+            [python_docs_site + "/index.html"], store, embeddings, settings, crawl_options=options
         )
         assert second.pages_not_modified == first.pages_added
         assert second.chunks_added == 0
