@@ -23,14 +23,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from langchain_core.messages import BaseMessage
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
-)
-from tenacity.wait import wait_base
 
 from sitechat.config import RetrySettings
 from sitechat.errors import ProviderError, StreamInterruptedError
@@ -44,19 +36,6 @@ T = TypeVar("T")
 DeltaStream = AsyncGenerator[LLMDelta, None]
 
 
-class _BackoffHonouringRetryAfter(wait_base):
-    """Exponential backoff plus up to one ``initial_backoff`` of jitter, capped at
-    ``max_backoff``, and stretched to the server's ``retry_after`` when it gave one."""
-
-    def __init__(self, policy: RetrySettings) -> None:
-        self._policy = policy
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        return _backoff(self._policy, retry_state.attempt_number, error)
-
-
 def _backoff(policy: RetrySettings, failed_attempts: int, error: BaseException | None) -> float:
     """Seconds to wait after ``failed_attempts`` tries, the last of which raised ``error``."""
     wait = policy.initial_backoff * 2.0 ** (failed_attempts - 1)
@@ -65,19 +44,6 @@ def _backoff(policy: RetrySettings, failed_attempts: int, error: BaseException |
     wait = min(wait, policy.max_backoff)
     retry_after = getattr(error, "retry_after", None)
     return max(wait, float(retry_after)) if retry_after is not None else wait
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, ProviderError) and exc.retryable
-
-
-def _log_retry(provider: str, policy: RetrySettings) -> Callable[[RetryCallState], None]:
-    def log(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        wait = state.next_action.sleep if state.next_action is not None else 0.0
-        _warn_retry(provider, policy, state.attempt_number, wait, error)
-
-    return log
 
 
 def _warn_retry(
@@ -94,15 +60,30 @@ def _warn_retry(
     )
 
 
+def _wait_before_retry(
+    policy: RetrySettings, provider: str, attempt: int, error: ProviderError, started: float
+) -> float | None:
+    """Seconds to wait before try ``attempt + 1`` after ``error``, or None to give up.
+
+    Give up on errors that are not ``retryable``, after ``max_attempts`` tries, and when
+    the wait would end past ``deadline`` seconds from the first try; else say so in the log.
+    """
+    if not error.retryable or attempt >= policy.max_attempts:
+        return None
+    wait = _backoff(policy, attempt, error)
+    if time.monotonic() - started + wait >= policy.deadline:
+        return None
+    _warn_retry(provider, policy, attempt, wait, error)
+    return wait
+
+
 async def retry_call(
     call: Callable[[], Awaitable[T]], policy: RetrySettings, *, provider: str
 ) -> T:
     """Await ``call()``, trying again on retryable :class:`ProviderError`s per ``policy``.
 
-    A plain loop rather than tenacity's ``AsyncRetrying``: this runs once per answer and
-    per embedding batch, and the first try (almost always the only one) should cost
-    nothing but the call. Same rules as :func:`retry_call_sync`: stop after
-    ``max_attempts``, or when the next wait would end past ``deadline``.
+    A plain loop: this runs once per answer and per embedding batch, and the first try
+    (almost always the only one) should cost nothing but the call.
     """
     started = time.monotonic()
     attempt = 1
@@ -110,26 +91,26 @@ async def retry_call(
         try:
             return await call()
         except ProviderError as exc:
-            if not exc.retryable or attempt >= policy.max_attempts:
+            wait = _wait_before_retry(policy, provider, attempt, exc, started)
+            if wait is None:
                 raise
-            wait = _backoff(policy, attempt, exc)
-            if time.monotonic() - started + wait >= policy.deadline:
-                raise
-            _warn_retry(provider, policy, attempt, wait, exc)
         await asyncio.sleep(wait)
         attempt += 1
 
 
 def retry_call_sync(call: Callable[[], T], policy: RetrySettings, *, provider: str) -> T:
     """:func:`retry_call` for blocking code (LangChain's sync ``embed_documents``)."""
-    retrying = Retrying(
-        stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.deadline),
-        wait=_BackoffHonouringRetryAfter(policy),
-        retry=retry_if_exception(_is_retryable),
-        before_sleep=_log_retry(provider, policy),
-        reraise=True,
-    )
-    return retrying(call)
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except ProviderError as exc:
+            wait = _wait_before_retry(policy, provider, attempt, exc, started)
+            if wait is None:
+                raise
+        time.sleep(wait)
+        attempt += 1
 
 
 async def _open_until_first_text(

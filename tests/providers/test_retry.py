@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import BaseMessage, HumanMessage
-from tenacity import RetryCallState
 
 from sitechat.config import RetrySettings
 from sitechat.errors import (
@@ -25,8 +24,9 @@ from sitechat.llm.bedrock import BedrockLLMService
 from sitechat.llm.openai import OpenAILLMService
 from sitechat.llm.retry import (
     FailoverLLMService,
-    _BackoffHonouringRetryAfter,
+    _backoff,
     retry_call,
+    retry_call_sync,
     retry_stream,
 )
 from sitechat.testing.bedrock_server import BedrockFaults, BedrockRuntimeServer
@@ -125,10 +125,7 @@ async def test_max_attempts_bounds_the_tries() -> None:
 
 
 def _wait_for(policy: RetrySettings, attempt: int, error: BaseException) -> float:
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = attempt
-    state.set_exception((type(error), error, None))
-    return _BackoffHonouringRetryAfter(policy)(state)
+    return _backoff(policy, attempt, error)
 
 
 @given(attempt=st.integers(min_value=1, max_value=12), retry_after=st.none() | st.floats(0, 100))
@@ -193,6 +190,26 @@ async def test_retry_call_waits_retry_after_and_logs_each_retry(
         "p failed with RateLimitError (attempt 1 of 3)",
         "p failed with ServiceUnavailableError (attempt 2 of 3)",
     ]
+
+
+def test_retry_call_sync_follows_the_same_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blocking loop waits Retry-After, then stops at max_attempts like the async one."""
+    import time
+
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    calls = 0
+
+    def down() -> str:
+        nonlocal calls
+        calls += 1
+        raise RateLimitError("slow", retry_after=2.0)
+
+    policy = RetrySettings(max_attempts=3, initial_backoff=0.5, jitter=False, deadline=60)
+    with pytest.raises(RateLimitError):
+        retry_call_sync(down, policy, provider="p")
+    assert calls == 3
+    assert waits == [2.0, 2.0]
 
 
 async def test_retry_call_gives_up_when_the_wait_would_pass_the_deadline() -> None:
