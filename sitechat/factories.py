@@ -62,7 +62,7 @@ def build_llm(settings: Settings, name: str | None = None) -> BaseLLMService:
     primary: BaseLLMService = _build("llm", name or default_llm_provider(settings), settings)
     if name is not None or not settings.llm.fallbacks:
         return primary
-    from sitechat.llm.retry import FailoverLLMService  # only needed with fallbacks
+    from sitechat.llm.failover import FailoverLLMService  # only needed with fallbacks
 
     services = [primary] + [_build("llm", fb, settings) for fb in settings.llm.fallbacks]
     return FailoverLLMService(services)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from langchain_core.messages import BaseMessage
 
 from sitechat.chat.history import InMemoryHistoryStore
 from sitechat.chat.prompts import parse_citations, parse_prompt
 from sitechat.chat.service import RetrievalChatService
 from sitechat.config import ChatSettings, RetrievalSettings
-from sitechat.errors import InvalidInputError, RateLimitError
+from sitechat.errors import InvalidInputError, RateLimitError, ServiceUnavailableError
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
+from sitechat.llm.base import LLMDelta
 from sitechat.models import ChatMessage, Chunk, SearchHit, content_hash
 from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
 from sitechat.testing.fakes import FakeEmbeddings, FakeLLMService, InMemoryVectorStore
@@ -54,6 +56,9 @@ async def _service(llm: FakeLLMService, **chat: object) -> RetrievalChatService:
     await store.upsert(chunks, embeddings.embed_documents([c.text for c in chunks]))
     retriever = HybridRetriever(store, embeddings, RetrievalSettings(top_k=2, min_score=0.2))
     return RetrievalChatService(llm, retriever, settings=ChatSettings(**chat))  # type: ignore[arg-type]
+
+
+EARLIER = [ChatMessage("user", "Hi, I have an account."), ChatMessage("assistant", "Hello!")]
 
 
 async def _collect(
@@ -112,6 +117,24 @@ async def test_mid_stream_failure_keeps_partial_text() -> None:
     assert error.error_type == "StreamInterruptedError"
 
 
+async def test_provider_error_after_text_becomes_interrupted() -> None:
+    """A provider error after the first text ends as StreamInterruptedError, text kept."""
+
+    class BreaksMidway(FakeLLMService):
+        async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[LLMDelta]:
+            yield LLMDelta("Open ")
+            yield LLMDelta("Settings")
+            raise ServiceUnavailableError("the server went away", provider="fake")
+
+    service = await _service(BreaksMidway())
+    events = await _collect(service, "How do I delete my account?")
+    error = events[-1]
+    assert isinstance(error, ErrorEvent)
+    assert error.error_type == "StreamInterruptedError"
+    assert error.partial == "Open Settings"
+    assert "the server went away" in error.message
+
+
 @pytest.mark.parametrize("message", ["", "   ", "x" * 5000])
 async def test_input_limits(message: str) -> None:
     """Empty and oversized messages are refused before any work with a clear error."""
@@ -137,7 +160,7 @@ async def test_retrieval_runs_while_history_is_formatted() -> None:
 
     base = await _service(FakeLLMService())
     probe = Probe(base.llm, base.retriever)
-    await _collect(probe, "How do I delete my account?")
+    await _collect(probe, "How do I delete my account?", EARLIER)
     assert log.index("retrieve-start") < log.index("format-end")
 
 
@@ -158,8 +181,23 @@ async def test_history_is_formatted_while_retrieval_waits() -> None:
 
     base = await _service(FakeLLMService())
     probe = Probe(base.llm, base.retriever)
-    events = await _collect(probe, "How do I delete my account?")
+    events = await _collect(probe, "How do I delete my account?", EARLIER)
     assert log == ["retrieve-start", "format", "retrieve-end"]
+    assert isinstance(events[-1], DoneEvent)
+
+
+async def test_first_question_has_no_history_to_format() -> None:
+    """Without history no formatting task is started: a first question pays only for retrieval."""
+    formatted: list[object] = []
+
+    class Probe(RetrievalChatService):
+        async def _format_history(self, history: object) -> list[ChatMessage]:
+            formatted.append(history)
+            return await super()._format_history(history)  # type: ignore[arg-type]
+
+    base = await _service(FakeLLMService())
+    events = await _collect(Probe(base.llm, base.retriever), "How do I delete my account?")
+    assert formatted == []
     assert isinstance(events[-1], DoneEvent)
 
 

@@ -21,6 +21,7 @@ from sitechat.chat.rewrite import QueryRewriter, default_rewriter
 from sitechat.config import ChatSettings, RetrievalSettings
 from sitechat.errors import InvalidInputError, ProviderError, StreamInterruptedError
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
+from sitechat.llm.base import interrupted
 from sitechat.models import ChatMessage, SearchHit, Source, Timings, Usage
 from sitechat.observability.metrics import ChatMetrics
 from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from sitechat.config import Settings
-    from sitechat.llm.base import BaseLLMService
+    from sitechat.llm.base import BaseLLMService, OpenedStream
     from sitechat.vectorstores.base import VectorStore
 
 __all__ = ["RetrievalChatService"]
@@ -152,18 +153,22 @@ class RetrievalChatService(ChatService):
         question = self._validate(message)
         started = time.perf_counter()
         turns = normalize_history(history)
-        # Retrieval is the slow part and runs in this task; the history is formatted in a
-        # task of its own, which runs whenever retrieval waits. Not the other way round:
-        # under load every hop through the event loop's queue waits behind all the other
-        # chats' work, and the history task is normally done by the time retrieval is, so
-        # awaiting it costs no hop at all.
-        formatting = asyncio.ensure_future(self._format_history(turns))
-        try:
+        if turns:
+            # Retrieval is the slow part and runs in this task; the history is formatted
+            # in a task of its own, which runs whenever retrieval waits. Not the other way
+            # round: under load every hop through the event loop's queue waits behind all
+            # the other chats' work, and the history task is normally done by the time
+            # retrieval is, so awaiting it costs no hop at all.
+            formatting = asyncio.ensure_future(self._format_history(turns))
+            try:
+                result = await self._retrieve(question, turns)
+                formatted = await formatting
+            except BaseException:
+                formatting.cancel()
+                raise
+        else:  # a first question: nothing to format, so no task to pay for
             result = await self._retrieve(question, turns)
-            formatted = await formatting
-        except BaseException:
-            formatting.cancel()
-            raise
+            formatted = []
         retrieval_ms = _ms(started)
         ranked = list(result.hits) if result.covered else []
         if ranked and result.supporting:
@@ -203,19 +208,37 @@ class RetrievalChatService(ChatService):
         parts: list[str] = []
         usage: Usage | None = None
         first_token_at: float | None = None
-        stream = self.llm.stream(messages)
+        opened: OpenedStream | None = None
         try:
-            async for delta in stream:
-                if delta.usage is not None:
+            # the provider's stream is relayed here directly rather than through
+            # llm.stream(): one async generator fewer for every token of every answer
+            opened = await self.llm.open_stream(messages)
+            for piece in opened.head:  # up to and including the first text
+                delta = None if isinstance(piece, str) else piece
+                text = piece.text if not isinstance(piece, str) else piece
+                if text:
+                    first_token_at = time.perf_counter()
+                    parts.append(text)
+                    yield TokenEvent(text)
+                if delta is not None and delta.usage is not None:
                     usage = delta.usage if usage is None else usage + delta.usage
-                if delta.text:
-                    if first_token_at is None:
-                        first_token_at = time.perf_counter()
-                    parts.append(delta.text)
-                    yield TokenEvent(delta.text)
+            async for piece in opened.rest:
+                # almost every piece is a plain str, so that case is tested first
+                if isinstance(piece, str):
+                    if piece:
+                        parts.append(piece)
+                        yield TokenEvent(piece)
+                    continue
+                if piece.text:
+                    parts.append(piece.text)
+                    yield TokenEvent(piece.text)
+                if piece.usage is not None:
+                    usage = piece.usage if usage is None else usage + piece.usage
         except ProviderError as exc:
             partial = "".join(parts)
-            if isinstance(exc, StreamInterruptedError) and exc.partial and not partial:
+            if parts and not isinstance(exc, StreamInterruptedError):
+                exc = interrupted(exc, self.llm.name, partial)
+            elif isinstance(exc, StreamInterruptedError) and exc.partial and not partial:
                 partial = exc.partial
             yield self._recorded(
                 ErrorEvent(
@@ -239,7 +262,8 @@ class RetrievalChatService(ChatService):
             )
             return
         finally:
-            await stream.aclose()
+            if opened is not None:
+                await opened.aclose()
 
         answer = "".join(parts)
         yield self._recorded(

@@ -6,18 +6,18 @@ only in how they reach the wire and how their errors are mapped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk
 
-from sitechat.llm.base import LLMDelta
+from sitechat.llm.base import LLMDelta, Piece
 from sitechat.models import Usage
 
 if TYPE_CHECKING:
     from sitechat.config import Settings
 
-__all__ = ["deltas_from_chunks", "message_delta", "model_for", "text_of", "usage_of"]
+__all__ = ["chunk_piece", "message_delta", "model_for", "text_of", "usage_of"]
 
 
 def text_of(content: str | list[Any]) -> str:
@@ -43,16 +43,17 @@ def message_delta(message: AIMessage) -> LLMDelta:
     return LLMDelta(text_of(message.content), usage_of(message.usage_metadata))
 
 
-async def deltas_from_chunks(chunks: AsyncIterator[AIMessageChunk]) -> AsyncIterator[LLMDelta]:
-    """Streamed chunks as deltas; chunks with neither text nor usage are skipped."""
-    async for chunk in chunks:
-        content = chunk.content
-        text = content if isinstance(content, str) else text_of(content)
-        usage = chunk.usage_metadata
-        if usage:
-            yield LLMDelta(text, usage_of(usage))
-        elif text:
-            yield LLMDelta(text)
+def chunk_piece(chunk: AIMessageChunk) -> Piece:
+    """A streamed chunk as what ``_astream`` yields: its text as a ``str``, or an
+    :class:`LLMDelta` when it reports usage (possibly an empty string: callers skip those).
+
+    A plain function, not a generator over the stream: each async generator layer costs
+    every token of every answer a suspend and a resume.
+    """
+    content = chunk.content
+    text = content if isinstance(content, str) else text_of(content)
+    usage = chunk.usage_metadata
+    return LLMDelta(text, usage_of(usage)) if usage else text
 
 
 def model_for(settings: Settings, own_model: str | None, provider: str, default: str) -> str:

@@ -13,11 +13,23 @@ Member                    Contract
                           are then made standalone without it.
 ``context_window``        Instance attribute (tokens): what the chat service may fill
                           with history and sources, leaving ``max_output_tokens``.
-``_astream(messages)``    **The one method a provider implements.** An async iterator
-                          of :class:`LLMDelta`: text in order, and usage (once, at
-                          any point) when the provider reports it. It raises
-                          :class:`~sitechat.errors.ProviderError` subclasses only.
-``stream(messages)``      Provided: ``_astream`` with empty deltas dropped.
+``retry``                 Instance attribute: a :class:`~sitechat.config.RetrySettings`
+                          to have ``stream`` retry failed starts, or None (the default)
+                          for a single try.
+``_astream(messages)``    **The one method a provider implements.** One try on the
+                          wire: an async iterator of text pieces in order (a ``str``
+                          each, or an :class:`LLMDelta`) and, when the provider reports
+                          it, the usage (once, at any point: an ``LLMDelta``). It raises
+                          :class:`~sitechat.errors.ProviderError` subclasses only, and
+                          never retries by itself.
+``stream(messages)``      Provided: ``_astream`` as :class:`LLMDelta` values, empty
+                          ones dropped, retried per
+                          ``retry`` until its first text (never after), and a failure
+                          after that raised as
+                          :class:`~sitechat.errors.StreamInterruptedError` carrying the
+                          text so far.
+``open_stream``           Provided: the first half of ``stream`` (the retried start),
+                          for callers that relay the tokens themselves.
 ``generate_response``     Provided: the whole answer as ``str``, or with
                           ``stream=True`` an async iterator of text chunks.
 ``from_settings``         Class method building the provider from
@@ -35,19 +47,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, overload
+from typing import TYPE_CHECKING, ClassVar, Literal, Union, overload
 
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
 
+from sitechat.errors import ProviderError, StreamInterruptedError
+from sitechat.llm.retry import open_with_retries
 from sitechat.models import Usage
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from sitechat.config import Settings
+    from sitechat.config import RetrySettings, Settings
 
-__all__ = ["BaseLLMService", "LLMDelta"]
+__all__ = ["BaseLLMService", "LLMDelta", "OpenedStream", "Piece", "interrupted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +70,49 @@ class LLMDelta:
 
     text: str = ""
     usage: Usage | None = None
+
+
+#: What a provider's ``_astream`` yields: a piece of text as a plain ``str`` (the common
+#: case, and the cheapest: no object per token), or an :class:`LLMDelta` with text and/or usage.
+Piece = Union[str, LLMDelta]
+
+
+@dataclass(slots=True)
+class OpenedStream:
+    """A started answer (see :meth:`BaseLLMService.open_stream`).
+
+    ``head`` is what was read while starting it: pieces up to and including the first
+    with text, or the whole answer if it had none. ``rest`` yields the remainder.
+    """
+
+    head: list[Piece]
+    rest: AsyncIterator[Piece]
+    provider: str
+
+    async def aclose(self) -> None:
+        """Close the provider's stream now, not whenever it is garbage-collected, so an
+        abandoned answer stops consuming tokens at once."""
+        closer = getattr(self.rest, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+def interrupted(error: ProviderError, provider: str, partial: str) -> StreamInterruptedError:
+    """What a failure after the first text becomes: :class:`StreamInterruptedError` with
+    the text so far. (One that already is a ``StreamInterruptedError`` is raised as is.)"""
+    return StreamInterruptedError(
+        f"The answer from {provider} broke off after it had started; the text so far is "
+        f"kept, ask again for the rest. Cause: {error}",
+        provider=error.provider or provider,
+        partial=partial,
+    )
+
+
+def _as_delta(piece: Piece) -> LLMDelta | None:
+    """A piece as a delta, or None when it carries nothing."""
+    if isinstance(piece, str):
+        return LLMDelta(piece) if piece else None
+    return piece if piece.text or piece.usage is not None else None
 
 
 class BaseLLMService(ABC):
@@ -71,6 +128,7 @@ class BaseLLMService(ABC):
     context_window: int = 8192
     max_output_tokens: int = 1024
     model: str = ""
+    retry: RetrySettings | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -78,22 +136,53 @@ class BaseLLMService(ABC):
         return cls()
 
     @abstractmethod
-    def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[LLMDelta]:
-        """Yield the answer to ``messages`` as it is produced."""
+    def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[Piece]:
+        """Yield the answer to ``messages`` as it is produced: ``str`` pieces of text, and
+        an :class:`LLMDelta` for usage."""
+
+    async def open_stream(self, messages: Sequence[BaseMessage]) -> OpenedStream:
+        """Start the answer: read it up to its first text, retrying per ``self.retry``.
+
+        The lower-level half of :meth:`stream`, for callers that relay tokens themselves
+        (the chat service): it saves every token of the answer a pass through one more
+        async generator. Pieces are what ``_astream`` yields, ``str`` or
+        :class:`LLMDelta`. The caller must skip empty ones, turn a
+        :class:`~sitechat.errors.ProviderError` from ``rest`` into
+        :func:`interrupted` (text has been shown by then), and close the stream.
+        """
+        rest, head = await open_with_retries(
+            lambda: self._astream(messages), self.retry, provider=self.name
+        )
+        return OpenedStream(head, rest, self.name)
 
     async def stream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
-        """Stream the answer; every yielded delta has text or usage."""
-        inner = self._astream(messages)
+        """Stream the answer; every yielded delta has text or usage.
+
+        Starting the stream is retried per ``self.retry`` up to its first text; after that
+        nothing is tried again, since the user has already seen the text, and a failure is
+        raised as :class:`~sitechat.errors.StreamInterruptedError` with the text so far.
+        """
+        opened = await self.open_stream(messages)
+        parts: list[str] = []
         try:
-            async for delta in inner:
-                if delta.text or delta.usage is not None:
+            for piece in opened.head:
+                delta = _as_delta(piece)
+                if delta is not None:
+                    if delta.text:
+                        parts.append(delta.text)
                     yield delta
+            async for piece in opened.rest:
+                delta = _as_delta(piece)
+                if delta is not None:
+                    if delta.text:
+                        parts.append(delta.text)
+                    yield delta
+        except StreamInterruptedError:
+            raise
+        except ProviderError as exc:
+            raise interrupted(exc, self.name, "".join(parts)) from exc
         finally:
-            # close the provider's stream now, not whenever it is garbage-collected, so an
-            # abandoned answer stops consuming tokens at once
-            closer = getattr(inner, "aclose", None)
-            if closer is not None:
-                await closer()
+            await opened.aclose()
 
     @overload
     async def generate_response(

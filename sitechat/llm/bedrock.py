@@ -28,9 +28,8 @@ from pydantic import BaseModel, Field, SecretStr
 from sitechat.config import RetrySettings, load_provider_config
 from sitechat.errors import ConfigurationError, MissingDependencyError
 from sitechat.llm._errors import map_bedrock_error
-from sitechat.llm._langchain import deltas_from_chunks, message_delta, model_for
-from sitechat.llm.base import BaseLLMService, LLMDelta
-from sitechat.llm.retry import retry_stream
+from sitechat.llm._langchain import chunk_piece, message_delta, model_for
+from sitechat.llm.base import BaseLLMService, Piece
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -210,10 +209,7 @@ class BedrockLLMService(BaseLLMService):
             retry=settings.llm.retry,
         )
 
-    def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
-        return retry_stream(lambda: self._attempt(messages), self.retry, provider=self.name)
-
-    async def _attempt(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
+    async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[Piece, None]:
         """One try on the wire, vendor errors mapped at the boundary."""
         try:
             if not self.streaming:
@@ -223,8 +219,8 @@ class BedrockLLMService(BaseLLMService):
                 )
                 yield message_delta(message)
                 return
-            async for delta in deltas_from_chunks(self._chunks_from_thread(list(messages))):
-                yield delta
+            async for chunk in self._chunks_from_thread(list(messages)):
+                yield chunk_piece(chunk)
         except Exception as exc:
             raise map_bedrock_error(
                 exc, provider=self.name, model=self.model, region=self.region

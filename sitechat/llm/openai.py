@@ -5,7 +5,7 @@ own section ``SITECHAT_OPENAI__*`` (:class:`OpenAIConfig`). Point
 ``SITECHAT_OPENAI__BASE_URL`` at vLLM, Ollama, a llama.cpp server or a LiteLLM proxy and
 it speaks to those the same way; a key is then optional.
 
-The vendor client never retries (``max_retries=0``): :mod:`sitechat.llm.retry` owns retries
+The vendor client never retries (``max_retries=0``): ``BaseLLMService.stream`` owns retries
 so that nothing is retried after the first token.
 """
 
@@ -22,9 +22,8 @@ from pydantic import BaseModel, Field, SecretStr
 from sitechat.config import RetrySettings, load_provider_config
 from sitechat.errors import ConfigurationError, MissingDependencyError
 from sitechat.llm._errors import map_openai_error
-from sitechat.llm._langchain import deltas_from_chunks, message_delta, model_for
-from sitechat.llm.base import BaseLLMService, LLMDelta
-from sitechat.llm.retry import retry_stream
+from sitechat.llm._langchain import chunk_piece, message_delta, model_for
+from sitechat.llm.base import BaseLLMService, Piece
 
 if TYPE_CHECKING:
     import httpx
@@ -106,7 +105,7 @@ def client_options(
     headers: Mapping[str, str] | None,
 ) -> dict[str, Any]:
     """What every LangChain OpenAI client sitechat builds is given: the resolved key, the
-    endpoint and headers, and no retries of its own (:mod:`sitechat.llm.retry` owns them)."""
+    endpoint and headers, and no retries of its own (sitechat's retry policy owns them)."""
     key = SecretStr(api_key) if isinstance(api_key, str) else api_key
     return {
         "api_key": resolve_openai_key(OpenAIConfig(api_key=key, base_url=base_url)),
@@ -196,17 +195,14 @@ class OpenAILLMService(BaseLLMService):
             context_window=config.context_window,
         )
 
-    def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
-        return retry_stream(lambda: self._attempt(messages), self.retry, provider=self.name)
-
-    async def _attempt(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
+    async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[Piece, None]:
         """One try on the wire, vendor errors mapped at the boundary."""
         try:
             if not self.streaming:
                 yield message_delta(await self._chat.ainvoke(list(messages)))
                 return
-            async for delta in deltas_from_chunks(self._chat.astream(list(messages))):
-                yield delta
+            async for chunk in self._chat.astream(list(messages)):
+                yield chunk_piece(chunk)
         except Exception as exc:
             raise map_openai_error(
                 exc,

@@ -1,9 +1,10 @@
-"""Retries before the first token, and failover between providers.
+"""Retry policy: when to try again, and how long to wait.
 
 The rule that shapes everything here: **once a token has been yielded, nothing is tried
 again**, because a retry would repeat text the user has already seen. So a stream is
 retried only while it is being opened, up to and including its first piece of text
-(:func:`retry_stream`); a failure after that ends the stream with
+(:func:`open_with_retries`, which :meth:`~sitechat.llm.base.BaseLLMService.stream` uses
+for every provider); a failure after that ends the stream with
 :class:`~sitechat.errors.StreamInterruptedError` carrying the partial answer.
 
 Waits follow :class:`~sitechat.config.RetrySettings`: exponential backoff from
@@ -19,21 +20,20 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
-from langchain_core.messages import BaseMessage
+from sitechat.errors import ProviderError
 
-from sitechat.config import RetrySettings
-from sitechat.errors import ProviderError, StreamInterruptedError
-from sitechat.llm.base import BaseLLMService, LLMDelta
+if TYPE_CHECKING:
+    from sitechat.config import RetrySettings
+    from sitechat.llm.base import Piece
 
-__all__ = ["FailoverLLMService", "retry_call", "retry_call_sync", "retry_stream"]
+__all__ = ["open_with_retries", "retry_call", "retry_call_sync"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DeltaStream = AsyncGenerator[LLMDelta, None]
 
 
 def _backoff(policy: RetrySettings, failed_attempts: int, error: BaseException | None) -> float:
@@ -114,119 +114,36 @@ def retry_call_sync(call: Callable[[], T], policy: RetrySettings, *, provider: s
 
 
 async def _open_until_first_text(
-    open_stream: Callable[[], DeltaStream],
-) -> tuple[DeltaStream, list[LLMDelta]]:
+    open_stream: Callable[[], AsyncIterator[Piece]],
+) -> tuple[AsyncIterator[Piece], list[Piece]]:
     """Start a stream and read up to its first text; the part that may be retried."""
     stream = open_stream()
-    head: list[LLMDelta] = []
+    head: list[Piece] = []
     try:
-        async for delta in stream:
-            head.append(delta)
-            if delta.text:
+        async for piece in stream:
+            head.append(piece)
+            if piece if isinstance(piece, str) else piece.text:
                 break
     except BaseException:
-        await stream.aclose()
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()
         raise
     return stream, head
 
 
-async def retry_stream(
-    open_stream: Callable[[], DeltaStream], policy: RetrySettings, *, provider: str
-) -> DeltaStream:
-    """Stream from ``open_stream()``, retrying per ``policy`` until the first text arrives.
+async def open_with_retries(
+    open_stream: Callable[[], AsyncIterator[Piece]],
+    policy: RetrySettings | None,
+    *,
+    provider: str,
+) -> tuple[AsyncIterator[Piece], list[Piece]]:
+    """``open_stream()`` read up to its first text, retried per ``policy`` (None: one try).
 
-    ``open_stream`` must raise :class:`ProviderError`s only. After the first text, a
-    failure becomes :class:`StreamInterruptedError` with the text so far in ``partial``.
+    Returns the open stream and what was read of it. ``open_stream`` must raise
+    :class:`ProviderError`s only. This is how
+    :meth:`~sitechat.llm.base.BaseLLMService.stream` starts every answer.
     """
-    stream, head = await retry_call(
-        lambda: _open_until_first_text(open_stream), policy, provider=provider
-    )
-    parts: list[str] = []
-    try:
-        for delta in head:
-            if delta.text:
-                parts.append(delta.text)
-            yield delta
-        async for delta in stream:
-            if delta.text:
-                parts.append(delta.text)
-            yield delta
-    except StreamInterruptedError:
-        raise
-    except ProviderError as exc:
-        raise StreamInterruptedError(
-            f"The answer from {provider} broke off after it had started; the text so far "
-            f"is kept, ask again for the rest. Cause: {exc}",
-            provider=exc.provider or provider,
-            partial="".join(parts),
-        ) from exc
-    finally:
-        await stream.aclose()
-
-
-class FailoverLLMService(BaseLLMService):
-    """Tries ``services`` in order; moves to the next only if one fails before its first token.
-
-    Each service applies its own retries first. Once any text has streamed, a failure is
-    final (raised as the service raised it), so no answer is ever stitched from two models.
-    When every service fails, the last error's class is raised with every reason listed.
-    """
-
-    name = "failover"
-
-    def __init__(self, services: Sequence[BaseLLMService]) -> None:
-        if not services:
-            raise ValueError("FailoverLLMService needs at least one service.")
-        self.services: tuple[BaseLLMService, ...] = tuple(services)
-        primary = self.services[0]
-        self.model = primary.model
-        self.context_window = min(s.context_window for s in self.services)
-        self.max_output_tokens = min(s.max_output_tokens for s in self.services)
-
-    async def _astream(self, messages: Sequence[BaseMessage]) -> DeltaStream:
-        failures: list[tuple[BaseLLMService, ProviderError]] = []
-        for index, service in enumerate(self.services):
-            stream = service.stream(messages)
-            started = False
-            try:
-                async for delta in stream:
-                    started = started or bool(delta.text)
-                    yield delta
-                return
-            except ProviderError as exc:
-                if started or isinstance(exc, StreamInterruptedError):
-                    raise
-                failures.append((service, exc))
-                if index + 1 < len(self.services):
-                    logger.warning(
-                        "%s failed before its first token (%s); failing over to %s",
-                        service.describe(),
-                        type(exc).__name__,
-                        self.services[index + 1].describe(),
-                    )
-            finally:
-                await stream.aclose()
-        raise _all_failed(failures)
-
-    async def aclose(self) -> None:
-        """Close every wrapped service."""
-        for service in self.services:
-            await service.aclose()
-
-    def describe(self) -> str:
-        """The chain, e.g. ``bedrock/claude → openai/gpt-4o-mini``."""
-        return " → ".join(s.describe() for s in self.services)
-
-
-def _all_failed(failures: list[tuple[BaseLLMService, ProviderError]]) -> ProviderError:
-    last = failures[-1][1]
-    if len(failures) == 1:
-        return last
-    reasons = "; ".join(f"{service.describe()}: {error}" for service, error in failures)
-    combined = type(last)(
-        f"All {len(failures)} providers failed. {reasons}",
-        provider=last.provider,
-        retry_after=last.retry_after,
-    )
-    combined.__cause__ = last
-    return combined
+    if policy is None:
+        return await _open_until_first_text(open_stream)
+    return await retry_call(lambda: _open_until_first_text(open_stream), policy, provider=provider)

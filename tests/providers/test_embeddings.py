@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -59,7 +60,10 @@ async def test_openai_async_batches_are_retried_on_their_own(
     """A 429 on one batch retries that batch only; the result is complete and ordered."""
     openai_server.script(OpenAIFaults.rate_limited(retry_after=0), endpoint="embeddings")
     vectors = await openai_embedder.aembed_documents(TEXTS)
-    assert sorted(len(r.json["input"]) for r in openai_server.requests) == [1, 3, 3, 3]
+    # the batches race, so any one of them may be the one rate limited and sent twice
+    sent = Counter(tuple(r.json["input"]) for r in openai_server.requests)
+    assert sorted(sent.values()) == [1, 1, 2]
+    assert sorted(len(batch) for batch in sent) == [1, 3, 3]
     assert _close(vectors, TEXTS, 64)
     assert _close([await openai_embedder.aembed_query("q")], ["q"], 64)
 

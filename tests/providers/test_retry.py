@@ -21,13 +21,12 @@ from sitechat.errors import (
 )
 from sitechat.llm.base import BaseLLMService, LLMDelta
 from sitechat.llm.bedrock import BedrockLLMService
+from sitechat.llm.failover import FailoverLLMService
 from sitechat.llm.openai import OpenAILLMService
 from sitechat.llm.retry import (
-    FailoverLLMService,
     _backoff,
     retry_call,
     retry_call_sync,
-    retry_stream,
 )
 from sitechat.testing.bedrock_server import BedrockFaults, BedrockRuntimeServer
 from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults, Reply
@@ -50,10 +49,7 @@ class ScriptedLLM(BaseLLMService):
     def describe(self) -> str:
         return self.label
 
-    def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
-        return retry_stream(self._attempt, self.retry, provider=self.label)
-
-    async def _attempt(self) -> AsyncGenerator[LLMDelta, None]:
+    async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
         script = self.attempts[min(self.calls, len(self.attempts) - 1)]
         self.calls += 1
         for step in script:
@@ -102,7 +98,9 @@ async def test_usage_only_delta_before_text_still_allows_retry() -> None:
     """The first token is the first text, not the first delta."""
 
     class UsageFirst(ScriptedLLM):
-        async def _attempt(self) -> AsyncGenerator[LLMDelta, None]:
+        async def _astream(
+            self, messages: Sequence[BaseMessage]
+        ) -> AsyncGenerator[LLMDelta, None]:
             self.calls += 1
             if self.calls == 1:
                 yield LLMDelta(usage=None)
