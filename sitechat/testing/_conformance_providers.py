@@ -195,6 +195,7 @@ class LLMServiceConformance:
         """Every delta has text or usage; usage comes at most once, with sane counts."""
         deltas: list[LLMDelta] = [delta async for delta in llm.stream(conformance_prompt())]
         assert deltas
+        assert all(isinstance(d, LLMDelta) for d in deltas)
         assert all(d.text or d.usage is not None for d in deltas)
         usages = [d.usage for d in deltas if d.usage is not None]
         assert len(usages) <= 1
@@ -203,6 +204,20 @@ class LLMServiceConformance:
         for usage in usages:
             assert usage.input_tokens >= 0
             assert usage.output_tokens >= 0
+
+    @pytest.mark.asyncio
+    async def test_open_stream_gives_the_same_answer(self, llm: BaseLLMService) -> None:
+        """open_stream (the chat service's path) yields str or LLMDelta pieces of the answer."""
+        opened = await llm.open_stream(conformance_prompt())
+        try:
+            pieces = [*opened.head, *[piece async for piece in opened.rest]]
+        finally:
+            await opened.aclose()
+        assert all(isinstance(p, (str, LLMDelta)) for p in pieces)
+        text = "".join(p if isinstance(p, str) else p.text for p in pieces)
+        assert text
+        if self.deterministic:
+            assert text == await llm.generate_response(conformance_prompt())
 
     @pytest.mark.asyncio
     async def test_stream_can_be_abandoned(self, llm: BaseLLMService) -> None:

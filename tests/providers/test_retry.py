@@ -71,6 +71,34 @@ async def test_retryable_error_before_first_token_is_retried() -> None:
     assert llm.calls == 3
 
 
+async def test_plain_str_pieces_are_retried_and_streamed_as_deltas() -> None:
+    """A provider may yield str pieces; stream() retries its start and yields LLMDeltas."""
+
+    class Plain(ScriptedLLM):
+        async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[str, None]:
+            self.calls += 1
+            if self.calls == 1:
+                yield ""
+                raise ServiceUnavailableError("down")
+            yield "o"
+            yield ""
+            yield "k"
+
+    llm = Plain("a", [[]])
+    deltas = [delta async for delta in llm.stream(QUESTION)]
+    assert deltas == [LLMDelta("o"), LLMDelta("k")]
+    assert llm.calls == 2
+
+
+async def test_no_retry_policy_means_one_try() -> None:
+    """A provider that leaves retry unset is tried once."""
+    llm = ScriptedLLM("a", [[ServiceUnavailableError("down")], ["ok"]])
+    llm.retry = None
+    with pytest.raises(ServiceUnavailableError):
+        await _answer(llm)
+    assert llm.calls == 1
+
+
 async def test_non_retryable_error_is_raised_at_once() -> None:
     """Authentication failures are not retried."""
     llm = ScriptedLLM("a", [[AuthenticationError("bad key")], ["never"]])
@@ -98,9 +126,7 @@ async def test_usage_only_delta_before_text_still_allows_retry() -> None:
     """The first token is the first text, not the first delta."""
 
     class UsageFirst(ScriptedLLM):
-        async def _astream(
-            self, messages: Sequence[BaseMessage]
-        ) -> AsyncGenerator[LLMDelta, None]:
+        async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
             self.calls += 1
             if self.calls == 1:
                 yield LLMDelta(usage=None)
