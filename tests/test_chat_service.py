@@ -18,7 +18,7 @@ from sitechat.config import ChatSettings, RetrievalSettings
 from sitechat.errors import InvalidInputError, RateLimitError, ServiceUnavailableError
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
 from sitechat.llm.base import LLMDelta
-from sitechat.models import ChatMessage, Chunk, SearchHit, content_hash
+from sitechat.models import ChatMessage, Chunk, SearchHit, Usage, content_hash
 from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
 from sitechat.testing.fakes import FakeEmbeddings, FakeLLMService, InMemoryVectorStore
 from sitechat.vectorstores.base import EmbedderInfo
@@ -79,7 +79,7 @@ async def test_plain_answer_event_order() -> None:
     assert sources[0].n == 1
     done = events[-1]
     assert done.cited == (1,)
-    assert done.answer == "".join(e.text for e in events[1:-1])
+    assert done.answer == "".join(e.text for e in events[1:-1] if isinstance(e, TokenEvent))
     assert done.usage is not None and done.usage.output_tokens > 0
     assert done.timings.first_token_ms is not None
     assert done.covered
@@ -263,6 +263,40 @@ def test_token_events_reassemble_to_the_answer(words: list[str]) -> None:
     asyncio.run(run())
 
 
+_PIECES = st.lists(
+    st.one_of(
+        st.text(max_size=6),
+        st.builds(LLMDelta, st.text(max_size=6)),
+        st.builds(LLMDelta, st.just(""), st.builds(Usage, st.integers(0, 99), st.integers(0, 99))),
+    ),
+    max_size=25,
+).filter(lambda pieces: any(p if isinstance(p, str) else p.text for p in pieces))
+
+
+@hsettings(max_examples=80, deadline=None)
+@given(_PIECES)
+def test_mixed_str_and_delta_pieces_reassemble(pieces: list[str | LLMDelta]) -> None:
+    """Whatever mix of str and LLMDelta pieces a provider yields, tokens join to the answer."""
+
+    class Scripted(FakeLLMService):
+        async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[str | LLMDelta]:
+            for piece in pieces:
+                yield piece
+
+    async def run() -> None:
+        events = await _collect(await _service(Scripted()), "How do I delete my account?")
+        done = events[-1]
+        assert isinstance(done, DoneEvent)
+        tokens = [e.text for e in events if isinstance(e, TokenEvent)]
+        assert all(tokens)
+        expected = "".join(p if isinstance(p, str) else p.text for p in pieces)
+        assert "".join(tokens) == done.answer == expected
+        usages = [p.usage for p in pieces if isinstance(p, LLMDelta) and p.usage is not None]
+        assert done.usage == (sum(usages[1:], usages[0]) if usages else None)
+
+    asyncio.run(run())
+
+
 @given(st.text(max_size=300), st.integers(min_value=0, max_value=20))
 def test_citation_parsing_never_raises_and_stays_in_range(answer: str, count: int) -> None:
     """Citations outside 1..count are dropped, and any text parses."""
@@ -385,7 +419,7 @@ async def test_supporting_passage_sits_beside_the_best_one() -> None:
     class WithSupport(HybridRetriever):
         async def retrieve(
             self, query: str, k: int | None = None, where: object = None
-        ) -> RetrievalResult:  # type: ignore[override]
+        ) -> RetrievalResult:
             return RetrievalResult(
                 query=query,
                 hits=(account_hit, install_hit),

@@ -214,14 +214,13 @@ class RetrievalChatService(ChatService):
             # llm.stream(): one async generator fewer for every token of every answer
             opened = await self.llm.open_stream(messages)
             for piece in opened.head:  # up to and including the first text
-                delta = None if isinstance(piece, str) else piece
-                text = piece.text if not isinstance(piece, str) else piece
+                text = piece if isinstance(piece, str) else piece.text
                 if text:
                     first_token_at = time.perf_counter()
                     parts.append(text)
                     yield TokenEvent(text)
-                if delta is not None and delta.usage is not None:
-                    usage = delta.usage if usage is None else usage + delta.usage
+                if not isinstance(piece, str) and piece.usage is not None:
+                    usage = piece.usage if usage is None else usage + piece.usage
             async for piece in opened.rest:
                 # almost every piece is a plain str, so that case is tested first
                 if isinstance(piece, str):

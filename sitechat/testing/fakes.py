@@ -60,7 +60,7 @@ class FakeLLMService(BaseLLMService):
         self.tokens_sent = 0
         self.closed = False
 
-    async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[LLMDelta]:
+    async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[str | LLMDelta]:
         self.calls.append(list(messages))
         if self.error is not None:
             raise self.error
