@@ -53,7 +53,7 @@ from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
 
 from sitechat.errors import ProviderError, StreamInterruptedError
-from sitechat.llm.retry import open_with_retries
+from sitechat.llm.retry import close_stream, open_with_retries
 from sitechat.models import Usage
 
 if TYPE_CHECKING:
@@ -87,14 +87,10 @@ class OpenedStream:
 
     head: list[Piece]
     rest: AsyncIterator[Piece]
-    provider: str
 
     async def aclose(self) -> None:
-        """Close the provider's stream now, not whenever it is garbage-collected, so an
-        abandoned answer stops consuming tokens at once."""
-        closer = getattr(self.rest, "aclose", None)
-        if closer is not None:
-            await closer()
+        """Close the provider's stream at once, so an abandoned answer stops consuming tokens."""
+        await close_stream(self.rest)
 
 
 def interrupted(error: ProviderError, provider: str, partial: str) -> StreamInterruptedError:
@@ -153,7 +149,7 @@ class BaseLLMService(ABC):
         rest, head = await open_with_retries(
             lambda: self._astream(messages), self.retry, provider=self.name
         )
-        return OpenedStream(head, rest, self.name)
+        return OpenedStream(head, rest)
 
     async def stream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
         """Stream the answer; every yielded delta has text or usage.

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from sitechat.config import RetrySettings
     from sitechat.llm.base import Piece
 
-__all__ = ["open_with_retries", "retry_call", "retry_call_sync"]
+__all__ = ["close_stream", "open_with_retries", "retry_call", "retry_call_sync"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,11 +125,17 @@ async def _open_until_first_text(
             if piece if isinstance(piece, str) else piece.text:
                 break
     except BaseException:
-        closer = getattr(stream, "aclose", None)
-        if closer is not None:
-            await closer()
+        await close_stream(stream)
         raise
     return stream, head
+
+
+async def close_stream(stream: AsyncIterator[Piece]) -> None:
+    """Close a provider's stream now, not whenever it is garbage-collected, so an abandoned
+    answer stops consuming tokens at once (an iterator without ``aclose`` needs nothing)."""
+    closer = getattr(stream, "aclose", None)
+    if closer is not None:
+        await closer()
 
 
 async def open_with_retries(

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from langchain_core.messages import BaseMessage
@@ -133,19 +133,22 @@ async def _burst(
     assert isinstance(chat.llm, OpenAILLMService)
     llm = chat.llm
 
-    async def baselines() -> tuple[list[float], float]:
+    async def launch(first_token: Callable[[float], Awaitable[float]]) -> tuple[list[float], float]:
+        """First-token times of ``concurrency`` requests launched at once, and CPU ms each."""
         gc.collect()
         cpu, launched = time.process_time(), time.perf_counter()
-        timed = await asyncio.gather(
-            *(_baseline_once(chat.retriever, llm, messages, launched) for _ in range(concurrency))
-        )
-        return [first for first, _ in timed], (time.process_time() - cpu) * 1000 / concurrency
+        firsts = await asyncio.gather(*(first_token(launched) for _ in range(concurrency)))
+        return list(firsts), (time.process_time() - cpu) * 1000 / concurrency
+
+    async def baseline(launched: float) -> float:
+        first, _ = await _baseline_once(chat.retriever, llm, messages, launched)
+        return first
+
+    async def baselines() -> tuple[list[float], float]:
+        return await launch(baseline)
 
     async def chats() -> tuple[list[float], float]:
-        gc.collect()
-        cpu, launched = time.process_time(), time.perf_counter()
-        firsts = await asyncio.gather(*(_chat_once(chat, launched) for _ in range(concurrency)))
-        return list(firsts), (time.process_time() - cpu) * 1000 / concurrency
+        return await launch(lambda launched: _chat_once(chat, launched))
 
     if chats_first:
         (chat_firsts, chat_cpu), (base_firsts, base_cpu) = await chats(), await baselines()
