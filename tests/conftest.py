@@ -1,26 +1,22 @@
 """Shared fixtures: an isolated environment, the bundled sample site, small settings, and
-the Python documentation served as a real site."""
+real documentation sites (the Python docs, the Rust book) served over HTTP."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from sitechat.config import Settings
 from sitechat.registry import refresh
+from tests.doc_sites import PYTHON_DOCS, RUST_BOOK, served
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SITE = ROOT / "examples" / "sample_site"
-PYTHON_DOCS = Path("/usr/share/doc/python3.11/html")
 
 #: Marks for tests that crawl the Python documentation (Debian's ``python3.11-doc``).
 needs_python_docs = [
@@ -28,6 +24,15 @@ needs_python_docs = [
     pytest.mark.skipif(
         not (PYTHON_DOCS / "index.html").is_file(),
         reason="needs Debian's python3.11-doc package (apt-get install python3.11-doc)",
+    ),
+]
+
+
+#: Marks for tests that crawl the Rust book (rustup's ``rust-docs`` component).
+needs_rust_book = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        RUST_BOOK is None, reason="needs the Rust book (rustup component add rust-docs)"
     ),
 ]
 
@@ -84,22 +89,16 @@ def pip_install_into(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path
     return install
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
+@pytest.fixture(scope="session")
+def python_docs_site() -> Iterator[str]:
+    """The Python docs served on 127.0.0.1 at a free port."""
+    with served(PYTHON_DOCS) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def python_docs_site() -> Iterator[str]:
-    """The Python docs served on 127.0.0.1 at a free port, as ``python -m http.server`` would."""
-    handler = partial(_QuietHandler, directory=str(PYTHON_DOCS))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+def rust_book_site() -> Iterator[str]:
+    """The Rust book served on 127.0.0.1 at a free port."""
+    assert RUST_BOOK is not None
+    with served(RUST_BOOK) as url:
+        yield url

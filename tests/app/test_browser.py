@@ -8,22 +8,20 @@ Screenshots go to ``$SITECHAT_SCREENSHOTS`` or a temporary folder, printed by th
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from sitechat.testing.openai_server import OpenAICompatibleServer, Reply
+from tests.doc_sites import served
 
 from .conftest import APP, SAMPLE_SITE, build_index
 
@@ -74,21 +72,11 @@ def free_port() -> int:
         return port
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def site_url() -> Iterator[str]:
     """The sample site on a local HTTP server, so sources link somewhere real."""
-    handler = functools.partial(_QuietHandler, directory=str(SAMPLE_SITE))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with served(SAMPLE_SITE) as url:
+        yield url + "/"
 
 
 @pytest.fixture(scope="module")

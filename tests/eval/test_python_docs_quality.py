@@ -10,20 +10,13 @@ figures, which need a 10-20 minute ingest, come from
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
-from sitechat.config import RetrievalSettings, Settings
-from sitechat.evaluation import EvalReport, evaluate, load_questions
-from sitechat.factories import open_store
-from sitechat.ingest.crawl import CrawlOptions
-from sitechat.ingest.pipeline import ingest_sources
-from sitechat.retrieval.hybrid import HybridRetriever
+from sitechat.evaluation import EvalReport
 from tests.conftest import needs_python_docs
-
-QUESTIONS = Path(__file__).resolve().parents[2] / "examples" / "eval"
+from tests.eval.docs_quality import crawl_into, report_for
 
 pytestmark = needs_python_docs
 
@@ -31,36 +24,13 @@ pytestmark = needs_python_docs
 @pytest.fixture(scope="module")
 def docs_index(tmp_path_factory: pytest.TempPathFactory, python_docs_site: str) -> tuple[Path, str]:
     """The Python docs crawled over HTTP into an offline-default index, once per module."""
-    base = python_docs_site + "/"
     index = tmp_path_factory.mktemp("python-docs") / "index"
-    settings = Settings.load(env_file=None, index=str(index))
-    options = CrawlOptions(
-        trusted_hosts=(python_docs_site.removeprefix("http://"),), max_pages=2000, concurrency=8
-    )
-
-    async def build() -> None:
-        store, embeddings = await open_store(settings, create=True)
-        try:
-            await ingest_sources(
-                [base + "index.html"], store, embeddings, settings, crawl_options=options
-            )
-        finally:
-            await store.aclose()
-
-    asyncio.run(build())
-    return index, base
+    return index, crawl_into(index, python_docs_site)
 
 
-async def report_for(docs_index: tuple[Path, str], split: str, mode: str) -> EvalReport:
+async def report_for_split(docs_index: tuple[Path, str], split: str, mode: str) -> EvalReport:
     index, base = docs_index
-    settings = Settings.load(env_file=None, index=str(index))
-    store, embeddings = await open_store(settings)
-    try:
-        retriever = HybridRetriever(store, embeddings, RetrievalSettings(mode=mode))  # type: ignore[arg-type]
-        questions = load_questions(QUESTIONS / f"python-docs-{split}.jsonl", base_url=base)
-        return await evaluate(questions, retriever, k=5)
-    finally:
-        await store.aclose()
+    return await report_for(index, base, f"python-docs-{split}.jsonl", mode)
 
 
 @pytest.mark.parametrize(
@@ -76,16 +46,16 @@ async def test_recall_does_not_regress(
     docs_index: tuple[Path, str], split: str, mode: str, recall: float, mrr: float
 ) -> None:
     """Page-level recall@5 and MRR stay at or above what this version measured."""
-    report = await report_for(docs_index, split, mode)
+    report = await report_for_split(docs_index, split, mode)
     assert report.recall >= recall, report.format(max_misses=5)
     assert report.mrr >= mrr, report.format(max_misses=5)
 
 
 async def test_hybrid_beats_either_side_alone(docs_index: tuple[Path, str]) -> None:
     """Fusing dense and keyword rankings finds more right pages than either ranking alone."""
-    hybrid = await report_for(docs_index, "dev", "hybrid")
+    hybrid = await report_for_split(docs_index, "dev", "hybrid")
     for mode in ("keyword", "dense"):
-        assert hybrid.recall > (await report_for(docs_index, "dev", mode)).recall, mode
+        assert hybrid.recall > (await report_for_split(docs_index, "dev", mode)).recall, mode
 
 
 @pytest.mark.xfail(
@@ -96,5 +66,5 @@ async def test_hybrid_beats_either_side_alone(docs_index: tuple[Path, str]) -> N
 )
 async def test_offline_default_meets_the_issue_target(docs_index: tuple[Path, str]) -> None:
     """The offline default reaches 0.92 page-level recall@5 on the held-out questions."""
-    report = await report_for(docs_index, "heldout", "hybrid")
+    report = await report_for_split(docs_index, "heldout", "hybrid")
     assert report.recall >= 0.92
