@@ -1,21 +1,28 @@
 """Retrieval quality per configuration: page-level recall@5 and MRR on real documentation.
 
-The Python 3.11 documentation (Debian's ``python3.11-doc``: 530 HTML pages) is served by
-the standard library's HTTP server and crawled like any site; the bundled sample site is
-read from its folder. Each configuration is then asked the question sets in
-``examples/eval`` (the Python docs' tuning split and its held-out split, which no setting
-was tuned on, and the sample site's set):
+Two real documentation sites are served by the standard library's HTTP server and crawled
+like any site, and the bundled sample site is read from its folder:
 
-* ``offline hybrid``  — the default: hashing embedder + BM25, fused by page
-* ``offline keyword`` — BM25 only (``SITECHAT_RETRIEVAL__MODE=keyword``)
-* ``offline dense``   — hashing embedder only (``mode=dense``)
-* ``static hybrid`` / ``static dense`` — the ``static`` embedder (a token table distilled
-  from all-MiniLM-L6-v2, numpy only) + BM25, and alone
+* the Python 3.11 documentation (Debian's ``python3.11-doc``: 530 HTML pages), with a
+  tuning split of questions and a held-out split that no setting was tuned on;
+* *The Rust Programming Language* (the book in rustup's ``rust-docs`` component, found
+  through ``rustc --print sysroot`` or given with ``--rust-book``), with held-out
+  questions only: nothing was ever tuned on it. Skipped when it is not installed.
+
+Question sets are in ``examples/eval``. Configurations:
+
+* ``static hybrid`` — the offline default: the ``static`` embedder (a token table
+  distilled from all-MiniLM-L6-v2, numpy only) + BM25, fused by page
+* ``static dense`` — the ``static`` embedder alone
+* ``hashing hybrid`` / ``hashing keyword`` / ``hashing dense`` — the lexical ``hashing``
+  embedder + BM25, BM25 alone (``SITECHAT_RETRIEVAL__MODE=keyword``), the embedder alone
 * ``local hybrid`` / ``local dense`` — all-MiniLM-L6-v2 via the ``local`` provider
-  (with ``--local``; embedding the docs takes 10-20 minutes on 2 CPU cores)
+  (with ``--local``; embedding the Python docs takes 10-25 minutes on 2 CPU cores)
+
+The "held-out" column pools the held-out questions of both documentation sites.
 
 Usage: python tests/benchmarks/bench_retrieval_quality.py [--local] [--keep DIR] [-k 5]
-[--only offline,static]
+[--only static,hashing,local] [--sites python-docs,rust-book,sample] [--rust-book DIR]
 ``--keep DIR`` stores the indexes there and reuses them on the next run.
 """
 
@@ -27,12 +34,9 @@ import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -48,29 +52,13 @@ from sitechat.ingest.pipeline import ingest_sources
 from sitechat.retrieval.hybrid import HybridRetriever
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = Path("/usr/share/doc/python3.11/html")
+sys.path.insert(0, str(ROOT))  # run as a script: tests.doc_sites is in the repository
+
+from tests.doc_sites import PYTHON_DOCS as DOCS  # noqa: E402
+from tests.doc_sites import RUST_BOOK, served  # noqa: E402
+
 SAMPLE_SITE = ROOT / "examples" / "sample_site"
 QUESTIONS = ROOT / "examples" / "eval"
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """No access log on the console."""
-
-
-@contextmanager
-def served(directory: Path) -> Iterator[str]:
-    """``directory`` on a free port of 127.0.0.1, as ``python -m http.server`` serves it."""
-    handler = partial(_QuietHandler, directory=str(directory))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def local_embeddings(threads: int) -> Embeddings:
@@ -113,71 +101,149 @@ async def measure(
         await store.aclose()
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Site:
+    """A site to measure: where its files are, where a crawl starts, its question sets."""
+
+    name: str
+    directory: Path
+    start: str | None  # a page to crawl from over HTTP; None reads the folder itself
+    splits: tuple[tuple[str, str], ...]  # (column, question file in examples/eval)
+
+
+SPLITS = ("python tuning", "python held-out", "rust held-out", "held-out", "sample")
+
+
+def rust_book(given: str | None) -> Path | None:
+    """The Rust book's folder: ``given``, else the one rustup installed."""
+    return Path(given) if given else RUST_BOOK
+
+
+def sites(args: argparse.Namespace) -> list[Site]:
     if not (DOCS / "index.html").is_file():
         sys.exit("needs Debian's python3.11-doc package: apt-get install python3.11-doc")
-    embedders: dict[str, Any] = {"offline": HashingEmbeddings, "static": StaticEmbeddings}
+    found = [
+        Site(
+            "python-docs",
+            DOCS,
+            "index.html",
+            (
+                ("python tuning", "python-docs-dev.jsonl"),
+                ("python held-out", "python-docs-heldout.jsonl"),
+            ),
+        ),
+        Site("sample-site", SAMPLE_SITE, None, (("sample", "sample-site.jsonl"),)),
+    ]
+    book = rust_book(args.rust_book)
+    if book is None:
+        print(
+            "the Rust book is not installed (rustup component add rust-docs): skipped",
+            file=sys.stderr,
+        )
+    else:
+        found.insert(
+            1,
+            Site("rust-book", book, "index.html", (("rust held-out", "rust-book-heldout.jsonl"),)),
+        )
+    if args.sites:
+        wanted = {name.removesuffix("-site") for name in args.sites.split(",")}
+        found = [site for site in found if site.name.removesuffix("-site") in wanted]
+    return found
+
+
+async def measure_site(
+    site: Site,
+    name: str,
+    embeddings: Embeddings,
+    modes: list[str],
+    workdir: Path,
+    args: argparse.Namespace,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Ingest ``site`` with ``embeddings`` (or reuse its kept index) and ask its questions
+    in each mode: ``{mode: {column: figures}}``, with the ingest seconds under "ingest"."""
+    index = workdir / f"{site.name}-{name}"
+    base_file = workdir / f"{site.name}-{name}.base"
+    results: dict[str, dict[str, dict[str, Any]]] = {mode: {} for mode in modes}
+    with served(site.directory) as url:
+        if site.start is None:
+            seconds = await build_index(index, str(site.directory), embeddings)
+            base = site.directory.resolve().as_uri() + "/"
+        else:
+            host = url.removeprefix("http://").rstrip("/")
+            seconds = await build_index(index, f"{url}/{site.start}", embeddings, crawl_host=host)
+            if seconds:
+                base_file.write_text(url + "/")
+            base = base_file.read_text().strip()  # the URLs the index was built with
+        for mode in modes:
+            results[mode]["ingest"] = {"seconds": round(seconds, 1)}
+            for column, file in site.splits:
+                report = await measure(index, embeddings, mode, QUESTIONS / file, base, args.k)
+                if args.misses and "held-out" not in column:
+                    print(f"--- {name} {mode} / {column}\n{report.format()}", file=sys.stderr)
+                results[mode][column] = {
+                    "recall": round(report.recall, 3),
+                    "mrr": round(report.mrr, 3),
+                    "n": report.total,
+                    "found": report.hits,
+                    "median_ms": round(report.median_ms, 1),
+                }
+    return results
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    embedders: dict[str, Any] = {"static": StaticEmbeddings, "hashing": HashingEmbeddings}
     if args.local:
         embedders["local"] = partial(local_embeddings, args.threads)
     if args.only:
         embedders = {name: embedders[name] for name in args.only.split(",") if name in embedders}
     rows: list[dict[str, Any]] = []
-    with served(DOCS) as docs_url:
-        host = docs_url.removeprefix("http://").rstrip("/")
-        for name, make in embedders.items():
-            docs_index = workdir / f"python-docs-{name}"
-            sample_index = workdir / f"sample-site-{name}"
-            base_file = docs_index.parent / f"python-docs-{name}.base"
-            embeddings = make()
-            seconds = await build_index(
-                docs_index, docs_url + "index.html", embeddings, crawl_host=host
-            )
-            if seconds:
-                base_file.write_text(docs_url)
-            docs_base = base_file.read_text().strip()
-            await build_index(sample_index, str(SAMPLE_SITE), embeddings)
-            modes = ["hybrid", "keyword", "dense"] if name == "offline" else ["hybrid", "dense"]
-            for mode in modes:
-                row: dict[str, Any] = {"config": f"{name} {mode}", "ingest_s": round(seconds, 1)}
-                for split, file, index, base in (
-                    ("tuning", QUESTIONS / "python-docs-dev.jsonl", docs_index, docs_base),
-                    ("held-out", QUESTIONS / "python-docs-heldout.jsonl", docs_index, docs_base),
-                    (
-                        "sample",
-                        QUESTIONS / "sample-site.jsonl",
-                        sample_index,
-                        SAMPLE_SITE.resolve().as_uri() + "/",
-                    ),
-                ):
-                    report = await measure(index, embeddings, mode, file, base, args.k)
-                    row[split] = {
-                        "recall": round(report.recall, 3),
-                        "mrr": round(report.mrr, 3),
-                        "n": report.total,
-                        "median_ms": round(report.median_ms, 1),
-                    }
-                    if args.misses and split != "held-out":
-                        print(f"--- {row['config']} / {split}\n{report.format()}", file=sys.stderr)
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
+    for name, make in embedders.items():
+        embeddings = make()
+        modes = ["hybrid", "keyword", "dense"] if name == "hashing" else ["hybrid", "dense"]
+        per_mode: dict[str, dict[str, Any]] = {mode: {} for mode in modes}
+        ingest: dict[str, float] = {}
+        for site in sites(args):
+            measured = await measure_site(site, name, embeddings, modes, workdir, args)
+            for mode, columns in measured.items():
+                ingest[site.name] = columns.pop("ingest")["seconds"]
+                per_mode[mode].update(columns)
+        for mode, columns in per_mode.items():
+            held = [columns[c] for c in ("python held-out", "rust held-out") if c in columns]
+            if held:
+                found, total = sum(c["found"] for c in held), sum(c["n"] for c in held)
+                columns["held-out"] = {
+                    "recall": round(found / total, 3),
+                    "n": total,
+                    "found": found,
+                }
+            row = {"config": f"{name} {mode}", "ingest_s": ingest, **columns}
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
 
 
 def print_table(rows: list[dict[str, Any]], k: int) -> None:
-    print(f"\nPage-level recall@{k} / MRR (median retrieval ms)")
-    print(f"{'configuration':<17} {'tuning':>21} {'held-out':>21} {'sample site':>21}")
+    print(f"\nPage-level recall@{k} / MRR (median retrieval ms); held-out pools both sites")
+    columns = [c for c in SPLITS if any(c in row for row in rows)]
+    print(f"{'configuration':<16} " + " ".join(f"{c:>22}" for c in columns))
     for row in rows:
-        cells = [
-            f"{row[s]['recall']:.3f} / {row[s]['mrr']:.3f} ({row[s]['median_ms']:>4})"
-            for s in ("tuning", "held-out", "sample")
-        ]
-        print(f"{row['config']:<17} " + " ".join(f"{c:>21}" for c in cells))
-    counts = rows[0]
-    print(
-        f"questions: tuning {counts['tuning']['n']}, held-out {counts['held-out']['n']}, "
-        f"sample {counts['sample']['n']}; ingest seconds: "
-        + ", ".join(f"{r['config'].split()[0]} {r['ingest_s']}" for r in rows if r["ingest_s"])
-    )
+        cells = []
+        for column in columns:
+            cell = row.get(column)
+            if cell is None:
+                cells.append("")
+            elif "mrr" in cell:
+                cells.append(f"{cell['recall']:.3f} / {cell['mrr']:.3f} ({cell['median_ms']:>4})")
+            else:
+                cells.append(f"{cell['recall']:.3f} ({cell['found']}/{cell['n']})")
+        print(f"{row['config']:<16} " + " ".join(f"{c:>22}" for c in cells))
+    counts = {c: n for row in rows for c, v in row.items() if c in SPLITS for n in [v["n"]]}
+    print("questions: " + ", ".join(f"{c} {counts[c]}" for c in columns))
+    for row in rows:
+        if row["config"].endswith("hybrid"):
+            built = ", ".join(f"{site} {s} s" for site, s in row["ingest_s"].items() if s)
+            if built:
+                print(f"ingest with {row['config'].split()[0]}: {built}")
 
 
 def main() -> None:
@@ -187,7 +253,9 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for --local")
     parser.add_argument("--misses", action="store_true", help="print tuning/sample misses")
-    parser.add_argument("--only", help="comma-separated embedders to run (offline,static,local)")
+    parser.add_argument("--only", help="comma-separated embedders to run (static,hashing,local)")
+    parser.add_argument("--sites", help="comma-separated sites (python-docs,rust-book,sample)")
+    parser.add_argument("--rust-book", metavar="DIR", help="the Rust book's HTML folder")
     args = parser.parse_args()
     if args.keep:
         workdir = Path(args.keep)
