@@ -68,11 +68,15 @@ def local_embeddings(threads: int) -> Embeddings:
 
 
 async def build_index(
-    index: Path, source: str, embeddings: Embeddings, *, crawl_host: str | None = None
+    index: Path, source: str, embeddings: Embeddings, base: str, *, crawl_host: str | None = None
 ) -> float:
-    """Ingest ``source`` into ``index`` (skipped if it exists); returns the seconds taken."""
-    if (index / "manifest.json").exists():
+    """Ingest ``source`` into ``index``; returns the seconds taken (0 when a kept index is
+    reused). ``<index>.base`` records the base URL its pages were read under, and is
+    written last: an index without it is the remains of an interrupted run, rebuilt."""
+    marker = index.with_name(index.name + ".base")
+    if marker.exists():
         return 0.0
+    shutil.rmtree(index, ignore_errors=True)
     settings = Settings.load(env_file=None, index=str(index))
     settings = settings.model_copy(
         update={"ingest": settings.ingest.model_copy(update={"max_pages": 5000})}
@@ -86,6 +90,7 @@ async def build_index(
         await ingest_sources([source], store, embeddings, settings, crawl_options=options)
     finally:
         await store.aclose()
+    marker.write_text(base)
     return time.perf_counter() - started
 
 
@@ -162,18 +167,17 @@ async def measure_site(
     """Ingest ``site`` with ``embeddings`` (or reuse its kept index) and ask its questions
     in each mode: ``{mode: {column: figures}}``, with the ingest seconds under "ingest"."""
     index = workdir / f"{site.name}-{name}"
-    base_file = workdir / f"{site.name}-{name}.base"
     results: dict[str, dict[str, dict[str, Any]]] = {mode: {} for mode in modes}
     with served(site.directory) as url:
         if site.start is None:
-            seconds = await build_index(index, str(site.directory), embeddings)
             base = site.directory.resolve().as_uri() + "/"
+            seconds = await build_index(index, str(site.directory), embeddings, base)
         else:
-            host = url.removeprefix("http://").rstrip("/")
-            seconds = await build_index(index, f"{url}/{site.start}", embeddings, crawl_host=host)
-            if seconds:
-                base_file.write_text(url + "/")
-            base = base_file.read_text().strip()  # the URLs the index was built with
+            host = url.removeprefix("http://")
+            start = f"{url}/{site.start}"
+            seconds = await build_index(index, start, embeddings, url + "/", crawl_host=host)
+        # a kept index keeps the URLs it was built with (the port of an earlier run)
+        base = index.with_name(index.name + ".base").read_text().strip()
         for mode in modes:
             results[mode]["ingest"] = {"seconds": round(seconds, 1)}
             for column, file in site.splits:
