@@ -203,9 +203,12 @@ async def _prompt_of(chat: sitechat.RetrievalChatService) -> list[BaseMessage]:
     return sent[0]
 
 
-def _row(label: str, values: Sequence[float], target: str = "") -> str:
-    p50, p99 = statistics.median(values), _percentile(values, 0.99)
+def _line(label: str, p50: float, p99: float, target: str) -> str:
     return f"  {label:<42} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms   {target}".rstrip()
+
+
+def _row(label: str, values: Sequence[float], target: str = "") -> str:
+    return _line(label, statistics.median(values), _percentile(values, 0.99), target)
 
 
 def _difference(
@@ -214,9 +217,9 @@ def _difference(
     bases: Sequence[float],
     target: str = "(target p99 <= 50 ms)",
 ) -> str:
+    """The difference of the two sides' p50s and of their p99s."""
     p50 = statistics.median(chats) - statistics.median(bases)
-    p99 = _percentile(chats, 0.99) - _percentile(bases, 0.99)
-    return f"  {label:<42} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms   {target}".rstrip()
+    return _line(label, p50, _percentile(chats, 0.99) - _percentile(bases, 0.99), target)
 
 
 async def run(runs: int, concurrency: int, tokens: int, load_rounds: int = 10) -> None:
@@ -290,7 +293,7 @@ async def run(runs: int, concurrency: int, tokens: int, load_rounds: int = 10) -
         chat_cpu = statistics.median(r[3] for r in rounds)
         print(
             f"  CPU per answer in this process: baseline {base_cpu:.2f} ms, chat "
-            f"{chat_cpu:.2f} ms (+{chat_cpu - base_cpu:.2f} ms; medians over the separate "
+            f"{chat_cpu:.2f} ms ({chat_cpu - base_cpu:+.2f} ms; medians over the separate "
             f"bursts: x{concurrency} is what the chats' burst carries extra)"
         )
     finally:
