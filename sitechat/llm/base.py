@@ -88,6 +88,13 @@ class OpenedStream:
     head: list[Piece]
     rest: AsyncIterator[Piece]
 
+    async def pieces(self) -> AsyncGenerator[Piece, None]:
+        """The whole answer: ``head``, then ``rest``."""
+        for piece in self.head:
+            yield piece
+        async for piece in self.rest:
+            yield piece
+
     async def aclose(self) -> None:
         """Close the provider's stream at once, so an abandoned answer stops consuming tokens."""
         await close_stream(self.rest)
@@ -161,13 +168,7 @@ class BaseLLMService(ABC):
         opened = await self.open_stream(messages)
         parts: list[str] = []
         try:
-            for piece in opened.head:
-                delta = _as_delta(piece)
-                if delta is not None:
-                    if delta.text:
-                        parts.append(delta.text)
-                    yield delta
-            async for piece in opened.rest:
+            async for piece in opened.pieces():
                 delta = _as_delta(piece)
                 if delta is not None:
                     if delta.text:

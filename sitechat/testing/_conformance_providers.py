@@ -210,7 +210,7 @@ class LLMServiceConformance:
         """open_stream (the chat service's path) yields str or LLMDelta pieces of the answer."""
         opened = await llm.open_stream(conformance_prompt())
         try:
-            pieces = [*opened.head, *[piece async for piece in opened.rest]]
+            pieces = [piece async for piece in opened.pieces()]
         finally:
             await opened.aclose()
         assert all(isinstance(p, (str, LLMDelta)) for p in pieces)

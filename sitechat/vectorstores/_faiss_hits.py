@@ -8,14 +8,14 @@ of microseconds, and each of these steps was the single largest part of that bef
   through its norm: NaN or infinity anywhere makes the norm non-finite. The row is not
   scaled to length 1: inner products scale with it, so FAISS ranks the same, and the
   caller multiplies the k scores by the inverse norm instead of the 384 floats.
-* ``new_chunk`` / ``new_hit`` / ``new_chunk_hit`` skip the frozen dataclasses'
-  ``__init__``, which goes through ``object.__setattr__`` once per field (1.7 µs for a
-  chunk and its hit). They fill a plain twin class with the same ``__slots__`` (plain
-  attribute stores, ~10 ns each) and then assign ``__class__``, which Python allows
-  between classes of identical layout: 0.35 µs, and the result is exactly the object
-  the constructors make (same type, equal, frozen from then on). An import-time check
-  builds one each way and compares them; if ``sitechat.models`` ever changes the
-  layout or adds a ``__post_init__``, the constructors are used instead.
+* ``new_chunk`` / ``new_hit`` skip the frozen dataclasses' ``__init__``, which goes
+  through ``object.__setattr__`` once per field (1.7 µs for a chunk and its hit). They
+  fill a plain twin class with the same ``__slots__`` (plain attribute stores, ~10 ns
+  each) and then assign ``__class__``, which Python allows between classes of identical
+  layout: 0.35 µs, and the result is exactly the object the constructors make (same
+  type, equal, frozen from then on). An import-time check builds one each way and
+  compares them; if ``sitechat.models`` ever changes the layout or adds a
+  ``__post_init__``, the constructors are used instead.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from sitechat.models import Chunk, SearchHit
 from sitechat.vectorstores._rows import unit_rows
 from sitechat.vectorstores.base import EmbedderInfo
 
-__all__ = ["fast_constructors", "new_chunk", "new_chunk_hit", "new_hit", "query_row"]
+__all__ = ["fast_constructors", "new_chunk", "new_hit", "query_row"]
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -131,25 +131,6 @@ new_hit: Callable[[Chunk, float], SearchHit] = _fast_hit if _FAST else SearchHit
 def fast_constructors() -> bool:
     """Whether the twin-filling fast path is in use (it is unless the models changed)."""
     return _FAST
-
-
-def new_chunk_hit(
-    chunk_id: str,
-    url: str,
-    title: str,
-    heading_path: tuple[str, ...],
-    anchor: str | None,
-    text: str,
-    content_hash: str,
-    page_hash: str,
-    metadata: Mapping[str, str],
-    score: float,
-) -> SearchHit:
-    """``SearchHit(Chunk(...), score)`` in one call: a search makes up to k of these."""
-    chunk = new_chunk(
-        chunk_id, url, title, heading_path, anchor, text, content_hash, page_hash, metadata
-    )
-    return new_hit(chunk, score)
 
 
 _packers: dict[int, struct.Struct] = {}

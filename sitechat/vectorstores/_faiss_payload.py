@@ -55,7 +55,7 @@ import numpy as np
 from sitechat.errors import CorruptIndexError
 from sitechat.models import Chunk, SearchHit
 from sitechat.vectorstores._faiss_files import DATABASE_NAME, fsync_directory
-from sitechat.vectorstores._faiss_hits import new_chunk_hit
+from sitechat.vectorstores._faiss_hits import new_chunk, new_hit
 
 __all__ = [
     "Payload",
@@ -227,20 +227,18 @@ class Payload:
                         raise self._damaged(f"the record of fid {fid} is unreadable") from None
                     if tag != str(fid):
                         raise self._damaged(f"the record for fid {fid} belongs to {tag[:20]!r}")
-                    found.append(
-                        new_chunk_hit(
-                            cid,
-                            url,
-                            title,
-                            tuple(heads.split(ITEM)) if heads else _NO_HEADINGS,
-                            anchor or None,
-                            text,
-                            c_hash,
-                            p_hash,
-                            _metadata(meta) if meta else _NO_METADATA,
-                            score * scale,
-                        )
+                    chunk = new_chunk(
+                        cid,
+                        url,
+                        title,
+                        tuple(heads.split(ITEM)) if heads else _NO_HEADINGS,
+                        anchor or None,
+                        text,
+                        c_hash,
+                        p_hash,
+                        _metadata(meta) if meta else _NO_METADATA,
                     )
+                    found.append(new_hit(chunk, score * scale))
                     continue
             missing.append(len(found))
             found.append(None)

@@ -24,7 +24,6 @@ from sitechat.vectorstores import _faiss_sql as sql
 from sitechat.vectorstores._faiss_hits import (
     fast_constructors,
     new_chunk,
-    new_chunk_hit,
     new_hit,
     query_row,
 )
@@ -497,7 +496,7 @@ def test_the_fast_builders_make_the_same_frozen_objects() -> None:
     built, made = new_chunk(*args), Chunk(*args)
     assert built == made and repr(built) == repr(made)
     assert new_hit(built, 0.5) == SearchHit(made, 0.5)
-    assert new_chunk_hit(*args, 0.25) == SearchHit(made, 0.25)
+    assert new_hit(new_chunk(*args), 0.25) == SearchHit(made, 0.25)
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.text = "changed"  # type: ignore[misc]
     assert dataclasses.replace(built, text="x").text == "x"
