@@ -111,6 +111,14 @@ class RetrievalSettings(BaseModel):
     max_per_page: int = Field(
         default=2, ge=1, description="Keeps one page from crowding out the rest."
     )
+    rerank_depth: int = Field(
+        default=40,
+        ge=0,
+        le=200,
+        description="How many of the best fused passages the embedder's passage scorer "
+        "re-orders, when it has one (the offline default matches them token by token); "
+        "0 turns re-ranking off.",
+    )
 
 
 class ChatSettings(BaseModel):

@@ -106,6 +106,12 @@ class Chunk:
         """The heading path joined for display, e.g. ``Install › From source``."""
         return " › ".join(self.heading_path)
 
+    @property
+    def searchable_text(self) -> str:
+        """Title, headings and text, one per line: what embedders read, so a passage
+        carries its page's and section's topic."""
+        return "\n".join(part for part in (self.title, self.heading, self.text) if part)
+
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:

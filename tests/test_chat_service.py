@@ -348,7 +348,8 @@ async def test_failed_rewrite_falls_back_to_the_question() -> None:
 
 
 async def test_keyword_rewriter_carries_the_topic_over() -> None:
-    """The offline rewriter adds the previous question's topic words to a referring follow-up."""
+    """The offline rewriter adds the previous question's topic words to a referring or
+    one-topic-word follow-up, and leaves a question with its own topic alone."""
     from sitechat.chat.rewrite import KeywordQueryRewriter
 
     rewriter = KeywordQueryRewriter()
@@ -359,8 +360,9 @@ async def test_keyword_rewriter_carries_the_topic_over() -> None:
     query = await rewriter.rewrite("and can I import them again?", history)
     assert "export" in query
     assert "PDF" in query
-    standalone = "How do I reset my forgotten password quickly?"
-    assert await rewriter.rewrite(standalone, history) == standalone
+    assert "PDF" in await rewriter.rewrite("What about Windows?", history)
+    for standalone in ("How do I reset my forgotten password quickly?", "How do I share notebooks?"):
+        assert await rewriter.rewrite(standalone, history) == standalone
 
 
 async def test_closing_the_stream_cancels_the_provider() -> None:

@@ -43,6 +43,9 @@ _REFERRING = re.compile(
     re.IGNORECASE,
 )
 
+# Topic words that make a question without referring words stand alone.
+_STANDALONE_TERMS = 2
+
 
 class QueryRewriter(ABC):
     """Makes the search query for a question, given the conversation so far."""
@@ -80,8 +83,10 @@ class LLMQueryRewriter(QueryRewriter):
 class KeywordQueryRewriter(QueryRewriter):
     """Adds the previous question's topic words to a question that refers back to it.
 
-    A question that shares topic words with the previous one, or that contains no pronoun or
-    connective ("it", "that", "and", …) and is long enough, is left as it is.
+    A question with no pronoun or connective ("it", "that", "and", …) and at least two topic
+    words of its own ("How do I export my notes?") stands alone and is left as it is: the
+    previous topic's words would pull the search back to the previous page. A referring or
+    one-topic-word question ("what about PDF?") gets them.
     """
 
     def __init__(self, max_added_terms: int = 8) -> None:
@@ -92,7 +97,7 @@ class KeywordQueryRewriter(QueryRewriter):
         if previous is None:
             return question
         own = content_terms(question)
-        if len(own) >= 4 and not _REFERRING.search(question):
+        if len(own) >= _STANDALONE_TERMS and not _REFERRING.search(question):
             return question
         words = re.findall(r"[^\W_]+(?:['’][^\W_]+)?", previous)
         stems = set(own)

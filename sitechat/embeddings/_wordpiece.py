@@ -112,6 +112,10 @@ class WordPieceTokenizer:
         """The token ids of ``text``, without ``[CLS]``/``[SEP]``."""
         return list(chain.from_iterable(map(self._cache.__getitem__, basic_words(text))))
 
+    def distinct(self, text: str) -> set[int]:
+        """The set of token ids in ``text``: each distinct word is looked up once."""
+        return set(chain.from_iterable(map(self._cache.__getitem__, set(basic_words(text)))))
+
     def word_pieces(self, word: str) -> tuple[int, ...]:
         """Greedy longest-match-first pieces of one word; ``[UNK]`` if any part has none."""
         whole = self._ids.get(word)

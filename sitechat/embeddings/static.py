@@ -36,9 +36,11 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.npyio import NpzFile
 
+from sitechat.embeddings._token_match import TokenMatcher
 from sitechat.embeddings._wordpiece import WordPieceTokenizer
 from sitechat.embeddings.base import ArrayEmbeddings
 from sitechat.errors import ConfigurationError
+from sitechat.models import Chunk
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -74,6 +76,14 @@ class StaticTable:
         self.vectors = vectors
         self.recipe = recipe
         self.tokenizer = WordPieceTokenizer(vocabulary)
+        self._matcher: TokenMatcher | None = None
+
+    @property
+    def matcher(self) -> TokenMatcher:
+        """Token-by-token passage scoring with this table (built on first use)."""
+        if self._matcher is None:
+            self._matcher = TokenMatcher(self.vectors, self.tokenizer)
+        return self._matcher
 
     @property
     def dimension(self) -> int:
@@ -239,6 +249,11 @@ class StaticEmbeddings(ArrayEmbeddings):
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out
+
+    def score_passages(self, query: str, chunks: Sequence[Chunk]) -> FloatArray | None:
+        """How well each chunk matches ``query`` token by token (0 to 1; None when the
+        query has no tokens). The retriever re-ranks its best fused passages with it."""
+        return self.table.matcher.scores(query, chunks)
 
     def _ready_inline(self) -> bool:
         """Only once the table is loaded: loading it takes ~0.1 s, best done in a thread."""

@@ -115,9 +115,8 @@ class IngestSummary:
 
 
 def embedding_text(chunk: Chunk) -> str:
-    """The text embedded for a chunk: its title and headings give the passage its topic."""
-    parts = [chunk.title, chunk.heading, chunk.text]
-    return "\n".join(p for p in parts if p)
+    """The text embedded for a chunk (:attr:`Chunk.searchable_text`)."""
+    return chunk.searchable_text
 
 
 def _is_url(source: str) -> bool:

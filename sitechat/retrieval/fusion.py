@@ -1,0 +1,112 @@
+"""Fusing ranked passage lists page by page, and keeping one page from filling the results.
+
+The rules and their reasons are in ``sitechat.retrieval.hybrid``'s module docstring
+(steps 3 and 4); the figures behind the constants are in ``docs/src/retrieval.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sitechat.models import Chunk, SearchHit
+
+__all__ = [
+    "PAGE_EVIDENCE_DECAY",
+    "PASSAGE_DECAY",
+    "RRF_K",
+    "diversify",
+    "fuse_by_page",
+    "reciprocal_rank_fusion",
+]
+
+RRF_K = 60
+# A page's further passages in one ranked list count this much of its best one.
+PAGE_EVIDENCE_DECAY = 0.4
+# A page's n-th passage scores PASSAGE_DECAY ** n of the page: its first passage keeps
+# the page's place, a second one competes with the next pages' first passages.
+PASSAGE_DECAY = 0.3
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[SearchHit]],
+    k: int = RRF_K,
+    weights: Sequence[float] | None = None,
+) -> list[SearchHit]:
+    """Fuse ranked lists: each hit scores ``sum(w / (k + rank))`` over the lists it is in."""
+    return [SearchHit(chunk, score) for score, chunk in _passage_scores(rankings, k, weights)]
+
+
+def _passage_scores(
+    rankings: Sequence[Sequence[SearchHit]], k: int, weights: Sequence[float] | None
+) -> list[tuple[float, Chunk]]:
+    """``(rrf score, chunk)`` of every passage, best first, ties in order of first sight."""
+    entries: dict[str, list[Any]] = {}
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
+        for rank, hit in enumerate(ranking, start=k + 1):
+            entry = entries.get(hit.chunk.id)
+            if entry is None:
+                entries[hit.chunk.id] = [weight / rank, hit.chunk]
+            else:
+                entry[0] += weight / rank
+    # a stable sort (reverse keeps it stable), so equal scores stay in order of first sight
+    return sorted(map(tuple, entries.values()), key=_first, reverse=True)
+
+
+def _first(entry: tuple[float, Chunk]) -> float:
+    return entry[0]
+
+
+def fuse_by_page(
+    rankings: Sequence[Sequence[SearchHit]],
+    weights: Sequence[float] | None = None,
+    k: int = RRF_K,
+) -> list[SearchHit]:
+    """Fuse ranked passage lists by page (see the module docstring), best first.
+
+    Every passage of every list is returned once, scored ``page score * 0.3 ** n`` where
+    ``n`` counts the better passages of the same page, and sorted by that score.
+
+    This runs on every question of every chat, so it works on plain tuples and builds a
+    :class:`SearchHit` only for what it returns.
+    """
+    weights = list(weights) if weights is not None else [1.0] * len(rankings)
+    page_scores: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        page_rank = k
+        seen: set[str] = set()
+        for hit in ranking:
+            page = hit.chunk.url
+            if page not in seen:
+                seen.add(page)
+                page_rank += 1
+                gain = weight / page_rank
+            else:
+                gain = weight * PAGE_EVIDENCE_DECAY / page_rank
+            page_scores[page] = page_scores.get(page, 0.0) + gain
+    passage_index: dict[str, int] = {}
+    fused: list[tuple[float, Chunk]] = []
+    for _, chunk in _passage_scores(rankings, k, weights):  # passage order: n grows per page
+        page = chunk.url
+        n = passage_index.get(page, 0)
+        passage_index[page] = n + 1
+        fused.append((page_scores[page] * PASSAGE_DECAY**n, chunk))
+    fused.sort(key=_first, reverse=True)
+    return [SearchHit(chunk, score) for score, chunk in fused]
+
+
+def diversify(hits: Sequence[SearchHit], k: int, max_per_page: int) -> list[SearchHit]:
+    """The best ``k`` hits with at most ``max_per_page`` from one page, unless too few pages."""
+    chosen: list[SearchHit] = []
+    deferred: list[SearchHit] = []
+    per_page: dict[str, int] = {}
+    for hit in hits:
+        url = hit.chunk.url
+        if per_page.get(url, 0) < max_per_page:
+            chosen.append(hit)
+            per_page[url] = per_page.get(url, 0) + 1
+        else:
+            deferred.append(hit)
+        if len(chosen) == k:
+            return chosen
+    return chosen + deferred[: k - len(chosen)]

@@ -1,0 +1,42 @@
+"""Re-ranking fused results with an embedder's passage scorer.
+
+An embedder may offer ``score_passages(query, chunks)``: a finer look at a few passages
+than its vectors give across the whole index (the offline default matches token by
+token, see ``sitechat.embeddings._token_match``). The retriever then re-orders the top
+``rerank_depth`` fused passages by fusing, page by page as before, their fused order with
+their order by that score. The scorer only re-orders: it adds no passage the searches did
+not find, and fusing rather than replacing keeps a page that both searches rank first
+from being pushed down by one weak signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from sitechat.models import Chunk, SearchHit
+from sitechat.retrieval.fusion import fuse_by_page
+
+__all__ = ["PassageScorer", "rerank_fused"]
+
+
+@runtime_checkable
+class PassageScorer(Protocol):
+    """An embedder that can score a few passages against a query more finely."""
+
+    def score_passages(self, query: str, chunks: Sequence[Chunk]) -> Sequence[float] | None:
+        """One score per chunk, higher is better; None when it cannot judge this query."""
+
+
+def rerank_fused(
+    fused: Sequence[SearchHit], scores: Sequence[float] | None, depth: int
+) -> list[SearchHit]:
+    """``fused`` with its first ``depth`` hits re-ordered by fusing their order with
+    ``scores`` (one per re-ordered hit); unchanged when ``scores`` is None."""
+    head = list(fused[:depth])
+    if scores is None or len(head) < 2:
+        return list(fused)
+    if len(scores) != len(head):
+        raise ValueError(f"expected {len(head)} passage scores, got {len(scores)}")
+    by_score = sorted(range(len(head)), key=lambda i: -scores[i])  # stable: ties keep order
+    return fuse_by_page([head, [head[i] for i in by_score]]) + list(fused[depth:])
