@@ -361,7 +361,10 @@ async def test_keyword_rewriter_carries_the_topic_over() -> None:
     assert "export" in query
     assert "PDF" in query
     assert "PDF" in await rewriter.rewrite("What about Windows?", history)
-    for standalone in ("How do I reset my forgotten password quickly?", "How do I share notebooks?"):
+    for standalone in (
+        "How do I reset my forgotten password quickly?",
+        "How do I share notebooks?",
+    ):
         assert await rewriter.rewrite(standalone, history) == standalone
 
 

@@ -14,7 +14,8 @@ from sitechat.chat.prompts import build_messages
 from sitechat.embeddings.base import aembedder_info, embedder_info
 from sitechat.errors import ProviderError
 from sitechat.llm.base import BaseLLMService, LLMDelta
-from sitechat.models import ChatMessage, Source
+from sitechat.models import ChatMessage, Chunk, Source, content_hash
+from sitechat.retrieval.rerank import PassageScorer
 
 __all__ = ["EmbeddingsConformance", "LLMServiceConformance", "conformance_prompt"]
 
@@ -44,7 +45,8 @@ class EmbeddingsConformance:
 
     Provide an ``embeddings`` fixture. Switches: ``deterministic`` (same text, same
     vector), ``accepts_empty_text``, ``ranks_related_text_higher`` (a paraphrase is closer
-    than an unrelated sentence: true of any useful embedder, lexical or neural).
+    than an unrelated sentence: true of any useful embedder, lexical or neural). An
+    embedder with a ``score_passages`` re-ranker has it checked too.
     """
 
     deterministic: ClassVar[bool] = True
@@ -124,6 +126,34 @@ class EmbeddingsConformance:
         query = embeddings.embed_query(_TEXTS[0])
         related, unrelated = embeddings.embed_documents([_TEXTS[1], _TEXTS[2]])
         assert _cosine(query, related) > _cosine(query, unrelated)
+
+    def test_passage_scores_follow_the_chunks(self, embeddings: Embeddings) -> None:
+        """An embedder that re-ranks (``score_passages``) gives one finite score per chunk,
+        in order, the related passage above the unrelated one; none for no chunks."""
+        if not isinstance(embeddings, PassageScorer):
+            pytest.skip("this embedder has no passage scorer (the retriever will not re-rank)")
+        chunks = [_chunk(text, f"c{n}") for n, text in enumerate(_TEXTS)]
+        scores = embeddings.score_passages(_TEXTS[0], chunks)
+        if scores is None:
+            pytest.fail("score_passages returned None for a question with words")
+        assert len(scores) == len(chunks)
+        assert all(math.isfinite(float(score)) for score in scores)
+        if self.ranks_related_text_higher:
+            assert scores[1] > scores[2]
+        empty = embeddings.score_passages(_TEXTS[0], [])
+        assert empty is None or len(empty) == 0
+
+
+def _chunk(text: str, chunk_id: str) -> Chunk:
+    return Chunk(
+        id=chunk_id,
+        url=f"https://docs.example.com/{chunk_id}",
+        title="",
+        heading_path=(),
+        anchor=None,
+        text=text,
+        content_hash=content_hash(text),
+    )
 
 
 def conformance_prompt(question: str = "How do I install the package?") -> list[BaseMessage]:
