@@ -15,15 +15,7 @@ from sitechat.models import Chunk, SearchHit, content_hash
 from sitechat.retrieval.hybrid import HybridRetriever
 from sitechat.retrieval.rerank import PassageScorer, rerank_fused
 from sitechat.testing.fakes import FakeEmbeddings, InMemoryVectorStore
-
-
-def hit(page: str, n: int, score: float = 1.0) -> SearchHit:
-    text = f"{page} passage {n}"
-    chunk = Chunk(
-        id=f"{page}-{n}", url=f"https://d/{page}", title=page, heading_path=(), anchor=None,
-        text=text, content_hash=content_hash(text),
-    )  # fmt: skip
-    return SearchHit(chunk, score)
+from tests.passages import hit
 
 
 def ids(hits: Sequence[SearchHit]) -> list[str]:

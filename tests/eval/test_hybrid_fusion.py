@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sitechat.embeddings.hashing import HashingEmbeddings
-from sitechat.models import Chunk, SearchHit, content_hash
+from sitechat.models import Chunk, SearchHit
 from sitechat.retrieval.hybrid import (
     HybridRetriever,
     expand_terms,
@@ -18,15 +18,7 @@ from sitechat.retrieval.hybrid import (
 )
 from sitechat.testing.fakes import FakeEmbeddings, InMemoryVectorStore
 from sitechat.vectorstores.base import EmbedderInfo
-
-
-def hit(page: str, n: int, score: float = 1.0) -> SearchHit:
-    text = f"{page} passage {n}"
-    chunk = Chunk(
-        id=f"{page}-{n}", url=f"https://d/{page}", title=page, heading_path=(), anchor=None,
-        text=text, content_hash=content_hash(text),
-    )  # fmt: skip
-    return SearchHit(chunk, score)
+from tests.passages import hit
 
 
 def test_keyword_terms_drop_filler_and_keep_order() -> None:
@@ -99,7 +91,7 @@ def test_weights_decide_between_disagreeing_rankings() -> None:
 
 def test_supporting_passages_come_from_the_top_page_only() -> None:
     """The passage kept beside the best one is the top page's next, never another page's."""
-    from sitechat.models import Chunk, SearchHit
+    from sitechat.models import SearchHit
     from sitechat.retrieval.hybrid import _supporting
 
     def hit(cid: str, url: str, score: float) -> SearchHit:
