@@ -51,7 +51,7 @@ class TokenMatcher:
         self._lock = threading.Lock()
 
     def scores(self, query: str, chunks: Sequence[Chunk]) -> FloatArray | None:
-        """Each chunk's match with ``query``, from 0 to 1 (None: the query has no tokens).
+        """Each chunk's match with ``query``, at most 1 (None: the query has no tokens).
 
         For query tokens ``q`` with table vectors ``v_q`` and a passage's tokens ``d``:
         ``sum_q |v_q| * max_d cos(v_q, v_d) / sum_q |v_q|``; a passage without tokens scores 0.

@@ -251,7 +251,7 @@ class StaticEmbeddings(ArrayEmbeddings):
         return out
 
     def score_passages(self, query: str, chunks: Sequence[Chunk]) -> FloatArray | None:
-        """How well each chunk matches ``query`` token by token (0 to 1; None when the
+        """How well each chunk matches ``query`` token by token (at most 1; None when the
         query has no tokens). The retriever re-ranks its best fused passages with it."""
         return self.table.matcher.scores(query, chunks)
 

@@ -19,7 +19,11 @@ against the other. How the pieces fit, and why (figures in ``docs/src/retrieval.
    is 1 for keyword search and the embedder's ``fusion_weight`` (default 1) for dense.
 4. **Passages from pages.** Pages are taken in fused order; within a page, passages by
    their own fused rank. A page's second passage scores 0.3 of its first and competes
-   with the next pages' best ones, and ``max_per_page`` caps how many one page may fill.
+   with the next pages' best ones (``sitechat.retrieval.fusion``).
+5. **Re-ranking.** An embedder with a passage scorer (the offline ``static`` one matches
+   token by token) re-orders the best ``rerank_depth`` fused passages: their fused order
+   and their order by its score are fused again, page by page (``sitechat.retrieval.rerank``).
+6. **Diversity.** ``max_per_page`` caps how many passages one page may fill.
 
 ``covered`` is judged on each returned passage's own evidence, never on fused scores
 (which are ranks): a dense similarity at or above the embedder's calibrated
