@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import faiss
 
-from sitechat.errors import CorruptIndexError
+from sitechat.errors import CorruptIndexError, StoreError
 from sitechat.vectorstores.base import EmbedderInfo
 
 __all__ = [
@@ -32,11 +33,16 @@ __all__ = [
     "read_index_file",
     "read_manifest",
     "remove_stale_vectors",
+    "retire_generation",
     "utc_now",
     "vectors_path",
+    "write_failed",
     "write_index_file",
     "write_manifest",
+    "write_vectors",
 ]
+
+logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "sitechat-faiss"
 FORMAT_VERSION = 1
@@ -160,6 +166,38 @@ def write_index_file(index: faiss.Index, path: Path) -> None:
             temporary.unlink()
         raise
     fsync_directory(path.parent)
+
+
+def write_failed(directory: Path, what: str, exc: BaseException) -> StoreError:
+    """The one wording for a save that could not write its files: the last save stands."""
+    return StoreError(
+        f"Could not write {what} of the index at {directory} ({exc}). "
+        "Check free disk space and permissions; nothing was lost."
+    )
+
+
+def write_vectors(index: faiss.Index, directory: Path, generation: int) -> Path:
+    """Write the vectors file of ``generation`` aside (see :func:`write_index_file`)."""
+    path = vectors_path(directory, generation)
+    try:
+        write_index_file(index, path)
+    except (OSError, RuntimeError) as exc:
+        raise write_failed(directory, "the vectors", exc) from exc
+    return path
+
+
+def retire_generation(directory: Path, old_generation: int, manifest: Manifest) -> None:
+    """After a save's commit: remove the previous vectors file and refresh the manifest.
+
+    The data is already durable, so a failure here only leaves a stale file (removed by the
+    next save) or a stale manifest (informational), and is logged rather than raised.
+    """
+    with contextlib.suppress(OSError):
+        vectors_path(directory, old_generation).unlink()
+    try:
+        write_manifest(directory, manifest)
+    except OSError as exc:
+        logger.warning("could not update %s: %s", directory / MANIFEST_NAME, exc)
 
 
 def read_index_file(directory: Path, path: Path, dimension: int) -> faiss.IndexIDMap2:

@@ -24,13 +24,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from sitechat.errors import EmbedderMismatchError, IndexNotFoundError
 from sitechat.vectorstores import _faiss_files as files
 from sitechat.vectorstores import _faiss_sql as sql
 from sitechat.vectorstores._faiss_payload import Payload, load_payload, missing_payload
-from sitechat.vectorstores._faiss_vectors import IndexParams, VectorIndex
+from sitechat.vectorstores._faiss_vectors import IndexParams, VectorIndex, flat_index
 from sitechat.vectorstores.base import EmbedderInfo
 
-__all__ = ["LoadedIndex", "create_directory", "is_writable", "load_directory"]
+__all__ = ["LoadedIndex", "create_directory", "is_writable", "load_directory", "open_directory"]
 
 _OPEN_RETRIES = 3
 
@@ -45,6 +46,42 @@ class LoadedIndex:
     embedder: EmbedderInfo
     meta: dict[str, str]
     read_only: bool
+
+
+def open_directory(
+    directory: Path, embedder: EmbedderInfo | None, create: bool, params: IndexParams | None
+) -> LoadedIndex:
+    """Load the index in ``directory``, first creating it (empty, exact search) if asked.
+
+    ``embedder=None`` adopts the recorded embedder; any other must match it. Raises
+    ``IndexNotFoundError``, ``EmbedderMismatchError`` or ``CorruptIndexError``, each saying
+    what to do next.
+    """
+    if not (directory / files.MANIFEST_NAME).exists():
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise files.corrupt(
+                directory,
+                f"it is not a sitechat index (no {files.MANIFEST_NAME}); choose a new or "
+                "empty directory for a new index",
+            )
+        if not create or embedder is None:
+            raise IndexNotFoundError(
+                f"No sitechat index at {directory}. Build one first: "
+                f"sitechat ingest <URL> --index {directory}"
+            )
+        # a new index starts exact; it moves to HNSW when it grows (``_faiss_vectors``)
+        create_directory(directory, embedder, flat_index)
+    loaded = load_directory(directory, params)
+    recorded = loaded.embedder
+    if embedder is not None and embedder != recorded:
+        loaded.conn.close()
+        raise EmbedderMismatchError(
+            f"The index at {directory} was built with the embedder '{recorded.name}' "
+            f"(dimension {recorded.dimension}), but '{embedder.name}' (dimension "
+            f"{embedder.dimension}) is configured. Re-ingest into a new index "
+            "(--index NEW_DIR), or configure the original embedder."
+        )
+    return loaded
 
 
 def create_directory(

@@ -38,26 +38,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
 from sitechat.config import load_provider_config
-from sitechat.errors import EmbedderMismatchError, IndexNotFoundError, InvalidInputError, StoreError
+from sitechat.errors import InvalidInputError, StoreError
 from sitechat.models import Chunk, SearchHit
 from sitechat.vectorstores import _faiss_files as files
 from sitechat.vectorstores import _faiss_payload as payloads
 from sitechat.vectorstores import _faiss_sql as sql
 from sitechat.vectorstores._faiss_hits import query_row
-from sitechat.vectorstores._faiss_open import LoadedIndex, create_directory, load_directory
+from sitechat.vectorstores._faiss_open import LoadedIndex, open_directory
 from sitechat.vectorstores._faiss_reads import HitReader, KeywordPruner
 from sitechat.vectorstores._faiss_vectors import (
     HNSW_ADD_SLICE,
@@ -73,8 +71,6 @@ if TYPE_CHECKING:
     from sitechat.config import Settings
 
 __all__ = ["FaissConfig", "FaissVectorStore"]
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -152,36 +148,7 @@ class FaissVectorStore(VectorStore):
         create: bool,
         params: IndexParams | None = None,
     ) -> FaissVectorStore:
-        if not (directory / files.MANIFEST_NAME).exists():
-            if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-                raise files.corrupt(
-                    directory,
-                    f"it is not a sitechat index (no {files.MANIFEST_NAME}); choose a new or "
-                    "empty directory for a new index",
-                )
-            if not create or embedder is None:
-                raise IndexNotFoundError(
-                    f"No sitechat index at {directory}. Build one first: "
-                    f"sitechat ingest <URL> --index {directory}"
-                )
-            create_directory(directory, embedder, cls._new_index)
-        loaded = load_directory(directory, params)
-        store = cls(directory, loaded)
-        if embedder is not None and embedder != store.embedder:
-            store._conn.close()
-            recorded = store.embedder
-            raise EmbedderMismatchError(
-                f"The index at {directory} was built with the embedder '{recorded.name}' "
-                f"(dimension {recorded.dimension}), but '{embedder.name}' (dimension "
-                f"{embedder.dimension}) is configured. Re-ingest into a new index "
-                "(--index NEW_DIR), or configure the original embedder."
-            )
-        return store
-
-    @staticmethod
-    def _new_index(dimension: int) -> faiss.Index:
-        """A new store starts exact; it moves to HNSW when it grows (``_faiss_vectors``)."""
-        return flat_index(dimension)
+        return cls(directory, open_directory(directory, embedder, create, params))
 
     # ------------------------------------------------------------------ properties
 
@@ -327,7 +294,7 @@ class FaissVectorStore(VectorStore):
             new_epoch = payload.state.epoch if payload.state else 0
             new_path = files.vectors_path(self._directory, new_generation)
             try:
-                self._write_vectors(vectors.index, new_path)
+                files.write_vectors(vectors.index, self._directory, new_generation)
                 self._commit_generation(new_generation, vectors.live, payload)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -351,25 +318,13 @@ class FaissVectorStore(VectorStore):
                 self._payload_dead,
             )
         except OSError as exc:
-            raise StoreError(
-                f"Could not write the payload file of the index at {self._directory} ({exc}). "
-                "Check free disk space and permissions; nothing was lost."
-            ) from exc
+            raise files.write_failed(self._directory, "the payload file", exc) from exc
 
     def _rows(self, first: int, upto: int, limit: int) -> list[sql.Row]:
         """A slice of rows for the payload writer, read under the data lock."""
         with self._data_lock, sql.sqlite_errors(self._directory):
             self._check_open()
             return sql.rows_between(self._conn, first, upto, limit)
-
-    def _write_vectors(self, index: faiss.Index, path: Path) -> None:
-        try:
-            files.write_index_file(index, path)
-        except (OSError, RuntimeError) as exc:
-            raise StoreError(
-                f"Could not write the vectors of the index at {self._directory} ({exc}). "
-                "Check free disk space and permissions; nothing was lost."
-            ) from exc
 
     def _commit_generation(self, generation: int, count: int, payload: payloads.Payload) -> None:
         """The switch: one commit makes the chunk changes, the new vectors file and the
@@ -394,17 +349,11 @@ class FaissVectorStore(VectorStore):
 
     def _finish_generation(self, old_generation: int, count: int) -> None:
         """Tidy up after the switch; a crash here only leaves a stale file or manifest."""
-        with contextlib.suppress(OSError):
-            files.vectors_path(self._directory, old_generation).unlink()
-        now = files.utc_now()
         manifest = files.Manifest(
-            self._embedder, count, self._generation, self._created_at, now, self._vectors.kind
-        )
-        try:
-            files.write_manifest(self._directory, manifest)
-        except OSError as exc:
-            # the data is already durable; only the informational copy is stale
-            logger.warning("could not update %s: %s", self._directory / files.MANIFEST_NAME, exc)
+            self._embedder, count, self._generation, self._created_at, files.utc_now(),
+            self._vectors.kind,
+        )  # fmt: skip
+        files.retire_generation(self._directory, old_generation, manifest)
 
     # ------------------------------------------------------------------ reads
 

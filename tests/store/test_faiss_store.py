@@ -25,7 +25,7 @@ from sitechat.errors import (
     StoreError,
 )
 from sitechat.models import Chunk
-from sitechat.vectorstores import _faiss_files, _faiss_open
+from sitechat.vectorstores import _faiss_files, _faiss_open, _faiss_payload
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
 from sitechat.vectorstores.faiss import FaissVectorStore
 
@@ -450,6 +450,40 @@ async def test_crash_before_the_commit_keeps_the_old_generation(
     await reopened.upsert([extra], vectors([extra]))
     await reopened.aclose()
     assert names(index_dir) == SECOND_SAVE_FILES
+
+
+@pytest.mark.parametrize("part", ["vectors", "payload"])
+async def test_a_full_disk_fails_the_save_clearly_and_loses_nothing(
+    store: FaissVectorStore, index_dir: Path, monkeypatch: pytest.MonkeyPatch, part: str
+) -> None:
+    """A save that cannot write its files says what failed and what to check; the last
+    save stays loadable, and the pending change is saved once writing works again."""
+    await store.persist()
+    extra = make_chunk("extra", "written after the first save")
+    await store.upsert([extra], vectors([extra]))
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    if part == "vectors":
+        monkeypatch.setattr(_faiss_files, "write_index_file", no_space)
+    else:
+        monkeypatch.setattr(_faiss_payload, "write_payload", no_space)
+    with pytest.raises(StoreError) as failure:
+        await store.persist()
+    message = str(failure.value)
+    assert "No space left on device" in message
+    assert "free disk space" in message and "nothing was lost" in message
+    assert ("payload file" in message) is (part == "payload")
+
+    before = await FaissVectorStore.open_path(index_dir, INFO)
+    assert await before.count() == len(CORPUS)
+    await before.aclose()
+    monkeypatch.undo()
+    await store.persist()
+    after = await FaissVectorStore.open_path(index_dir, INFO)
+    assert await after.get(["extra"]) == [extra]
+    await after.aclose()
 
 
 async def test_crash_after_the_commit_keeps_the_new_generation(
