@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from sitechat.config import RetrievalSettings
 from sitechat.embeddings.base import embedder_info
 from sitechat.embeddings.static import StaticEmbeddings
+from sitechat.errors import ProviderError
 from sitechat.models import Chunk, SearchHit, content_hash
 from sitechat.retrieval.hybrid import HybridRetriever
 from sitechat.retrieval.rerank import PassageScorer, rerank_fused
@@ -123,6 +124,19 @@ async def test_depth_zero_and_keyword_mode_do_not_rerank() -> None:
     for settings in (RetrievalSettings(rerank_depth=0), RetrievalSettings(mode="keyword")):
         await HybridRetriever(store, embeddings, settings).retrieve("how do I install with pip")
     assert embeddings.calls == []
+
+
+async def test_a_scorer_giving_the_wrong_count_fails_clearly() -> None:
+    """A plugin scorer's wrong score count is a provider error saying how to turn it off."""
+
+    class Broken(ScoringEmbeddings):
+        def score_passages(self, query: str, chunks: Sequence[Chunk]) -> list[float]:
+            return [1.0]
+
+    embeddings = Broken("wheelhouse")
+    retriever = HybridRetriever(await filled_store(embeddings), embeddings)
+    with pytest.raises(ProviderError, match=r"returned 1 scores for 4 passages.*RERANK_DEPTH=0"):
+        await retriever.retrieve("how do I install with pip")
 
 
 def test_the_offline_default_is_a_passage_scorer() -> None:

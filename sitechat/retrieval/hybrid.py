@@ -42,6 +42,7 @@ from langchain_core.embeddings import Embeddings
 
 from sitechat._text import STOPWORDS, content_terms
 from sitechat.config import RetrievalSettings
+from sitechat.errors import ProviderError
 from sitechat.models import SearchHit
 from sitechat.retrieval.fusion import diversify, fuse_by_page, reciprocal_rank_fusion
 from sitechat.retrieval.rerank import PassageScorer, rerank_fused
@@ -199,7 +200,14 @@ class HybridRetriever:
         if depth < 2 or len(fused) < 2 or not isinstance(scorer, PassageScorer):
             return fused
         head = [hit.chunk for hit in fused[:depth]]
-        return rerank_fused(fused, scorer.score_passages(query, head), depth)
+        scores = scorer.score_passages(query, head)
+        if scores is not None and len(scores) != len(head):
+            raise ProviderError(
+                f"{type(scorer).__name__}.score_passages returned {len(scores)} scores for "
+                f"{len(head)} passages. Fix the embedder, or turn re-ranking off with "
+                "SITECHAT_RETRIEVAL__RERANK_DEPTH=0."
+            )
+        return rerank_fused(fused, scores, depth)
 
     def _dense_weight(self) -> float:
         """How much the embedder's ranking counts against keyword search's (1.0: as much).
