@@ -12,11 +12,11 @@ from sitechat.config import RetrievalSettings
 from sitechat.embeddings.base import embedder_info
 from sitechat.embeddings.static import StaticEmbeddings
 from sitechat.errors import ProviderError
-from sitechat.models import Chunk, SearchHit, content_hash
+from sitechat.models import Chunk, SearchHit
 from sitechat.retrieval.hybrid import HybridRetriever
 from sitechat.retrieval.rerank import PassageScorer, rerank_fused
 from sitechat.testing.fakes import FakeEmbeddings, InMemoryVectorStore
-from tests.passages import hit
+from tests.passages import hit, passage
 
 
 def ids(hits: Sequence[SearchHit]) -> list[str]:
@@ -95,10 +95,8 @@ async def filled_store(embeddings: FakeEmbeddings) -> InMemoryVectorStore:
         "four": "install offline: pip can read a wheelhouse folder",
     }
     chunks = [
-        Chunk(id=page, url=f"https://d/{page}", title=page, heading_path=(), anchor=None,
-              text=text, content_hash=content_hash(text))
-        for page, text in texts.items()
-    ]  # fmt: skip
+        passage(text, page, url=f"https://d/{page}", title=page) for page, text in texts.items()
+    ]
     await store.upsert(chunks, embeddings.embed_documents([c.text for c in chunks]))
     return store
 

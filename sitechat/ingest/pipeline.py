@@ -27,7 +27,7 @@ from sitechat.ingest.local import iter_local_pages
 from sitechat.models import Chunk, Page
 from sitechat.vectorstores.base import VectorStore
 
-__all__ = ["IngestSummary", "Progress", "embedding_text", "ingest_pages", "ingest_sources"]
+__all__ = ["IngestSummary", "Progress", "ingest_pages", "ingest_sources"]
 
 Progress = Callable[[str, int, int | None], None]
 """Called as ``progress(phase, done, total)``; ``total`` is None while unknown."""
@@ -112,11 +112,6 @@ class IngestSummary:
                 "truncated": list(self.truncated),
             },
         }
-
-
-def embedding_text(chunk: Chunk) -> str:
-    """The text embedded for a chunk (:attr:`Chunk.searchable_text`)."""
-    return chunk.searchable_text
 
 
 def _is_url(source: str) -> bool:
@@ -358,7 +353,7 @@ async def _embed_and_store(
     for start in range(0, len(chunks), batch):
         part = chunks[start : start + batch]
         began = time.perf_counter()
-        vectors = await _embed(embeddings, [embedding_text(c) for c in part])
+        vectors = await _embed(embeddings, [c.searchable_text for c in part])
         summary.add_time("embed", time.perf_counter() - began)
         began = time.perf_counter()
         await store.upsert(part, vectors)

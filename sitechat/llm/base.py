@@ -102,7 +102,7 @@ class OpenedStream:
 
 def interrupted(error: ProviderError, provider: str, partial: str) -> StreamInterruptedError:
     """What a failure after the first text becomes: :class:`StreamInterruptedError` with
-    the text so far. (One that already is a ``StreamInterruptedError`` is raised as is.)"""
+    the text so far. Callers raise one that already is a ``StreamInterruptedError`` as is."""
     return StreamInterruptedError(
         f"The answer from {provider} broke off after it had started; the text so far is "
         f"kept, ask again for the rest. Cause: {error}",

@@ -11,19 +11,12 @@ from sitechat.embeddings import _token_match
 from sitechat.embeddings._token_match import TokenMatcher
 from sitechat.embeddings._wordpiece import WordPieceTokenizer
 from sitechat.embeddings.static import StaticEmbeddings
-from sitechat.models import Chunk, content_hash
+from tests.passages import passage
 
 VOCABULARY = ["[UNK]", "apple", "fruit", "car", "how", "void"]
 VECTORS = np.array(
     [[0.0, 0.0], [2.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.1, 0.0], [0.0, 0.0]], dtype=np.float32
 )
-
-
-def passage(text: str, chunk_id: str = "c") -> Chunk:
-    return Chunk(
-        id=chunk_id, url="https://d/p", title="", heading_path=(), anchor=None, text=text,
-        content_hash=content_hash(text),
-    )  # fmt: skip
 
 
 @pytest.fixture
