@@ -55,7 +55,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Run the benchmark scripts; they print figures and ratios against in-process baselines."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test]", "bm25s>=0.2", "PyStemmer>=2.2")  # bm25s: bench_keyword
     for script in (
         sorted(os.listdir("tests/benchmarks")) if os.path.isdir("tests/benchmarks") else []
     ):
