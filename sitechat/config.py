@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from sitechat._redact import redact
 from sitechat.errors import ConfigurationError
 
 __all__ = [
@@ -30,12 +32,14 @@ __all__ = [
     "RetrySettings",
     "Settings",
     "VectorStoreSettings",
+    "check_endpoint_url",
     "env_prefix_for",
     "load_provider_config",
 ]
 
 ENV_PREFIX = "SITECHAT_"
-_SECRET_HINTS = ("key", "secret", "password", "token", "dsn", "credential")
+# a URL may carry user:password@ or a token in its query, so URLs are never echoed either
+_SECRET_HINTS = ("key", "secret", "password", "token", "dsn", "credential", "url")
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
@@ -209,6 +213,10 @@ class Settings(BaseSettings):
             settings = cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
         except ValidationError as exc:
             raise ConfigurationError(describe_validation_error(exc, ENV_PREFIX)) from None
+        except SettingsError as exc:
+            raise ConfigurationError(
+                describe_settings_error(exc, ENV_PREFIX, nested=True)
+            ) from None
         settings._source_env_file = str(env_file) if env_file else None
         return settings
 
@@ -250,7 +258,47 @@ def load_provider_config(
         loaded = source()
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc, prefix)) from None
+    except SettingsError as exc:
+        raise ConfigurationError(describe_settings_error(exc, prefix, nested=False)) from None
     return config_class.model_validate(loaded.model_dump())
+
+
+def describe_settings_error(exc: SettingsError, prefix: str, *, nested: bool) -> str:
+    """A value pydantic-settings could not even parse: list and mapping settings are JSON.
+
+    Its message names only the field (``error parsing value for field "llm"``): a section
+    of ``Settings`` when ``nested`` (so one of ``SITECHAT_LLM__*``), else the variable.
+    """
+    text = str(exc)
+    field = text.split('"')[1].upper() if text.count('"') >= 2 else ""
+    where = f"a {prefix}{field}__* variable" if nested and field else f"{prefix}{field or '*'}"
+    return (
+        f"Invalid settings: {where} could not be parsed. Settings that hold a list or a "
+        """mapping take JSON, for example SITECHAT_LLM__FALLBACKS='["openai"]' or """
+        """SITECHAT_OPENAI__HEADERS='{"X-Team": "docs"}'. Fix the variable in your """
+        "environment or .env file."
+    )
+
+
+def check_endpoint_url(value: str | None) -> str | None:
+    """An optional endpoint setting: unset (or empty), or an http(s) URL with a host.
+
+    Checked when settings load: a URL without its scheme would otherwise fail on the
+    first request, looking like a network failure, and be retried.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(
+            "must be an http:// or https:// URL with a host, such as http://localhost:8000/v1"
+        )
+    return value
 
 
 def describe_validation_error(exc: ValidationError, prefix: str) -> str:
@@ -259,13 +307,13 @@ def describe_validation_error(exc: ValidationError, prefix: str) -> str:
     for err in exc.errors():
         loc = [str(part) for part in err["loc"] if not isinstance(part, int)]
         env_var = prefix + "__".join(part.upper() for part in loc) if loc else prefix.rstrip("_")
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         secret = any(hint in part.lower() for part in loc for hint in _SECRET_HINTS)
         value = err.get("input")
         shown = (
             ""
             if secret or isinstance(value, (dict, list)) or value is None
-            else f" (got {value!r})"
+            else f" (got {redact(repr(value))})"
         )
         lines.append(f"{env_var}: {message}{shown}")
     return (

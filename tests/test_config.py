@@ -90,3 +90,56 @@ def test_secret_values_never_appear_in_errors(monkeypatch: pytest.MonkeyPatch) -
         load_provider_config(DsnConfig, "db", None)
     assert "hunter2" not in str(info.value)
     assert "SITECHAT_DB__DSN" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("SITECHAT_LLM__FALLBACKS", "openai,bedrock", "SITECHAT_LLM__*"),
+        ("SITECHAT_INGEST__EXCLUDE", "/blog/*, /tags/*", "SITECHAT_INGEST__*"),
+    ],
+)
+def test_a_list_setting_that_is_not_json_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    """A list given as plain text is a ConfigurationError naming its section and the JSON form."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as info:
+        Settings.load()
+    assert named in str(info.value) and "JSON" in str(info.value)
+
+
+def test_a_mapping_provider_setting_that_is_not_json_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider's dict setting given as plain text names that very variable."""
+
+    class HeadersConfig(BaseModel):
+        headers: dict[str, str] = {}
+
+    monkeypatch.setenv("SITECHAT_DEMO__HEADERS", "X-Team=docs")
+    with pytest.raises(ConfigurationError, match="SITECHAT_DEMO__HEADERS could not be parsed"):
+        load_provider_config(HeadersConfig, "demo", None)
+
+
+@pytest.mark.parametrize("url", ["localhost:8000/v1", "ftp://gateway/v1", "http:///v1"])
+def test_an_endpoint_without_http_scheme_or_host_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """SITECHAT_OPENAI__BASE_URL must be an http(s) URL with a host, checked before any request."""
+    from sitechat.llm.openai import OpenAIConfig
+
+    monkeypatch.setenv("SITECHAT_OPENAI__BASE_URL", f"{url}")
+    with pytest.raises(ConfigurationError, match="SITECHAT_OPENAI__BASE_URL: must be an http"):
+        load_provider_config(OpenAIConfig, "openai", None)
+
+
+def test_a_refused_endpoint_never_echoes_its_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A malformed endpoint URL holding a password is refused without printing the password."""
+    from sitechat.llm.bedrock import BedrockConfig
+
+    monkeypatch.setenv("SITECHAT_BEDROCK__ENDPOINT_URL", "user:hunter2-pw@vpce.example/x")
+    with pytest.raises(ConfigurationError) as info:
+        load_provider_config(BedrockConfig, "bedrock", None)
+    assert "hunter2" not in str(info.value)
+    assert "SITECHAT_BEDROCK__ENDPOINT_URL" in str(info.value)

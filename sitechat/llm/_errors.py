@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Iterable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from sitechat._redact import redact, safe_url
 from sitechat.errors import (
     AuthenticationError,
     BadRequestError,
@@ -31,25 +31,9 @@ from sitechat.errors import (
     ServiceUnavailableError,
 )
 
-__all__ = ["map_bedrock_error", "map_openai_error", "parse_retry_after", "redact"]
+__all__ = ["map_bedrock_error", "map_openai_error", "parse_retry_after", "redact", "safe_url"]
 
 _MAX_QUOTED = 300
-
-_SECRET_PATTERNS = (
-    (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-]{6,}"), r"\1-***"),
-    (re.compile(r"(?i)\bbearer\s+[^\s,;\"']+"), "Bearer ***"),
-    (
-        re.compile(
-            r"(?i)\b(Signature|Credential|X-Amz-Security-Token|X-Amz-Signature)=[^\s,;&\"']+"
-        ),
-        r"\1=***",
-    ),
-    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{12,}"), "***"),
-    (
-        re.compile(r"(?i)(api[_-]?key|secret|token|password)([\"']?\s*[:=]\s*[\"']?)[^\s,;\"']+"),
-        r"\1\2***",
-    ),
-)
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
@@ -84,16 +68,6 @@ _BEDROCK_UNAVAILABLE_CODES = {
     "modelstreamerrorexception",
     "modelerrorexception",
 }
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with known secrets and anything shaped like a key or signature masked."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def _quote(text: str, secrets: Iterable[str]) -> str:
@@ -162,7 +136,7 @@ def map_openai_error(
     if isinstance(exc, ProviderError):
         return exc
     secrets = tuple(secrets)
-    where = f"The OpenAI-compatible API at {base_url}" if base_url else "The OpenAI API"
+    where = f"The OpenAI-compatible API at {safe_url(base_url)}" if base_url else "The OpenAI API"
     import openai
 
     if isinstance(exc, openai.APITimeoutError):

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from sitechat.config import RetrySettings, load_provider_config
+from sitechat.config import RetrySettings, check_endpoint_url, load_provider_config
 from sitechat.errors import ConfigurationError, MissingDependencyError
 from sitechat.llm._errors import map_bedrock_error
 from sitechat.llm._langchain import chunk_piece, message_delta, model_for
@@ -76,6 +76,11 @@ class BedrockConfig(BaseModel):
     )
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        return check_endpoint_url(value)
 
 
 def make_bedrock_client(

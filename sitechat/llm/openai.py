@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from langchain_core.messages import BaseMessage
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from sitechat.config import RetrySettings, load_provider_config
+from sitechat.config import RetrySettings, check_endpoint_url, load_provider_config
 from sitechat.errors import ConfigurationError, MissingDependencyError
-from sitechat.llm._errors import map_openai_error
+from sitechat.llm._errors import map_openai_error, safe_url
 from sitechat.llm._langchain import chunk_piece, message_delta, model_for
 from sitechat.llm.base import BaseLLMService, Piece
 
@@ -76,6 +76,11 @@ class OpenAIConfig(BaseModel):
         ge=1,
         description="Shorten text-embedding-3 vectors, or declare an unknown model's size.",
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        return check_endpoint_url(value)
 
 
 def _is_openai_host(base_url: str | None) -> bool:
@@ -222,4 +227,5 @@ class OpenAILLMService(BaseLLMService):
             self._chat.root_client.close()
 
     def __repr__(self) -> str:
-        return f"OpenAILLMService(model={self.model!r}, base_url={self.base_url!r})"
+        shown = safe_url(self.base_url) if self.base_url else None
+        return f"OpenAILLMService(model={self.model!r}, base_url={shown!r})"

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from pydantic import BaseModel, Field, field_validator
 
+from sitechat._redact import redact
+
 if TYPE_CHECKING:
     from sitechat.config import Settings
 
@@ -114,6 +116,10 @@ class JsonFormatter(logging.Formatter):
     with ``str()`` (a pydantic ``SecretStr`` therefore prints as stars, never its value).
     A record with an ``emf`` attribute (see :data:`EMF_RECORD_ATTRIBUTE`) is merged into
     that document so CloudWatch can still extract its metrics.
+
+    Secrets are masked in the finished line, whichever library logged them: httpx logs
+    each request's full URL, and a gateway password in ``SITECHAT_OPENAI__BASE_URL`` would
+    otherwise reach the log collector.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -138,7 +144,7 @@ class JsonFormatter(logging.Formatter):
         if isinstance(emf, Mapping):
             # the EMF members win: CloudWatch reads metric values from the top level
             line = {**line, **emf}
-        return json_line(line)
+        return redact(json_line(line))
 
 
 class LoggingConfig(BaseModel):
@@ -169,13 +175,21 @@ def load_logging_config(settings: Settings | None = None) -> LoggingConfig:
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"
 
 
+class _TextFormatter(logging.Formatter):
+    """The text format, with secrets masked like the JSON one's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 def configure_logging(
     config: LoggingConfig | None = None,
     *,
     stream: TextIO | None = None,
     logger: logging.Logger | None = None,
 ) -> logging.Handler:
-    """Send logs to ``stream`` (stderr) in the configured format, with request ids.
+    """Send logs to ``stream`` (stderr) in the configured format, with request ids and
+    secrets masked (keys, tokens, ``user:password@`` in URLs, from any library).
 
     Installs one handler on ``logger`` (the root logger by default) and sets its level;
     calling it again replaces that handler instead of adding a second one, so an app may
@@ -185,7 +199,7 @@ def configure_logging(
     target = logger or logging.getLogger()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if config.format == "json" else logging.Formatter(_TEXT_FORMAT)
+        JsonFormatter() if config.format == "json" else _TextFormatter(_TEXT_FORMAT)
     )
     handler.addFilter(RequestIdFilter())
     setattr(handler, _HANDLER_MARK, True)

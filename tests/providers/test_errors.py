@@ -21,7 +21,13 @@ from sitechat.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
-from sitechat.llm._errors import map_bedrock_error, map_openai_error, parse_retry_after, redact
+from sitechat.llm._errors import (
+    map_bedrock_error,
+    map_openai_error,
+    parse_retry_after,
+    redact,
+    safe_url,
+)
 
 KEY_CHARS = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",
@@ -53,6 +59,52 @@ def test_redact_masks_sigv4_parts() -> None:
     cleaned = redact(header)
     assert "AKIAIOSFODNN7EXAMPLE" not in cleaned
     assert "fe5f80f77d5fa3be" not in cleaned
+
+
+@given(
+    user=st.text(alphabet="abcdefghij-_.~0123456789", min_size=1, max_size=12),
+    password=KEY_CHARS,
+    token=KEY_CHARS,
+)
+def test_safe_url_drops_credentials_and_query(user: str, password: str, token: str) -> None:
+    """A URL shown in a message keeps its host and path, never its password or query."""
+    shown = safe_url(f"https://{user}:{password}@gateway.example:8443/v1?key={token}#x")
+    assert password not in shown and token not in shown
+    assert shown.startswith("https://***@gateway.example:8443/v1")
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ('{"TimeToFirstToken":0.12,"OutputTokens":40}', "0.12"),
+        ("the token count is 40", "40"),
+    ],
+)
+def test_redact_leaves_words_that_merely_contain_token(text: str, kept: str) -> None:
+    """Metric names and prose mentioning tokens are not mistaken for credentials."""
+    assert redact(text) == text and kept in redact(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"access_token": "abc123XYZ"}',
+        "api_key=abc123XYZ",
+        "GET /v1?sig=abc123XYZ&x=1",
+        "password: abc123XYZ",
+    ],
+)
+def test_redact_masks_named_credentials(text: str) -> None:
+    """Values named as keys, tokens, passwords or URL signatures are masked."""
+    assert "abc123XYZ" not in redact(text)
+
+
+def test_redact_masks_credentials_inside_quoted_urls() -> None:
+    """A vendor message quoting a URL with user:password@ loses the password."""
+    text = "Cannot connect to http://alice:hunter2-secret@10.0.0.1:8000/v1/chat (refused)"
+    cleaned = redact(text)
+    assert "hunter2-secret" not in cleaned
+    assert "10.0.0.1:8000/v1/chat" in cleaned
 
 
 @pytest.mark.parametrize(

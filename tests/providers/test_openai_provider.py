@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from sitechat.errors import (
 from sitechat.llm.base import LLMDelta
 from sitechat.llm.openai import OpenAILLMService
 from sitechat.models import Usage
+from sitechat.observability.logging import LoggingConfig, configure_logging
 from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults, Reply
 
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -292,6 +294,39 @@ async def test_key_never_appears_in_errors_or_logs(
     assert KEY not in caplog.text
     service = _service(openai_server, fast_retry, http_client)
     assert KEY not in repr(service) + repr(vars(service))
+
+
+async def test_a_password_in_the_base_url_never_reaches_errors_logs_or_repr(
+    openai_server: OpenAICompatibleServer,
+    fast_retry: RetrySettings,
+    http_client: httpx.AsyncClient,
+) -> None:
+    """A gateway password written into the base URL is used but never shown,
+    neither in the error nor in any log line (httpx logs each request's full URL)."""
+    host = openai_server.base_url.removeprefix("http://")
+    base_url = f"http://gateway:GW-pass-s3cret@{host}"
+    openai_server.script(*[OpenAIFaults.unavailable()] * fast_retry.max_attempts)
+    service = OpenAILLMService(
+        model="gpt-test",
+        api_key=KEY,
+        base_url=base_url,
+        retry=fast_retry,
+        http_async_client=http_client,
+    )
+    root = logging.getLogger()
+    level, logs = root.level, io.StringIO()
+    handler = configure_logging(LoggingConfig(level="DEBUG"), stream=logs)
+    try:
+        with pytest.raises(ServiceUnavailableError) as caught:
+            await service.generate_response(QUESTION)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert "HTTP Request: POST" in logs.getvalue()  # httpx did log the URL
+    shown = f"{caught.value} {logs.getvalue()} {service!r}"
+    assert "s3cret" not in shown
+    assert host in str(caught.value)  # the endpoint is still named
+    assert len(openai_server.requests) == fast_retry.max_attempts
 
 
 def test_from_settings_reads_its_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
