@@ -161,6 +161,14 @@ def map_openai_error(
             f"{where} reported an error mid-answer: {_quote(message, secrets)}. Try again.",
             provider=provider,
         )
+    if isinstance(exc, ValueError) and "No generation chunks" in str(exc):
+        # LangChain's words for a stream that carried no chunk: the server answered a
+        # streaming request with a plain JSON reply (or nothing at all)
+        return ProviderError(
+            f"{where} sent no streamed chunks. If the server cannot stream, set "
+            "SITECHAT_OPENAI__STREAMING=false.",
+            provider=provider,
+        )
     return _map_transport_error(exc, provider, where, secrets)
 
 

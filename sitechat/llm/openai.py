@@ -11,6 +11,7 @@ so that nothing is retried after the first token.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,9 +20,10 @@ from urllib.parse import urlsplit
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
+from sitechat._redact import redact, safe_url
 from sitechat.config import RetrySettings, check_endpoint_url, load_provider_config
-from sitechat.errors import ConfigurationError, MissingDependencyError
-from sitechat.llm._errors import map_openai_error, safe_url
+from sitechat.errors import ConfigurationError, MissingDependencyError, ProviderError
+from sitechat.llm._errors import map_openai_error
 from sitechat.llm._langchain import chunk_piece, message_delta, model_for
 from sitechat.llm.base import BaseLLMService, Piece
 
@@ -37,6 +39,8 @@ DEFAULT_MODEL = "gpt-4o-mini"
 KEY_ENV_VAR = "SITECHAT_OPENAI__API_KEY"
 STANDARD_KEY_ENV_VAR = "OPENAI_API_KEY"
 # a compatible server that ignores keys still needs a non-empty one for the client
+logger = logging.getLogger(__name__)
+
 _NO_KEY = "sitechat-no-key"
 
 _CONTEXT_WINDOWS = {
@@ -204,10 +208,23 @@ class OpenAILLMService(BaseLLMService):
         """One try on the wire, vendor errors mapped at the boundary."""
         try:
             if not self.streaming:
-                yield message_delta(await self._chat.ainvoke(list(messages)))
+                message = await self._chat.ainvoke(list(messages))
+                delta = message_delta(message)
+                refusal = message.additional_kwargs.get("refusal")
+                finish = message.response_metadata.get("finish_reason")
+                self._check_ending(bool(delta.text), finish, refusal)
+                yield delta
                 return
+            said = False
+            finish = None
             async for chunk in self._chat.astream(list(messages)):
-                yield chunk_piece(chunk)
+                piece = chunk_piece(chunk)
+                if not said:
+                    said = bool(piece if isinstance(piece, str) else piece.text)
+                if chunk.response_metadata:
+                    finish = chunk.response_metadata.get("finish_reason") or finish
+                yield piece
+            self._check_ending(said, finish)
         except Exception as exc:
             raise map_openai_error(
                 exc,
@@ -216,6 +233,38 @@ class OpenAILLMService(BaseLLMService):
                 base_url=self.base_url,
                 secrets=(self._api_key.get_secret_value(),),
             ) from exc
+
+    def _check_ending(self, said: bool, finish: str | None, refusal: str | None = None) -> None:
+        """Raise when the answer ended without text or was cut by a content filter.
+
+        Both otherwise look like success: an empty answer (a refusal, a tool call, a
+        filtered reply) would be shown and kept in the history as if the model had spoken.
+        A filter that cuts an answer midway raises after its text, which the caller keeps
+        as the partial answer.
+        """
+        model = f"Model '{self.model}'"
+        if finish == "content_filter":
+            raise ProviderError(
+                f"{model}'s content filter stopped the answer. Rephrase the question, or "
+                "check the provider's content policy.",
+                provider=self.name,
+            )
+        if refusal:
+            raise ProviderError(
+                f"{model} declined to answer: {redact(refusal)[:300]}", provider=self.name
+            )
+        if not said:
+            raise ProviderError(
+                f"{model} returned no text (finish reason: {finish or 'none'}): it may have "
+                "refused, or answered with a tool call. Try again, or rephrase the question.",
+                provider=self.name,
+            )
+        if finish == "length":
+            logger.warning(
+                "%s stopped at its token limit: the answer is cut short (raise "
+                "SITECHAT_LLM__MAX_TOKENS).",
+                model,
+            )
 
     async def aclose(self) -> None:
         """Close the HTTP client this service created (an injected one is the caller's)."""

@@ -48,7 +48,9 @@ class Reply:
     ``first_byte_delay`` holds back the response headers; ``drop_after`` closes the
     connection after that many tokens; ``malformed_after`` sends one unreadable SSE line
     or event frame after that many tokens; ``error_after`` sends the provider's in-stream
-    error (``error_type``, ``error_message``) after that many tokens.
+    error (``error_type``, ``error_message``) after that many tokens. ``finish_reason``
+    is how the OpenAI-compatible server says the answer ended (``"content_filter"``,
+    ``"length"``); an empty ``text`` is an answer with no words at all.
     """
 
     text: str | None = None
@@ -62,6 +64,7 @@ class Reply:
     error_message: str = "The model stream failed."
     input_tokens: int | None = None
     output_tokens: int | None = None
+    finish_reason: str = "stop"
 
     def tokens(self, text: str) -> list[str]:
         """``text`` cut into the pieces this reply streams."""

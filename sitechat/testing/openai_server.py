@@ -154,6 +154,8 @@ class OpenAICompatibleServer(WireServer):
         self.embedding_dimension = embedding_dimension
         self.models = list(models) if models is not None else None
         self.default_reply = default_reply or Reply()
+        #: answer streaming requests with one JSON reply, like servers that cannot stream
+        self.stream_as_json = False
 
     @property
     def base_url(self) -> str:
@@ -192,7 +194,7 @@ class OpenAICompatibleServer(WireServer):
         tokens = reply.tokens(text)
         usage = _usage(reply, body.get("messages", []), len(tokens))
         response.wait(reply.first_byte_delay)
-        if body.get("stream"):
+        if body.get("stream") and not self.stream_as_json:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             self._stream(response, reply, model, tokens, usage if include_usage else None)
         else:
@@ -220,7 +222,7 @@ class OpenAICompatibleServer(WireServer):
             "choices": [
                 {
                     "index": 0,
-                    "finish_reason": "stop",
+                    "finish_reason": reply.finish_reason,
                     "message": {"role": "assistant", "content": text},
                 }
             ],
@@ -261,7 +263,7 @@ class OpenAICompatibleServer(WireServer):
             response, reply, tokens, encode, malformed=_MALFORMED_SSE, error=error
         ):
             return
-        last = {"index": 0, "delta": {}, "finish_reason": "stop"}
+        last = {"index": 0, "delta": {}, "finish_reason": reply.finish_reason}
         tail = _sse({**head, "choices": [last]})
         if usage is not None:
             tail += _sse({**head, "choices": [], "usage": usage})

@@ -329,6 +329,57 @@ async def test_a_password_in_the_base_url_never_reaches_errors_logs_or_repr(
     assert len(openai_server.requests) == fast_retry.max_attempts
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_an_answer_with_no_text_is_an_error_not_an_empty_success(
+    openai_server: OpenAICompatibleServer,
+    fast_retry: RetrySettings,
+    http_client: httpx.AsyncClient,
+    streaming: bool,
+) -> None:
+    """A reply with no words (a refusal, a tool call) raises instead of answering ''."""
+    openai_server.script(Reply(""))
+    service = _service(openai_server, fast_retry, http_client, streaming=streaming)
+    with pytest.raises(ProviderError, match="returned no text") as caught:
+        await service.generate_response(QUESTION)
+    assert not caught.value.retryable
+    assert len(openai_server.requests) == 1
+
+
+async def test_a_content_filter_cut_keeps_the_text_and_says_why(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """finish_reason content_filter mid-answer interrupts the stream, keeping its text."""
+    openai_server.script(Reply("Some of the answer", finish_reason="content_filter"))
+    with pytest.raises(StreamInterruptedError, match="content filter") as caught:
+        await _collect(_service(openai_server, fast_retry, http_client))
+    assert caught.value.partial == "Some of the answer"
+
+
+async def test_an_answer_cut_at_the_token_limit_is_kept_and_logged(
+    openai_server: OpenAICompatibleServer,
+    fast_retry: RetrySettings,
+    http_client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """finish_reason length keeps the answer and logs that it was cut short."""
+    openai_server.script(Reply("A long answer", finish_reason="length"))
+    with caplog.at_level(logging.WARNING):
+        answer = await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+    assert answer == "A long answer"
+    assert "token limit" in caplog.text
+
+
+async def test_a_server_that_cannot_stream_is_told_to_turn_streaming_off(
+    fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """A plain JSON reply to a streaming request names SITECHAT_OPENAI__STREAMING=false."""
+    with OpenAICompatibleServer() as server:
+        server.script(Reply("Hello"))
+        server.stream_as_json = True
+        with pytest.raises(ProviderError, match="SITECHAT_OPENAI__STREAMING=false"):
+            await _service(server, fast_retry, http_client).generate_response(QUESTION)
+
+
 def test_from_settings_reads_its_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SITECHAT_OPENAI__* and SITECHAT_LLM__* shape the service; the key stays a secret."""
     monkeypatch.setenv("SITECHAT_OPENAI__API_KEY", KEY)
