@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+from sitechat._redact import redact
 from sitechat.chat.base import ChatService
 from sitechat.config import Settings
+from sitechat.errors import InvalidInputError
 from sitechat.factories import build_chat_service, open_store
 from sitechat.ingest.options import CrawlOptions
 from sitechat.ingest.pipeline import IngestSummary, Progress, ingest_sources
@@ -25,6 +28,21 @@ def _settings(settings: Settings | None, index: str | None, **overrides: Any) ->
     return base.model_copy(update=update) if update else base
 
 
+def _check_base_url(base_url: str) -> None:
+    """``base_url`` becomes the start of every citation link, so it must be a web address."""
+    try:
+        parts = urlsplit(base_url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid or "@" in parts.netloc:
+        raise InvalidInputError(
+            f"base_url {redact(base_url)[:200]!r} is not an http:// or https:// URL with a host "
+            "(and no user:password@). It is where the pages are published, e.g. "
+            "https://docs.example.com/: citations link to it."
+        )
+
+
 async def ingest(
     sources: str | Sequence[str],
     *,
@@ -41,6 +59,8 @@ async def ingest(
 
     >>> summary = await sitechat.ingest("https://docs.example.com/", index="docs-index")
     """
+    if base_url is not None:
+        _check_base_url(base_url)
     cfg = _settings(settings, index)
     store, embeddings = await open_store(cfg, create=True)
     try:

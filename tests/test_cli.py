@@ -164,6 +164,33 @@ def test_unreachable_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "127.0.0.1:9" in err and "Traceback" not in err
 
 
+def test_credentials_in_a_source_url_are_never_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failing source URL with user:password@ is named without its password."""
+    url = "http://bob:topsecret-pw@127.0.0.1:9/"
+    code, _ = run("ingest", url, "--index", str(tmp_path / "i"), "--allow-private")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "127.0.0.1:9" in err and "topsecret" not in err
+
+
+@pytest.mark.parametrize(
+    "base_url", ["javascript:alert(1)", "docs.example.com", "https://u:pw@docs.example.com/"]
+)
+def test_base_url_must_be_a_plain_web_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], base_url: str
+) -> None:
+    """--base-url becomes every citation's link: only http(s) with a host is accepted."""
+    sample = Path(__file__).resolve().parents[1] / "examples" / "sample_site"
+    index = tmp_path / "i"
+    code, _ = run("ingest", str(sample), "--index", str(index), "--base-url", base_url)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "base_url" in err and "http://" in err and "pw@" not in err
+    assert not index.exists()  # refused before anything was created
+
+
 @pytest.mark.slow
 def test_console_script_runs(built_index: Path) -> None:
     """The installed `sitechat` console script answers as the README shows."""

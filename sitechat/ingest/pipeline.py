@@ -17,6 +17,7 @@ from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
 
+from sitechat._redact import redact
 from sitechat.config import Settings
 from sitechat.errors import FetchError, IngestError
 from sitechat.ingest.chunk import chunk_page
@@ -157,8 +158,8 @@ async def _crawl_source(
         reasons = summary.failed or summary.skipped
         why = f"{reasons[0][0]}: {reasons[0][1]}" if reasons else "no page was found"
         raise FetchError(
-            f"Could not ingest any page from {source} ({why}). Check that the URL is "
-            "reachable and serves HTML, Markdown or text."
+            f"Could not ingest any page from {redact(source)} ({redact(why)}). Check that the "
+            "URL is reachable and serves HTML, Markdown or text."
         )
     await ingest_pages(
         site.pages,

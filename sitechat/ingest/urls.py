@@ -22,6 +22,7 @@ import socket
 from functools import lru_cache
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
+from sitechat._redact import redact
 from sitechat.errors import FetchError, UnsafeURLError
 
 __all__ = [
@@ -272,7 +273,7 @@ def require_http_url(url: str, base: str | None = None) -> str:
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in _HTTP_SCHEMES or not host_of(canonical):
-        shown = url if len(url) <= 200 else url[:200] + "…"
+        shown = redact(url if len(url) <= 200 else url[:200] + "…")
         raise UnsafeURLError(
             f"Refusing URL {shown!r}: only http:// and https:// URLs with a host name can be "
             "crawled. For files on disk, ingest the folder instead of a URL."
