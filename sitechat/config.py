@@ -217,6 +217,8 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 describe_settings_error(exc, ENV_PREFIX, nested=True)
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(_unreadable_env_file(env_file)) from None
         settings._source_env_file = str(env_file) if env_file else None
         return settings
 
@@ -260,7 +262,16 @@ def load_provider_config(
         raise ConfigurationError(describe_validation_error(exc, prefix)) from None
     except SettingsError as exc:
         raise ConfigurationError(describe_settings_error(exc, prefix, nested=False)) from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(_unreadable_env_file(env_file)) from None
     return config_class.model_validate(loaded.model_dump())
+
+
+def _unreadable_env_file(env_file: str | Path | None) -> str:
+    return (
+        f"The settings file {env_file} is not UTF-8 text. Save it as UTF-8, or point "
+        "sitechat at another one."
+    )
 
 
 def describe_settings_error(exc: SettingsError, prefix: str, *, nested: bool) -> str:

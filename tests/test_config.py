@@ -143,3 +143,10 @@ def test_a_refused_endpoint_never_echoes_its_credentials(monkeypatch: pytest.Mon
         load_provider_config(BedrockConfig, "bedrock", None)
     assert "hunter2" not in str(info.value)
     assert "SITECHAT_BEDROCK__ENDPOINT_URL" in str(info.value)
+
+
+def test_a_dotenv_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    """A .env file in another encoding is a ConfigurationError naming the file."""
+    (tmp_path / ".env").write_bytes("SITECHAT_LLM__MODEL=caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigurationError, match=r"\.env is not UTF-8"):
+        Settings.load()
