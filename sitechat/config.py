@@ -144,7 +144,7 @@ class IngestSettings(BaseModel):
     max_depth: int = Field(default=10, ge=0)
     max_bytes_per_page: int = Field(default=5_000_000, ge=1024)
     concurrency: int = Field(default=4, ge=1, le=64)
-    timeout: float = Field(default=20.0, gt=0)
+    timeout: float = Field(default=20.0, gt=0, allow_inf_nan=False)
     user_agent: str = "sitechat (+https://github.com/sitechat/sitechat)"
     allow_private: bool = False
     include: list[str] = Field(
@@ -155,11 +155,15 @@ class IngestSettings(BaseModel):
     )
     sitemaps: list[str] = Field(default_factory=list, description="Sitemap URLs to read first.")
     use_sitemaps: bool = Field(default=True, description="Discover sitemaps via robots.txt.")
-    max_seconds: float | None = Field(default=None, gt=0, description="Total crawl time budget.")
-    delay: float = Field(default=0.0, ge=0, description="Seconds between requests to one host.")
+    max_seconds: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Total crawl time budget."
+    )
+    delay: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="Seconds between requests to one host."
+    )
     per_host_concurrency: int | None = Field(default=None, ge=1)
     max_retries: int = Field(default=3, ge=0, description="Retries of a 429/503 response.")
-    max_retry_wait: float = Field(default=30.0, ge=0)
+    max_retry_wait: float = Field(default=30.0, ge=0, allow_inf_nan=False)
     respect_robots: bool = True
     trusted_hosts: list[str] = Field(
         default_factory=list,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -85,15 +86,20 @@ class CrawlOptions:
             raise InvalidInputError(
                 "CrawlOptions.max_link_share must be between 0 and 1 (1 indexes every page)."
             )
+        for name in ("timeout", "max_seconds", "delay", "retry_backoff", "max_retry_wait"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                # an infinite delay or budget would make the crawl wait forever
+                raise InvalidInputError(f"{_option(name)} must be a finite number of seconds.")
         if self.timeout <= 0:
-            raise InvalidInputError("CrawlOptions.timeout must be a positive number of seconds.")
+            raise InvalidInputError(f"{_option('timeout')} must be a positive number of seconds.")
         if self.max_seconds is not None and self.max_seconds <= 0:
-            raise InvalidInputError("CrawlOptions.max_seconds must be positive (or None).")
+            raise InvalidInputError(f"{_option('max_seconds')} must be positive (or None).")
         for name in ("delay", "retry_backoff", "max_retry_wait"):
             if getattr(self, name) < 0:
-                raise InvalidInputError(f"CrawlOptions.{name} must be 0 or more seconds.")
+                raise InvalidInputError(f"{_option(name)} must be 0 or more seconds.")
         if not self.user_agent.strip() or any(c in self.user_agent for c in "\r\n"):
-            raise InvalidInputError("CrawlOptions.user_agent must be one non-empty line.")
+            raise InvalidInputError(f"{_option('user_agent')} must be one non-empty line.")
         for pattern in (*self.include, *self.exclude):
             try:
                 re.compile(pattern)
@@ -102,6 +108,17 @@ class CrawlOptions:
                     f"Invalid include/exclude pattern {pattern!r}: {exc}. "
                     "Patterns are Python regular expressions searched in the URL."
                 ) from exc
+
+
+# the options ``sitechat ingest`` takes on its command line (the rest only from code)
+_FLAGS = frozenset({"max_seconds", "delay", "user_agent", "max_pages", "max_depth"})
+
+
+def _option(name: str) -> str:
+    """How a user sets crawl option ``name``: its flag and variable, else its field."""
+    if name in _FLAGS:
+        return f"The crawl option --{name.replace('_', '-')} (SITECHAT_INGEST__{name.upper()})"
+    return f"CrawlOptions.{name}"
 
 
 @dataclass

@@ -174,6 +174,21 @@ def test_invalid_options_and_start_urls_are_refused() -> None:
         CrawlOptions(include=("(",))
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"delay": float("inf")}, "--delay"),
+        ({"max_seconds": float("inf")}, "--max-seconds"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"user_agent": "two\nlines"}, "--user-agent"),
+    ],
+)
+def test_endless_waits_are_refused_naming_the_option(options: dict[str, Any], named: str) -> None:
+    """An infinite delay or budget (which would wait forever) is refused, naming the flag."""
+    with pytest.raises(InvalidInputError, match=named):
+        CrawlOptions(**options)
+
+
 async def test_non_http_start_url_is_unsafe() -> None:
     """A start URL that is not http(s) raises UnsafeURLError."""
     with pytest.raises(UnsafeURLError):
