@@ -183,6 +183,11 @@ def raise_sqlite_error(directory: Path, exc: sqlite3.DatabaseError) -> NoReturn:
             f"The index at {directory} is being written by another process. Wait for it "
             "to finish, or give this process its own index directory."
         ) from exc
+    if "full" in lowered or "disk i/o" in lowered:
+        raise StoreError(
+            f"The index database at {directory} could not be written ({message}). Check the "
+            "free space on its disk, then run the ingest again: it is incremental."
+        ) from exc
     raise StoreError(f"The index database at {directory} failed: {message}.") from exc
 
 
@@ -323,8 +328,12 @@ def replace_rows(conn: sqlite3.Connection, chunks: Sequence[Chunk], first_fid: i
         conn.executemany(INSERT_CHUNK, [chunk_row(first_fid + i, c) for i, c in enumerate(chunks)])
         write_meta(conn, {"next_id": str(first_fid + len(chunks))})
     except BaseException:
-        conn.execute("ROLLBACK TO replace_rows")
-        conn.execute("RELEASE replace_rows")
+        # A full disk or an I/O error makes SQLite roll back the whole transaction, and the
+        # savepoint with it: undoing it then would only hide the real error.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK TO replace_rows")
+                conn.execute("RELEASE replace_rows")
         raise
     conn.execute("RELEASE replace_rows")
     return old_fids

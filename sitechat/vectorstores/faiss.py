@@ -57,6 +57,7 @@ from sitechat.vectorstores import _faiss_sql as sql
 from sitechat.vectorstores._faiss_hits import query_row
 from sitechat.vectorstores._faiss_open import LoadedIndex, open_directory
 from sitechat.vectorstores._faiss_reads import HitReader, KeywordPruner
+from sitechat.vectorstores._faiss_txn import WriteTransaction
 from sitechat.vectorstores._faiss_vectors import (
     HNSW_ADD_SLICE,
     FaissConfig,
@@ -96,6 +97,7 @@ class FaissVectorStore(VectorStore):
         """Use :meth:`open` or :meth:`open_path`; this only wires already-checked parts."""
         self._directory = directory
         self._conn = loaded.conn
+        self._txn = WriteTransaction(self._conn, self._directory)
         self._vectors = loaded.vectors
         # bytes of payload records whose chunks were deleted: past half, persist compacts
         self._payload_dead = loaded.payload.state.dead if loaded.payload.state else 0
@@ -194,14 +196,20 @@ class FaissVectorStore(VectorStore):
     async def persist(self) -> None:
         """Write pending changes durably; see the module docstring for the sequence."""
         self._check_open()
+        self._txn.check()
         if self._dirty:
             await asyncio.to_thread(self._persist_sync)
 
     async def aclose(self) -> None:
-        """Persist, then release the database connection and the vectors."""
+        """Persist, then release the database connection and the vectors.
+
+        After a write that lost the pending changes there is nothing to persist: closing
+        then leaves the files as they were after the last save.
+        """
         if self._closed:
             return
-        await self.persist()
+        if not self._txn.lost:
+            await self.persist()
         await asyncio.to_thread(self._close_sync)
 
     def _close_sync(self) -> None:
@@ -224,7 +232,7 @@ class FaissVectorStore(VectorStore):
             step = HNSW_ADD_SLICE if self._vectors.kind == "hnsw" else _UPSERT_SLICE
             for start in range(0, len(chunks), step):
                 part = chunks[start : start + step]
-                with self._data_lock, sql.sqlite_errors(self._directory):
+                with self._data_lock, sql.sqlite_errors(self._directory), self._txn.guarded():
                     self._check_open()
                     self._upsert_slice(part, matrix[start : start + step])
 
@@ -239,6 +247,7 @@ class FaissVectorStore(VectorStore):
         self._vectors.add(matrix, np.arange(first_id, self._next_id, dtype=np.int64))
         self._dirty = True
         self._changes += 1
+        self._txn.wrote()
 
     def _swap_in(self, vectors: VectorIndex) -> None:
         """Replace the vectors with an equivalent index built aside (caller holds the writer
@@ -249,7 +258,12 @@ class FaissVectorStore(VectorStore):
             self._dirty = True
 
     def _delete_sync(self, chunk_ids: Sequence[str] | None, url: str | None) -> int:
-        with self._write_lock, self._data_lock, sql.sqlite_errors(self._directory):
+        with (
+            self._write_lock,
+            self._data_lock,
+            sql.sqlite_errors(self._directory),
+            self._txn.guarded(),
+        ):
             self._check_open()
             fids = sql.fids_where(self._conn, chunk_ids=chunk_ids, url=url)
             if not fids:
@@ -260,20 +274,12 @@ class FaissVectorStore(VectorStore):
             self._vectors.remove(fids)
             self._dirty = True
             self._changes += 1
+            self._txn.wrote()
             return len(fids)
 
     def _begin_write(self) -> None:
-        """Start the write transaction that lasts until the next persist (caller holds locks)."""
-        if self._conn.in_transaction:
-            return
-        self._conn.execute("BEGIN IMMEDIATE")
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        if row is None or int(row[0]) != self._generation:
-            self._conn.execute("ROLLBACK")
-            raise StoreError(
-                f"The index at {self._directory} was changed by another process since this one "
-                "opened it. Reopen it before writing; let only one process write an index."
-            )
+        """Start (or continue) the write transaction; the caller holds the locks."""
+        self._txn.begin(self._generation)
 
     def _persist_sync(self) -> None:
         with self._write_lock:
@@ -342,6 +348,7 @@ class FaissVectorStore(VectorStore):
                 },
             )
             self._conn.execute("COMMIT")
+            self._txn.committed()
             self._generation = generation
             self._reader.payload = payload
             self._payload_dead = payload.state.dead
@@ -473,6 +480,7 @@ class FaissVectorStore(VectorStore):
 
     def _check_writable(self) -> None:
         self._check_open()
+        self._txn.check()
         if self._read_only:
             raise StoreError(
                 f"The index at {self._directory} is on a read-only file system; copy it to a "

@@ -486,6 +486,44 @@ async def test_a_full_disk_fails_the_save_clearly_and_loses_nothing(
     await after.aclose()
 
 
+async def test_a_full_database_mid_ingest_discards_the_pending_changes_and_keeps_the_last_save(
+    store: FaissVectorStore, index_dir: Path
+) -> None:
+    """A write SQLite rolls back whole (a full disk) never leaves vectors the database lacks:
+    the error says to check the space, later writes are refused, and the last save reopens."""
+    await store.persist()
+    words = " ".join(f"word{i}" for i in range(400))
+    batches = [
+        [make_chunk(f"new-{b}-{i}", f"{words} {b} {i}") for i in range(4)] for b in range(20)
+    ]
+    await store.upsert(batches[0], vectors(batches[0]))  # pending, not yet saved
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages + 2}")  # the disk fills up
+
+    async def ingest_until_full() -> None:
+        for batch in batches[1:]:
+            await store.upsert(batch, vectors(batch))
+
+    with pytest.raises(StoreError, match="free space") as failure:
+        await ingest_until_full()
+    assert "no such savepoint" not in str(failure.value)
+    with pytest.raises(StoreError, match="discarded"):
+        await store.upsert(batches[0], vectors(batches[0]))
+    with pytest.raises(StoreError, match="discarded"):
+        await store.persist()
+    await store.aclose()  # nothing to save: closes quietly
+
+    reopened = await FaissVectorStore.open_path(index_dir, INFO)
+    assert await reopened.count() == len(CORPUS)
+    assert await reopened.get(["new-0-0"]) == []
+    more = [make_chunk("after", "written once space is back")]
+    await reopened.upsert(more, vectors(more))
+    await reopened.aclose()
+    again = await FaissVectorStore.open_path(index_dir, INFO)
+    assert await again.count() == len(CORPUS) + 1
+    await again.aclose()
+
+
 async def test_crash_after_the_commit_keeps_the_new_generation(
     store: FaissVectorStore, index_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
