@@ -56,13 +56,17 @@ class ErrorEvent:
     """The answer failed; ``partial`` keeps any text that had already streamed.
 
     ``message`` is safe to show to a user (no secrets, no traceback); ``error_type``
-    names the sitechat error class, e.g. ``RateLimitError``.
+    names the sitechat error class, e.g. ``RateLimitError``. ``provider`` names the provider
+    that failed, and ``retry_after`` is the wait in seconds the provider asked for before
+    the next request (a throttled call's ``Retry-After``), when it said.
     """
 
     message: str
     error_type: str
     partial: str = ""
     timings: Timings | None = None
+    provider: str = ""
+    retry_after: float | None = None
     kind: Literal["error"] = "error"
 
 

@@ -14,8 +14,13 @@ from langchain_core.messages import BaseMessage
 from sitechat.chat.history import InMemoryHistoryStore
 from sitechat.chat.prompts import parse_citations, parse_prompt
 from sitechat.chat.service import RetrievalChatService
-from sitechat.config import ChatSettings, RetrievalSettings
-from sitechat.errors import InvalidInputError, RateLimitError, ServiceUnavailableError
+from sitechat.config import ChatSettings, RetrievalSettings, RetrySettings
+from sitechat.errors import (
+    InvalidInputError,
+    RateLimitError,
+    ServiceUnavailableError,
+    StreamInterruptedError,
+)
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
 from sitechat.llm.base import LLMDelta
 from sitechat.models import ChatMessage, Chunk, SearchHit, Usage, content_hash
@@ -334,7 +339,8 @@ async def test_no_rewriting_without_history() -> None:
 
 
 async def test_failed_rewrite_falls_back_to_the_question() -> None:
-    """If the rewriting call fails, the raw question is searched and the answer still streams."""
+    """If the rewriting call fails, the keyword rewriter's query is searched (here the question
+    as asked, which stands alone) and the answer still streams."""
     from sitechat.chat.rewrite import LLMQueryRewriter
 
     base = await _service(FakeLLMService(["Open Settings [1]."]))
@@ -456,3 +462,201 @@ def test_snippet_flattens_only_the_head_yet_matches_the_whole_text(text: str) ->
     flat = " ".join(text.split())
     expected = flat if len(flat) <= _SNIPPET_CHARS else flat[: _SNIPPET_CHARS - 1].rstrip() + "…"
     assert _snippet(text) == expected
+
+
+async def test_error_event_carries_provider_and_retry_after() -> None:
+    """An ErrorEvent names the failing provider and the Retry-After wait it asked for."""
+    throttled = RateLimitError("Slow down.", provider="fake", retry_after=120.0)
+    events = await _collect(await _service(FakeLLMService(error=throttled)), "Delete my account?")
+    error = events[-1]
+    assert isinstance(error, ErrorEvent)
+    assert (error.error_type, error.provider, error.retry_after) == ("RateLimitError", "fake", 120)
+
+
+async def _process(service: RetrievalChatService, stream: bool, received: list[str]) -> str:
+    """process_message's answer, whole or (``stream``) chunk by chunk into ``received``."""
+    if not stream:
+        return await service.process_message("Delete my account?")
+    async for chunk in await service.process_message("Delete my account?", stream=True):
+        received.append(chunk)
+    return "".join(received)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_process_message_raises_the_error_with_its_retry_after(stream: bool) -> None:
+    """process_message raises the provider's error class with its message, provider and
+    retry_after, so a caller can honour Retry-After."""
+    throttled = RateLimitError("Slow down.", provider="fake", retry_after=120.0)
+    service = await _service(FakeLLMService(error=throttled))
+    with pytest.raises(RateLimitError) as caught:
+        await _process(service, stream, [])
+    assert str(caught.value) == "Slow down."
+    assert (caught.value.provider, caught.value.retry_after) == ("fake", 120.0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_process_message_raises_interruption_with_the_partial_text(stream: bool) -> None:
+    """A stream that breaks mid-answer raises StreamInterruptedError carrying the text so far."""
+    service = await _service(FakeLLMService(["one two three four five"], fail_after=3))
+    received: list[str] = []
+    with pytest.raises(StreamInterruptedError) as caught:
+        await _process(service, stream, received)
+    assert caught.value.partial == "one two three "
+    assert caught.value.provider == "fake"
+    assert "".join(received) == (caught.value.partial if stream else "")
+
+
+def _history_sent(llm: FakeLLMService) -> list[tuple[str, str]]:
+    """The (type, content) of the history in the last prompt: between system and question."""
+    return [(m.type, str(m.content)) for m in llm.calls[-1][1:-1]]
+
+
+async def test_history_sent_opens_with_a_question() -> None:
+    """A history opening with an assistant greeting is sent from its first user message on
+    (Bedrock refuses a conversation that starts with an assistant turn)."""
+    llm = FakeLLMService(["Use the AppImage [1]."])
+    history = [
+        ChatMessage("assistant", "Hi! Ask me anything."),
+        ChatMessage("user", "Do you know Linux?"),
+        ChatMessage("assistant", "Yes."),
+    ]
+    await _collect(await _service(llm), "How do I install the app on Linux?", history)
+    assert _history_sent(llm) == [("human", "Do you know Linux?"), ("ai", "Yes.")]
+
+
+async def test_odd_history_limit_keeps_whole_exchanges() -> None:
+    """MAX_HISTORY_MESSAGES counts messages; a limit that would cut an exchange in half sends
+    only the whole exchanges within it, newest kept."""
+    llm = FakeLLMService(["Use the AppImage [1]."])
+    service = await _service(llm, max_history_messages=3, rewrite_followups=False)
+    history = [
+        ChatMessage("user", "How do I export notes?"),
+        ChatMessage("assistant", "Use File > Export."),
+        ChatMessage("user", "How do I import notes?"),
+        ChatMessage("assistant", "Use File > Import."),
+    ]
+    await _collect(service, "How do I install the app on Linux?", history)
+    assert _history_sent(llm) == [("human", "How do I import notes?"), ("ai", "Use File > Import.")]
+
+
+async def test_context_trimming_drops_whole_exchanges_oldest_first() -> None:
+    """When history must be trimmed to fit the context, whole question+answer exchanges go,
+    oldest first: never an answer left without its question."""
+    service = await _service(FakeLLMService())
+    question = "How do I install the app?"
+    budget = (service.llm.context_window - service.llm.max_output_tokens) * 4
+    budget -= len(service.prompts.system) + len(service.prompts.question) + len(question)
+    history = [
+        ChatMessage("user", "Old question?"),
+        ChatMessage("assistant", "Old answer."),
+        ChatMessage("user", "x" * (budget - 40)),  # fits alone, not with its answer
+        ChatMessage("assistant", "y" * 50),
+        ChatMessage("user", "Newest question?"),
+        ChatMessage("assistant", "Newest answer."),
+    ]
+    _, kept = service._fit([], history, question)
+    assert kept == history[4:]
+
+
+async def test_history_accepts_role_content_dicts() -> None:
+    """OpenAI-style {"role", "content"} dicts and LangChain text blocks work as history."""
+    from langchain_core.messages import AIMessage
+
+    from sitechat.chat.base import HistoryItem
+
+    llm = FakeLLMService(["Use the AppImage [1]."])
+    service = await _service(llm, rewrite_followups=False)
+    history: list[HistoryItem] = [
+        {"role": "user", "content": "I use Linux."},
+        AIMessage(content=[{"type": "text", "text": "Noted."}]),
+    ]
+    events = [e async for e in service.stream_events("How do I install the app on Linux?", history)]
+    assert isinstance(events[-1], DoneEvent)
+    assert _history_sent(llm) == [("human", "I use Linux."), ("ai", "Noted.")]
+
+
+@pytest.mark.parametrize(
+    ("history", "named"),
+    [
+        ([("user", "How do I install?")], "('user', 'How do I install?')"),
+        ([ChatMessage("bot", "hi")], "'bot'"),  # type: ignore[arg-type]
+        ([{"role": "bot", "content": "hi"}], "'bot'"),
+        ([ChatMessage("user", None)], "NoneType content"),  # type: ignore[arg-type]
+        ([{"role": "user"}], "{'role': 'user'}"),
+        ([{"role": "user", "content": [{"type": "image_url"}]}], "list content"),
+        ("How do I install?", "single str"),
+    ],
+)
+async def test_malformed_history_is_refused_naming_the_item(history: object, named: str) -> None:
+    """A history item of another shape, role or content type raises InvalidInputError that
+    names the item and what is accepted; nothing is silently dropped."""
+    service = await _service(FakeLLMService())
+    with pytest.raises(InvalidInputError) as caught:
+        await _collect(service, "And on Windows?", history)  # type: ignore[arg-type]
+    assert named in str(caught.value)
+    assert "ChatMessage(role, content)" in str(caught.value)
+
+
+async def test_rewrite_is_one_try_without_retries() -> None:
+    """The follow-up rewrite tries the LLM once, ignoring SITECHAT_LLM__RETRY, and falls back
+    to the keyword rewriter, so a dead provider is not waited on twice."""
+    from sitechat.chat.rewrite import LLMQueryRewriter
+
+    failing = FakeLLMService(error=ServiceUnavailableError("down", provider="fake"))
+    failing.retry = RetrySettings(max_attempts=3, initial_backoff=0.0, jitter=False)
+    history = [ChatMessage("user", "How do I delete my account?"), ChatMessage("assistant", "…")]
+    query = await LLMQueryRewriter(failing).rewrite("And can I undo it?", history)
+    assert len(failing.calls) == 1
+    assert "delete" in query and "account" in query
+
+
+async def test_stalled_rewrite_gives_up_after_its_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    """A rewrite that gets no reply within its timeout is abandoned (the stream closed), the
+    keyword rewriter's query is used, and one warning says why."""
+    from sitechat.chat.rewrite import LLMQueryRewriter
+
+    class Stalls(FakeLLMService):
+        async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[LLMDelta]:
+            try:
+                await asyncio.sleep(30)
+                yield LLMDelta("never")
+            finally:
+                self.closed = True
+
+    llm = Stalls()
+    history = [ChatMessage("user", "How do I delete my account?"), ChatMessage("assistant", "…")]
+    started = asyncio.get_running_loop().time()
+    query = await LLMQueryRewriter(llm, timeout=0.05).rewrite("And can I undo it?", history)
+    assert asyncio.get_running_loop().time() - started < 2
+    assert "delete" in query
+    assert llm.closed
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "no reply within 0.05s" in warnings[0].getMessage()
+
+
+async def test_rewrite_time_is_bounded_by_the_llm_timeout() -> None:
+    """A service built from settings gives the rewrite min(SITECHAT_LLM__TIMEOUT, 5 s)."""
+    from sitechat.chat.rewrite import REWRITE_TIMEOUT, LLMQueryRewriter
+    from sitechat.config import Settings
+
+    base = await _service(FakeLLMService())
+    for timeout, expected in ((1.5, 1.5), (60.0, REWRITE_TIMEOUT)):
+        settings = Settings.load(env_file=None, llm={"timeout": timeout})
+        service = RetrievalChatService.from_components(
+            settings, llm=base.llm, embeddings=base.retriever.embeddings, store=base.retriever.store
+        )
+        assert isinstance(service.rewriter, LLMQueryRewriter)
+        assert service.rewriter.timeout == expected
+
+
+async def test_a_greeting_alone_is_no_conversation_to_follow_up() -> None:
+    """A history holding only the widget's greeting does not trigger a rewrite call: the
+    question is searched as asked, with one LLM call for the answer."""
+    llm = FakeLLMService(["Open Settings and press Delete account [1]."])
+    greeting = [ChatMessage("assistant", "Hi! Ask me anything about your account.")]
+    events = await _collect(await _service(llm), "How do I delete my account?", greeting)
+    assert isinstance(events[0], SourcesEvent)
+    assert events[0].query == "How do I delete my account?"
+    assert len(llm.calls) == 1
+    assert [m.type for m in llm.calls[0]] == ["system", "human"]

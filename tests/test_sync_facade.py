@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,30 @@ def test_search_returns_hits(sample_index: str) -> None:
         hits = chat.search("two-factor authentication", k=3)
     assert hits
     assert any("#" in h.chunk.link for h in hits)
+
+
+def test_closing_twice_is_a_no_op(sample_index: str) -> None:
+    """close() after close() (or after leaving the with block) does nothing and warns nothing."""
+    with sitechat.SiteChat(sample_index, settings=Settings.load(env_file=None)) as chat:
+        assert chat.ask("How do I reset my password?").text
+        chat.close()
+    chat.close()
+
+
+def test_use_after_close_raises_a_sitechat_error(sample_index: str) -> None:
+    """ask, stream, search and reset on a closed SiteChat raise StoreError saying it is closed
+    and to create a new one, instead of a bare RuntimeError from the stopped loop."""
+    chat = sitechat.SiteChat(sample_index, settings=Settings.load(env_file=None))
+    started = chat.stream("How do I reset my password?")
+    assert isinstance(next(started), sitechat.SourcesEvent)
+    chat.close()
+    uses: list[Callable[[], object]] = [
+        lambda: chat.ask("How do I reset my password?"),
+        lambda: chat.stream("How do I reset my password?"),
+        lambda: chat.search("password"),
+        lambda: chat.reset(),
+        lambda: next(started),  # a stream begun before close
+    ]
+    for use in uses:
+        with pytest.raises(sitechat.StoreError, match="SiteChat is closed; create a new SiteChat"):
+            use()

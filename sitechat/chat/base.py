@@ -11,29 +11,33 @@ history)``                        iterator of :data:`~sitechat.events.ChatEvent`
                                   provider failures (they become ``ErrorEvent``); it
                                   raises :class:`~sitechat.errors.InvalidInputError`
                                   before the first event for an empty or oversized
-                                  message. Closing the iterator early cancels the
-                                  provider stream.
+                                  message or a malformed history. Closing the
+                                  iterator early cancels the provider stream.
 ``process_message(message,        Provided: the answer text, or with ``stream=True`` an
-history, stream=False)``          async iterator of text chunks. A failure after text
-                                  has streamed raises the mapped ``ProviderError``.
+history, stream=False)``          async iterator of text chunks. A failure raises the
+                                  mapped ``ProviderError`` subclass with the event's
+                                  message, ``provider``, ``retry_after`` and (for
+                                  ``StreamInterruptedError``) ``partial`` text.
 ``from_components``               Class method used by the registry to build the
                                   service from the configured LLM, embedder and store.
 ``aclose()``                      Release the LLM and store.
 ================================  ==================================================
 
 ``history`` is the conversation so far, oldest first, as
-:class:`~sitechat.models.ChatMessage` values (or LangChain messages).
+:class:`~sitechat.models.ChatMessage` values, LangChain messages, or
+``{"role": ..., "content": ...}`` mappings (see
+:func:`~sitechat.chat.history.normalize_history`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import TYPE_CHECKING, ClassVar, Literal, overload
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal, Union, overload
 
 from langchain_core.messages import BaseMessage
 
-from sitechat.errors import ProviderError, SitechatError
+from sitechat.errors import ProviderError, SitechatError, StreamInterruptedError
 from sitechat.events import ChatEvent, ErrorEvent, TokenEvent
 from sitechat.models import ChatMessage
 
@@ -45,9 +49,12 @@ if TYPE_CHECKING:
     from sitechat.llm.base import BaseLLMService
     from sitechat.vectorstores.base import VectorStore
 
-__all__ = ["ChatService", "HistoryLike"]
+__all__ = ["ChatService", "HistoryItem", "HistoryLike"]
 
-HistoryLike = Sequence[ChatMessage | BaseMessage]
+#: One message of a conversation: a sitechat ``ChatMessage``, a LangChain message, or an
+#: OpenAI-style ``{"role": "user", "content": "..."}`` mapping.
+HistoryItem = Union[ChatMessage, BaseMessage, Mapping[str, str]]
+HistoryLike = Sequence[HistoryItem]
 
 
 class ChatService(ABC):
@@ -107,9 +114,12 @@ class ChatService(ABC):
 
 
 def _error_from_event(event: ErrorEvent) -> SitechatError:
+    """The exception an ``ErrorEvent`` stands for, with everything the event carries."""
     from sitechat import errors
 
     cls = getattr(errors, event.error_type, None)
+    if isinstance(cls, type) and issubclass(cls, StreamInterruptedError):
+        return cls(event.message, provider=event.provider, partial=event.partial)
     if isinstance(cls, type) and issubclass(cls, ProviderError):
-        return cls(event.message)
+        return cls(event.message, provider=event.provider, retry_after=event.retry_after)
     return SitechatError(event.message)

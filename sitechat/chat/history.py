@@ -9,30 +9,109 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from sitechat.models import ChatMessage
+from sitechat.errors import InvalidInputError
+from sitechat.models import ChatMessage, Role
 
-__all__ = ["HistoryStore", "InMemoryHistoryStore", "normalize_history"]
+__all__ = ["HistoryStore", "InMemoryHistoryStore", "exchanges", "normalize_history"]
+
+_ROLES: tuple[Role, ...] = ("user", "assistant", "system")
+_ACCEPTED = (
+    "Pass the history as a list of ChatMessage(role, content), LangChain messages or "
+    '{"role": ..., "content": ...} dicts, with role "user", "assistant" or "system" and '
+    "text content."
+)
 
 
-def normalize_history(history: Sequence[ChatMessage | BaseMessage]) -> list[ChatMessage]:
-    """Accept sitechat or LangChain messages; return sitechat ``ChatMessage`` values."""
+def normalize_history(history: Iterable[object]) -> list[ChatMessage]:
+    """Check a conversation and return it as sitechat ``ChatMessage`` values.
+
+    Accepted items: ``ChatMessage``; LangChain ``HumanMessage``, ``AIMessage`` and
+    ``SystemMessage``; and OpenAI-style mappings ``{"role": ..., "content": ...}`` (other
+    keys are ignored). Roles are ``user``, ``assistant`` and ``system``; content must be
+    text. Anything else raises :class:`~sitechat.errors.InvalidInputError` naming the item,
+    rather than being dropped: a silently shortened conversation gives wrong answers.
+    """
+    if isinstance(history, (str, bytes, Mapping)):
+        raise InvalidInputError(
+            f"The history is a single {type(history).__name__}, not a list of messages. "
+            + _ACCEPTED
+        )
     out: list[ChatMessage] = []
-    for message in history:
-        if isinstance(message, ChatMessage):
-            out.append(message)
-        elif isinstance(message, HumanMessage):
-            out.append(ChatMessage("user", str(message.content)))
-        elif isinstance(message, AIMessage):
-            out.append(ChatMessage("assistant", str(message.content)))
-        elif isinstance(message, SystemMessage):
-            out.append(ChatMessage("system", str(message.content)))
-        else:
-            raise TypeError(f"Unsupported history item {type(message).__name__}; use ChatMessage.")
+    for index, item in enumerate(history):
+        out.append(_message(index, item))
     return out
+
+
+def _message(index: int, item: object) -> ChatMessage:
+    if isinstance(item, ChatMessage):
+        if item.role in _ROLES and isinstance(item.content, str):
+            return item  # the common case: nothing to convert
+        return ChatMessage(_role(index, item, item.role), _content(index, item, item.content))
+    if isinstance(item, HumanMessage):
+        return ChatMessage("user", _content(index, item, item.content))
+    if isinstance(item, AIMessage):
+        return ChatMessage("assistant", _content(index, item, item.content))
+    if isinstance(item, SystemMessage):
+        return ChatMessage("system", _content(index, item, item.content))
+    if isinstance(item, Mapping) and "role" in item and "content" in item:
+        return ChatMessage(_role(index, item, item["role"]), _content(index, item, item["content"]))
+    raise InvalidInputError(
+        f"History item {index} is not a supported message: {_show(item)}. " + _ACCEPTED
+    )
+
+
+def _role(index: int, item: object, role: object) -> Role:
+    for known in _ROLES:
+        if role == known:
+            return known
+    raise InvalidInputError(
+        f"History item {index} has the unknown role {role!r}: {_show(item)}. " + _ACCEPTED
+    )
+
+
+def _content(index: int, item: object, content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(_is_text_block(block) for block in content):
+        # LangChain's multi-part content: text blocks only (an image cannot be searched)
+        return "".join(block if isinstance(block, str) else block["text"] for block in content)
+    raise InvalidInputError(
+        f"History item {index} has {type(content).__name__} content, not text: {_show(item)}. "
+        + _ACCEPTED
+    )
+
+
+def _is_text_block(block: object) -> bool:
+    return isinstance(block, str) or (
+        isinstance(block, Mapping)
+        and block.get("type") == "text"
+        and isinstance(block.get("text"), str)
+    )
+
+
+def _show(item: object) -> str:
+    text = repr(item)
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def exchanges(history: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
+    """The conversation as exchanges, oldest first: each a user message and its answers.
+
+    Messages before the first user message are left out: a conversation sent to a model
+    must open with a user turn (Bedrock's Converse API refuses any other), and an answer
+    without its question (a widget's greeting, or a window cut mid-exchange) means little.
+    """
+    groups: list[list[ChatMessage]] = []
+    for message in history:
+        if message.role == "user":
+            groups.append([message])
+        elif groups:
+            groups[-1].append(message)
+    return groups
 
 
 class HistoryStore(ABC):

@@ -103,9 +103,17 @@ def build_messages(
     history: Sequence[ChatMessage],
     templates: PromptTemplates = DEFAULT_PROMPTS,
 ) -> list[BaseMessage]:
-    """The LangChain messages for one answer: system, history, then sources + question."""
+    """The LangChain messages for one answer: system, history, then sources + question.
+
+    History before its first user message is left out, so the conversation always opens
+    with a user turn (Bedrock's Converse API refuses one that opens with an answer).
+    """
     messages: list[BaseMessage] = [SystemMessage(content=templates.system)]
+    started = False
     for turn in history:
+        started = started or turn.role == "user"
+        if not started:
+            continue
         if turn.role == "user":
             messages.append(HumanMessage(content=turn.content))
         elif turn.role == "assistant":

@@ -4,24 +4,32 @@
 conversation. With an LLM, a short non-streamed call rewrites the question; its tokens never
 reach the answer stream. The offline answerer cannot write, so a keyword rewriter carries the
 previous question's topic words over instead. With no history, no rewriting happens at all.
+
+The LLM call only sharpens the search, so it is cheap to fail: one try, no retries, at most
+:data:`REWRITE_TIMEOUT` seconds, and on any failure the keyword rewriter makes the query.
+The answer that follows retries per ``SITECHAT_LLM__RETRY``; a rewrite that retried too would
+double the time a dead or stalled provider takes to report its error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from sitechat._text import content_terms
 from sitechat.errors import ProviderError
 from sitechat.llm.base import BaseLLMService
+from sitechat.llm.retry import close_stream
 from sitechat.models import ChatMessage
 
 __all__ = [
     "CONDENSE_PROMPT",
+    "REWRITE_TIMEOUT",
     "KeywordQueryRewriter",
     "LLMQueryRewriter",
     "QueryRewriter",
@@ -34,6 +42,10 @@ CONDENSE_PROMPT = """Rewrite the user's last question as one standalone search q
 website's documentation, using the conversation to resolve words like "it", "that" or "there". \
 Keep names, versions and error messages exactly. Reply with the query only, no quotes, no \
 explanation. If the question already stands alone, repeat it unchanged."""
+
+#: Seconds an LLM rewrite may take before the keyword rewriter's query is used instead
+#: (lower still when ``SITECHAT_LLM__TIMEOUT`` is lower).
+REWRITE_TIMEOUT = 5.0
 
 _MAX_QUERY_CHARS = 400
 _HISTORY_TURNS = 6
@@ -56,11 +68,25 @@ class QueryRewriter(ABC):
 
 
 class LLMQueryRewriter(QueryRewriter):
-    """Asks the LLM for a standalone query; falls back to the question if the call fails."""
+    """Asks the LLM for a standalone query, in one try of at most ``timeout`` seconds.
 
-    def __init__(self, llm: BaseLLMService, prompt: str = CONDENSE_PROMPT) -> None:
+    If the call fails (a provider error, the time running out, an empty or overlong reply),
+    ``fallback`` makes the query instead (by default a :class:`KeywordQueryRewriter`), and
+    one warning is logged.
+    """
+
+    def __init__(
+        self,
+        llm: BaseLLMService,
+        prompt: str = CONDENSE_PROMPT,
+        *,
+        timeout: float = REWRITE_TIMEOUT,
+        fallback: QueryRewriter | None = None,
+    ) -> None:
         self.llm = llm
         self.prompt = prompt
+        self.timeout = timeout
+        self.fallback = fallback if fallback is not None else KeywordQueryRewriter()
 
     async def rewrite(self, question: str, history: Sequence[ChatMessage]) -> str:
         turns = [t for t in history if t.role in ("user", "assistant")][-_HISTORY_TURNS:]
@@ -70,14 +96,40 @@ class LLMQueryRewriter(QueryRewriter):
             HumanMessage(content=f"Conversation:\n{conversation}\n\nLast question: {question}"),
         ]
         try:
-            text = await self.llm.generate_response(messages)
+            text = await asyncio.wait_for(self._one_try(messages), self.timeout)
+        except asyncio.TimeoutError:
+            reason = f"no reply within {self.timeout:g}s"
         except ProviderError as exc:
-            logger.warning("query rewriting failed, searching with the question: %s", exc)
-            return question
-        query = " ".join(text.split()).strip("\"'` ")
-        if not query or len(query) > _MAX_QUERY_CHARS:
-            return question
-        return query
+            reason = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a provider bug must not cost the user the answer
+            reason = f"unexpected {type(exc).__name__}"
+            logger.debug("query rewriting failed", exc_info=True)
+        else:
+            query = " ".join(text.split()).strip("\"'` ")
+            if query and len(query) <= _MAX_QUERY_CHARS:
+                return query
+            reason = "an empty reply" if not query else "an overlong reply"
+        logger.warning(
+            "query rewriting by %s failed (%s); searching with %s's query instead",
+            self.llm.describe(),
+            reason,
+            type(self.fallback).__name__,
+        )
+        return await self.fallback.rewrite(question, history)
+
+    async def _one_try(self, messages: Sequence[BaseMessage]) -> str:
+        # the provider's single try on the wire, not generate_response(): that retries per
+        # SITECHAT_LLM__RETRY, which is for the answer, not for an optional search aid
+        stream = self.llm._astream(messages)
+        parts: list[str] = []
+        try:
+            async for piece in stream:
+                text = piece if isinstance(piece, str) else piece.text
+                if text:
+                    parts.append(text)
+        finally:
+            await close_stream(stream)
+        return "".join(parts)
 
 
 class KeywordQueryRewriter(QueryRewriter):
@@ -112,8 +164,9 @@ class KeywordQueryRewriter(QueryRewriter):
         return f"{question} {' '.join(added)}" if added else question
 
 
-def default_rewriter(llm: BaseLLMService) -> QueryRewriter:
-    """An LLM rewriter when the LLM can write, else the keyword rewriter."""
+def default_rewriter(llm: BaseLLMService, *, timeout: float = REWRITE_TIMEOUT) -> QueryRewriter:
+    """An LLM rewriter (at most ``timeout`` seconds) when the LLM can write, else the
+    keyword rewriter."""
     if llm.supports_query_rewriting:
-        return LLMQueryRewriter(llm)
+        return LLMQueryRewriter(llm, timeout=timeout)
     return KeywordQueryRewriter()

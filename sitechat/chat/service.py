@@ -15,9 +15,9 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from sitechat.chat.base import ChatService, HistoryLike
-from sitechat.chat.history import normalize_history
+from sitechat.chat.history import exchanges, normalize_history
 from sitechat.chat.prompts import DEFAULT_PROMPTS, PromptTemplates, build_messages, parse_citations
-from sitechat.chat.rewrite import QueryRewriter, default_rewriter
+from sitechat.chat.rewrite import REWRITE_TIMEOUT, QueryRewriter, default_rewriter
 from sitechat.config import ChatSettings, RetrievalSettings
 from sitechat.errors import InvalidInputError, ProviderError, StreamInterruptedError
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
@@ -92,6 +92,7 @@ class RetrievalChatService(ChatService):
             llm,
             retriever,
             settings=settings.chat,
+            rewriter=default_rewriter(llm, timeout=min(settings.llm.timeout, REWRITE_TIMEOUT)),
             metrics=ChatMetrics.from_settings(settings, provider=llm.describe()),
         )
 
@@ -113,23 +114,28 @@ class RetrievalChatService(ChatService):
 
     async def _retrieve(self, message: str, history: Sequence[ChatMessage]) -> RetrievalResult:
         query = message
-        conversation = [t for t in history if t.role in ("user", "assistant")]
+        # from the first question on: a greeting alone gives a question nothing to follow up
+        conversation = [
+            t for exchange in exchanges(history) for t in exchange if t.role != "system"
+        ]
         if conversation and self.settings.rewrite_followups:
             query = await self.rewriter.rewrite(message, conversation)
         return await self.retriever.retrieve(query)
 
     async def _format_history(self, history: HistoryLike) -> list[ChatMessage]:
+        """The newest ``max_history_messages`` messages, from a user message on."""
+        limit = self.settings.max_history_messages
+        if not limit:
+            return []
         turns = [t for t in normalize_history(history) if t.role != "system"]
-        return (
-            turns[-self.settings.max_history_messages :]
-            if self.settings.max_history_messages
-            else []
-        )
+        # cut at a user message, so the conversation opens with one and an odd limit (or a
+        # greeting first) never leaves an answer without its question
+        return [t for exchange in exchanges(turns[-limit:]) for t in exchange]
 
     def _fit(
         self, hits: Sequence[SearchHit], history: list[ChatMessage], question: str
     ) -> tuple[list[SearchHit], list[ChatMessage]]:
-        """Trim sources (last first) and history (oldest first) to the model's context."""
+        """Trim sources (last first) and history (oldest exchange first) to the context."""
         budget = (self.llm.context_window - self.llm.max_output_tokens) * _CHARS_PER_TOKEN
         budget -= len(self.prompts.system) + len(self.prompts.question) + len(question)
         kept_hits: list[SearchHit] = []
@@ -139,13 +145,16 @@ class RetrievalChatService(ChatService):
                 break
             kept_hits.append(hit)
             budget -= cost
-        kept_history: list[ChatMessage] = []
-        for turn in reversed(history):
-            if len(turn.content) > budget:
+        kept: list[list[ChatMessage]] = []
+        for exchange in reversed(exchanges(history)):
+            # whole exchanges only: a question without its answer, or an answer opening
+            # the conversation, misleads the model (and Bedrock refuses the latter)
+            cost = sum(len(t.content) for t in exchange)
+            if cost > budget:
                 break
-            kept_history.insert(0, turn)
-            budget -= len(turn.content)
-        return kept_hits, kept_history
+            kept.append(exchange)
+            budget -= cost
+        return kept_hits, [t for exchange in reversed(kept) for t in exchange]
 
     async def stream_events(
         self, message: str, history: HistoryLike = ()
@@ -245,6 +254,8 @@ class RetrievalChatService(ChatService):
                     error_type=type(exc).__name__,
                     partial=partial,
                     timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
+                    provider=exc.provider or self.llm.name,
+                    retry_after=exc.retry_after,
                 )
             )
             return
@@ -257,6 +268,7 @@ class RetrievalChatService(ChatService):
                     error_type="SitechatError",
                     partial="".join(parts),
                     timings=self._timings(started, retrieval_ms, first_token_at, len(parts)),
+                    provider=self.llm.name,
                 )
             )
             return

@@ -16,9 +16,10 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sitechat.chat.base import ChatService
+from sitechat.chat.base import ChatService, HistoryLike
 from sitechat.chat.history import HistoryStore, InMemoryHistoryStore
 from sitechat.config import Settings
+from sitechat.errors import StoreError
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
 from sitechat.models import Answer, ChatMessage, SearchHit
 
@@ -44,6 +45,9 @@ class LoopThread:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("LoopThread.run() was called from its own loop; await instead.")
+        if self._loop.is_closed():
+            coro.close()  # never scheduled: close it so it is not reported as never awaited
+            raise RuntimeError("This LoopThread is closed; create a new one.")
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result()
@@ -72,7 +76,7 @@ class LoopThread:
                 self.run(closer())
 
     def close(self) -> None:
-        """Stop the loop and join the thread."""
+        """Stop the loop and join the thread; closing again does nothing."""
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
@@ -90,6 +94,9 @@ class SiteChat:
     ...     ...
 
     Each ``session_id`` keeps its own history; ``history=`` overrides it for one call.
+    ``close()`` (or leaving the ``with`` block) releases it; closing again does nothing, and
+    any other use of a closed ``SiteChat`` raises :class:`~sitechat.errors.StoreError`, as
+    the async service does after ``aclose()``.
     """
 
     def __init__(
@@ -102,6 +109,8 @@ class SiteChat:
         from sitechat.api import open_chat
 
         self._portal = LoopThread()
+        self._closed = False
+        self._close_lock = threading.Lock()
         self.settings = settings or Settings.load()
         if index is not None:
             self.settings = self.settings.model_copy(update={"index": str(index)})
@@ -117,7 +126,7 @@ class SiteChat:
         message: str,
         *,
         session_id: str = "default",
-        history: list[ChatMessage] | None = None,
+        history: HistoryLike | None = None,
     ) -> Generator[ChatEvent, None, None]:
         """Yield the answer's events as they arrive.
 
@@ -125,14 +134,15 @@ class SiteChat:
         caller then keeps the conversation itself. Closing the generator early (``break``,
         ``contextlib.closing``) cancels the provider call.
         """
-        return self._portal.iterate(self._events(message, session_id, history))
+        self._check_open()
+        return self._while_open(self._portal.iterate(self._events(message, session_id, history)))
 
     def ask(
         self,
         message: str,
         *,
         session_id: str = "default",
-        history: list[ChatMessage] | None = None,
+        history: HistoryLike | None = None,
     ) -> Answer:
         """The whole answer, with its sources; provider failures are in ``answer.error``."""
         return collect_answer(message, self.stream(message, session_id=session_id, history=history))
@@ -141,6 +151,7 @@ class SiteChat:
         self, query: str, k: int | None = None, where: Mapping[str, str] | None = None
     ) -> list[SearchHit]:
         """The best passages for ``query`` from this chat's index."""
+        self._check_open()
         retriever = getattr(self.service, "retriever", None)
         if retriever is None:
             raise TypeError(f"{type(self.service).__name__} has no retriever to search with.")
@@ -149,10 +160,11 @@ class SiteChat:
 
     def reset(self, session_id: str = "default") -> None:
         """Forget a session's history."""
+        self._check_open()
         self._portal.run(self.history.clear(session_id))
 
     async def _events(
-        self, message: str, session_id: str, history: list[ChatMessage] | None
+        self, message: str, session_id: str, history: HistoryLike | None
     ) -> AsyncIterator[ChatEvent]:
         turns = history if history is not None else await self.history.get(session_id)
         events = self.service.stream_events(message, turns)
@@ -169,11 +181,36 @@ class SiteChat:
             await events.aclose()
 
     def close(self) -> None:
-        """Close the chat service and stop its event loop."""
+        """Close the chat service and stop its event loop; closing again does nothing."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         try:
             self._portal.run(self.service.aclose())
         finally:
             self._portal.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(
+                "This SiteChat is closed; create a new SiteChat to ask or search again."
+            )
+
+    def _while_open(
+        self, events: Generator[ChatEvent, None, None]
+    ) -> Generator[ChatEvent, None, None]:
+        """``events``, refused with the closed-chat error once the chat has been closed."""
+        try:
+            while True:
+                self._check_open()
+                try:
+                    event = next(events)
+                except StopIteration:
+                    return
+                yield event
+        finally:
+            events.close()
 
     def __enter__(self) -> SiteChat:
         return self
