@@ -181,3 +181,177 @@ async def test_recrawl_uses_conditional_get_and_reembeds_only_the_edit(
     finally:
         await store.aclose()
     assert [h.chunk.title for h in hits + original] == ["/p3", "/p1"]
+
+
+# -- removal only of pages known to be gone ---------------------------------------------
+
+
+async def _ingest_into(
+    settings: Settings,
+    source: str,
+    *,
+    base_url: str | None = None,
+    options: CrawlOptions | None = None,
+) -> dict[str, Any]:
+    store, embeddings = await open_store(settings, CountingEmbeddings(), create=True)
+    try:
+        summary = await ingest_sources(
+            [source], store, embeddings, settings, base_url=base_url, crawl_options=options
+        )
+    finally:
+        await store.aclose()
+    return summary.to_dict()
+
+
+async def _stored_urls(settings: Settings) -> set[str]:
+    store, _ = await open_store(settings, CountingEmbeddings())
+    try:
+        return set(await store.urls())
+    finally:
+        await store.aclose()
+
+
+def _options(server: ProgrammableServer, **extra: Any) -> CrawlOptions:
+    return CrawlOptions(trusted_hosts=(server.base.removeprefix("http://"),), **extra)
+
+
+def _html(title: str, links: tuple[str, ...] = ()) -> Reply:
+    items = "".join(f"<li><a href='{link}'>{link}</a></li>" for link in links)
+    body = f"<main><h1>{title}</h1><p>Text of the {title} page, long enough.</p>{items}</main>"
+    return Reply(200, body.encode(), {"Content-Type": "text/html"})
+
+
+def _sitemap(*locs: str, index: bool = False) -> Reply:
+    tag = "sitemap" if index else "url"
+    entries = "".join(f"<{tag}><loc>{loc}</loc></{tag}>" for loc in locs)
+    root = "sitemapindex" if index else "urlset"
+    body = f'<?xml version="1.0"?><{root} xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+    return Reply(200, (body + entries + f"</{root}>").encode(), {"Content-Type": "text/xml"})
+
+
+async def test_ingesting_one_file_of_an_indexed_folder_keeps_the_rest(
+    site: Path, settings: Settings
+) -> None:
+    """Re-ingesting a single file of an indexed folder removes none of the folder's other pages."""
+    first = await _ingest_into(settings, str(site))
+    second = await _ingest_into(settings, str(site / "account.html"))
+    assert second["pages"]["removed"] == 0
+    assert second["chunks"]["total"] == first["chunks"]["total"]
+
+
+async def test_adding_one_page_by_url_keeps_the_rest_of_the_site(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """Ingesting one new page of an indexed site by its URL removes none of the site's pages."""
+    web.routes = {"/": _html("Home", ("/a", "/b")), "/a": _html("A"), "/b": _html("B")}
+    await _ingest_into(settings, web.url("/"), options=_options(web))
+    web.routes["/new"] = _html("New")
+    second = await _ingest_into(settings, web.url("/new"), options=_options(web))
+    assert second["pages"]["added"] == 1
+    assert second["pages"]["removed"] == 0
+    assert await _stored_urls(settings) == {web.url(p) for p in ("/", "/a", "/b", "/new")}
+
+
+async def test_depth_cut_keeps_pages_below_it_and_is_reported(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """A crawl cut by max_depth removes no page below the cut and reports itself incomplete."""
+    web.routes = {"/": _html("Home", ("/a",)), "/a": _html("A", ("/b",)), "/b": _html("B")}
+    await _ingest_into(settings, web.url("/"), options=_options(web))
+    second = await _ingest_into(settings, web.url("/"), options=_options(web, max_depth=0))
+    assert second["pages"]["removed"] == 0
+    assert second["crawl"]["complete"] is False
+    assert "max_depth (0)" in second["crawl"]["truncated"][0]
+    assert len(await _stored_urls(settings)) == 3
+
+
+async def test_failing_hub_keeps_the_pages_behind_it_but_gone_pages_go(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """A hub answering 503 keeps the leaf under it and marks the crawl incomplete, while a
+    page fetched in that crawl and answering 404 is still removed."""
+    web.routes = {
+        "/": _html("Home", ("/hub", "/old")),
+        "/hub": _html("Hub", ("/leaf",)),
+        "/leaf": _html("Leaf"),
+        "/old": _html("Old"),
+    }
+    await _ingest_into(settings, web.url("/"), options=_options(web))
+    web.routes["/hub"] = Reply(503, b"busy", {"Retry-After": "0"})
+    del web.routes["/old"]
+    second = await _ingest_into(settings, web.url("/"), options=_options(web, max_retries=1))
+    assert second["crawl"]["complete"] is False
+    assert second["pages"]["removed"] == 1
+    assert await _stored_urls(settings) == {web.url(p) for p in ("/", "/hub", "/leaf")}
+
+
+async def test_child_sitemap_failing_keeps_its_pages(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """A child sitemap answering 503 keeps the pages it listed and marks the crawl incomplete."""
+    web.routes = {
+        "/": _html("Home"),
+        "/sitemap.xml": _sitemap(web.url("/sm_a.xml"), web.url("/sm_b.xml"), index=True),
+        "/sm_a.xml": _sitemap(web.url("/a1")),
+        "/sm_b.xml": _sitemap(web.url("/b1"), web.url("/b2")),
+        **{p: _html(p.strip("/")) for p in ("/a1", "/b1", "/b2")},
+    }
+    await _ingest_into(settings, web.url("/"), options=_options(web))
+    assert len(await _stored_urls(settings)) == 4
+    web.routes["/sm_b.xml"] = Reply(503, b"busy", {"Retry-After": "0"})
+    second = await _ingest_into(settings, web.url("/"), options=_options(web, max_retries=1))
+    assert second["crawl"]["complete"] is False
+    assert second["pages"]["removed"] == 0
+    assert len(await _stored_urls(settings)) == 4
+
+
+async def test_cut_short_sitemap_keeps_the_pages_after_the_cut(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """A sitemap cut off mid-file is used for what it lists but removes no page after the cut."""
+    full = _sitemap(*(web.url(f"/p{i}") for i in range(4)))
+    web.routes = {"/": _html("Home"), "/sitemap.xml": full}
+    web.routes.update({f"/p{i}": _html(f"P{i}") for i in range(4)})
+    await _ingest_into(settings, web.url("/"), options=_options(web))
+    cut = full.body[: full.body.index(b"/p2")]
+    web.routes["/sitemap.xml"] = Reply(200, cut, {"Content-Type": "text/xml"})
+    second = await _ingest_into(settings, web.url("/"), options=_options(web))
+    assert second["crawl"]["complete"] is False
+    assert second["pages"]["removed"] == 0
+    assert [f["url"] for f in second["failed"]] == [web.url("/sitemap.xml")]
+    assert len(await _stored_urls(settings)) == 5
+
+
+async def test_unreadable_file_is_reported_failed_and_kept(
+    site: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreadable local file counts as failed, stays indexed, and the run is incomplete."""
+    first = await _ingest_into(settings, str(site))
+    real_read = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name == "faq.html":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    second = await _ingest_into(settings, str(site))
+    assert second["pages"]["failed"] == 1
+    assert second["failed"][0]["url"].endswith("/faq.html")
+    assert second["pages"]["removed"] == 0
+    assert second["crawl"]["complete"] is False
+    assert second["chunks"]["total"] == first["chunks"]["total"]
+
+
+async def test_base_url_owns_whole_path_segments_only(
+    site: Path, tmp_path: Path, settings: Settings
+) -> None:
+    """A folder ingested under https://d.example.com/v1 never removes pages under …/v10/."""
+    await _ingest_into(settings, str(site), base_url="https://d.example.com/v10")
+    v10 = await _stored_urls(settings)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "intro.md").write_text("# Intro\n\nThe first version of the product.\n")
+    second = await _ingest_into(settings, str(other), base_url="https://d.example.com/v1")
+    assert second["pages"]["removed"] == 0
+    assert await _stored_urls(settings) == v10 | {"https://d.example.com/v1/intro.md"}

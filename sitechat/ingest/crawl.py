@@ -299,6 +299,13 @@ class _Crawler:
         frontier.append((link, depth))
         return None
 
+    def _would_admit(self, link: str) -> bool:
+        """``link`` is a page :meth:`_admit` would queue (new, wanted, not a file type)."""
+        link = self.queries.normalise(link)
+        if link in self.seen or not self.scope.wanted(link):
+            return False
+        return not _BINARY_SUFFIX.search(link.split("?", 1)[0])
+
     def _next(self, frontier: deque[tuple[str, int]]) -> tuple[str, int] | CrawlResult | None:
         """The next URL to fetch now, a duplicate to report, or None (deferred)."""
         url, depth = frontier.popleft()
@@ -335,6 +342,7 @@ class _Crawler:
                 read_sitemaps(self.fetcher, self.roots, self.sitemaps, self.options, self.executor)
             )
         limit = self.options.max_pages
+        beyond: set[str] = set()  # links of pages at max_depth, not followed from there
         loop = asyncio.get_running_loop()
         try:
             while frontier or running or sitemap_task is not None:
@@ -379,6 +387,7 @@ class _Crawler:
                         self.pages_done += 1
                     yield result
                     if depth >= self.options.max_depth:
+                        beyond.update(u for u in result.links if self._would_admit(u))
                         continue
                     for link in result.links:
                         refused = self._admit(link, depth + 1, frontier)
@@ -386,6 +395,8 @@ class _Crawler:
                             yield refused
             if self.stats.truncated is None and (frontier or self.waiting):
                 self.stats.truncated = f"max_pages ({limit}) reached"
+            if self.stats.truncated is None and any(self._would_admit(u) for u in beyond):
+                self.stats.truncated = f"max_depth ({self.options.max_depth}) reached"
         finally:
             pending: list[asyncio.Future[Any]] = [*running]
             if sitemap_task is not None:

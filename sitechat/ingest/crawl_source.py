@@ -3,9 +3,11 @@
 Turns settings into :class:`CrawlOptions`, sends the previous crawl's validators (from
 :mod:`sitechat.ingest.state`) so unchanged pages cost a 304, strips boilerplate (the
 stored site-wide set when too few pages were re-fetched to tell again), and works out
-which stored pages may be removed: only pages in this crawl's scope, only after a crawl
-that was not cut short, and never a page that failed for a passing reason (a timeout,
-a 5xx) rather than being gone.
+which stored pages may be removed: a page fetched and found gone (404, 410), and
+otherwise only pages the source owns (its start URL's path and below, on its site) that a
+crawl with no cut (page, depth or time limit) and no failure (a 5xx, a timeout, an
+unreadable or partial sitemap) did not reach. A failure leaves the pages it may have hidden
+in place, and the crawl is reported incomplete.
 """
 
 from __future__ import annotations
@@ -15,9 +17,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sitechat.config import Settings
-from sitechat.ingest.crawl import CrawlOptions, CrawlResult, CrawlStats, KnownPage, crawl
+from sitechat.ingest.crawl import (
+    CrawlOptions,
+    CrawlResult,
+    CrawlStats,
+    KnownPage,
+    crawl,
+    is_sitemap_url,
+)
 from sitechat.ingest.extract import (
     boilerplate_blocks,
     common_title_suffix,
@@ -25,11 +35,12 @@ from sitechat.ingest.extract import (
     strip_title_suffix,
 )
 from sitechat.ingest.options import DEFAULT_USER_AGENT
-from sitechat.ingest.scope import Scope
+from sitechat.ingest.scope import Scope, under_prefix
 from sitechat.ingest.state import STATE_FILE, CrawlState
+from sitechat.ingest.urls import canonicalize_url
 from sitechat.models import Page, content_hash
 
-__all__ = ["CrawledSite", "crawl_options_from", "crawl_site", "state_path_for"]
+__all__ = ["CrawledSite", "crawl_options_from", "crawl_site", "source_owner", "state_path_for"]
 
 #: Bump when extraction or chunking changes what a page turns into: stored validators
 #: are then ignored once, so every page is re-extracted with the new code.
@@ -87,11 +98,37 @@ def _fingerprint(settings: Settings) -> str:
 
 
 def _is_passing_failure(result: CrawlResult) -> bool:
-    """A failure that says nothing about whether the page still exists."""
-    reason = result.reason or ""
+    """A failure that says nothing about whether the page (or sitemap) still exists."""
+    reason = (result.reason or "").removeprefix("sitemap: ")
     if result.status == "failed":
         return not (reason.startswith("HTTP 4") and not reason.startswith("HTTP 429"))
     return "robots.txt unavailable" in reason or "robots.txt unreachable" in reason
+
+
+def _is_gone(result: CrawlResult) -> bool:
+    """The page itself was fetched and the server says it is gone."""
+    reason = result.reason or ""
+    return result.status == "failed" and reason.startswith(("HTTP 404", "HTTP 410"))
+
+
+def source_owner(source: str, options: CrawlOptions) -> Callable[[str], bool]:
+    """Which stored URLs a crawl of ``source`` speaks for: in its scope, at or below its path.
+
+    ``https://host/`` owns the site, ``https://host/docs/`` (or ``…/docs/index.html``, or
+    a sitemap in ``/docs/``) the pages under ``/docs/``, ``https://host/new.html`` that
+    page alone: adding one page to an indexed site never claims the rest of it.
+    """
+    root = canonicalize_url(source)
+    scope = Scope([root], options.include, options.exclude)
+    path = urlsplit(root).path or "/"
+    last = path.rsplit("/", 1)[-1]
+    if is_sitemap_url(root) or last.lower().startswith("index."):
+        path = path[: len(path) - len(last)]
+
+    def owns(url: str) -> bool:
+        return scope.wanted(url) and under_prefix(urlsplit(url).path or "/", path)
+
+    return owns
 
 
 @dataclass
@@ -102,6 +139,7 @@ class CrawledSite:
     unchanged: list[str] = field(default_factory=list)
     results: list[CrawlResult] = field(default_factory=list)
     protected: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)
     stats: CrawlStats = field(default_factory=CrawlStats)
     owns: Callable[[str], bool] | None = None
     seconds: float = 0.0
@@ -132,6 +170,7 @@ async def crawl_site(
     stored = set(stored_urls)
     known = {url: k for url, k in state.pages.items() if k.page_url in stored} if state else {}
     site = CrawledSite(_state=state, _state_path=state_path)
+    failures = 0
     started = time.perf_counter()
     async for result in crawl([source], options=options, stats=site.stats, known=known):
         site.results.append(result)
@@ -157,13 +196,20 @@ async def crawl_site(
             )
         elif _is_passing_failure(result):
             site.protected.add(result.url)
+            failures += 1
+        elif _is_gone(result):
+            site.gone.add(result.url)
         if on_result is not None:
             on_result(result, len(site.pages) + len(site.unchanged))
     site.seconds = time.perf_counter() - started
     site.pages = _strip_boilerplate(site, state)
+    if failures and site.stats.truncated is None:
+        site.stats.truncated = (
+            f"{failures} URL(s) could not be read (a server error, a timeout or an unreadable "
+            "sitemap); pages this crawl did not reach were kept"
+        )
     if site.stats.truncated is None:
-        scope = Scope([source], options.include, options.exclude)
-        site.owns = scope.wanted
+        site.owns = source_owner(source, options)
     return site
 
 

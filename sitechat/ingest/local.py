@@ -33,10 +33,13 @@ _CONTENT_TYPES = {
 }
 
 
-def _files_under(root: Path) -> list[tuple[str, Path]]:
-    """(relative POSIX path, path) of every page file, hidden folders and files left out."""
+def _files_under(
+    root: Path, on_error: Callable[[OSError], None] | None = None
+) -> list[tuple[str, Path]]:
+    """(relative POSIX path, path) of every page file, hidden folders and files left out;
+    ``on_error`` hears of each folder that could not be listed."""
     found = []
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, onerror=on_error):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             path = Path(folder, name)
@@ -82,21 +85,30 @@ def iter_local_pages(
     base_url: str | None = None,
     max_link_share: float = DEFAULT_MAX_LINK_SHARE,
     on_skip: Callable[[str, str], None] | None = None,
+    on_error: Callable[[str, str], None] | None = None,
 ) -> Iterator[Page]:
     """Yield a :class:`Page` per ``.html/.htm/.md/.markdown/.txt`` file, in path order.
 
     ``root`` may be a folder (searched recursively, hidden folders skipped) or one file.
     A page's URL is ``base_url`` joined with the file's path relative to ``root`` when
     ``base_url`` is given, else the file's ``file://`` URI. Unreadable files are logged
-    and skipped, and so are HTML pages that ask not to be indexed (``<meta name=robots
+    and skipped, ``on_error(url, reason)`` hearing of each (and of each folder that could
+    not be listed), and so are HTML pages that ask not to be indexed (``<meta name=robots
     content=noindex>``) or are link lists (see ``max_link_share`` in
     :class:`~sitechat.ingest.options.CrawlOptions`): ``on_skip(url, reason)`` hears of each.
     """
     root = Path(root).expanduser()
+
+    def unlisted(exc: OSError) -> None:
+        logger.warning("cannot list folder %s: %s", exc.filename, exc)
+        if on_error is not None:
+            where = Path(exc.filename) if exc.filename else root
+            on_error(where.resolve().as_uri(), f"unreadable folder: {exc.strerror or exc}")
+
     if root.is_file():
         entries = [(root.name, root)]
     elif root.is_dir():
-        entries = _files_under(root)
+        entries = _files_under(root, unlisted)
     else:
         raise IngestError(f"'{root}' is neither a file nor a folder. Check the path.")
     for relative, path in entries:
@@ -105,6 +117,8 @@ def iter_local_pages(
             page = _read_page(path, url, max_link_share)
         except OSError as exc:
             logger.warning("skipping unreadable file %s: %s", path, exc)
+            if on_error is not None:
+                on_error(url, f"unreadable file: {exc.strerror or exc}")
             continue
         if isinstance(page, str):
             logger.info("not indexing %s: %s", path, page)

@@ -2,7 +2,8 @@
 
 Chunk ids are derived from their place and text, so re-ingesting an unchanged page finds
 every id already stored and embeds nothing; an edited section gets new ids, and the old
-ones are deleted. Pages that disappeared from a fully crawled source are removed. A
+ones are deleted. A stored page is removed when it was fetched and found gone (404, 410),
+or when a source it belongs to was read completely (no failure, no cut) without it. A
 re-crawl sends the previous validators (:mod:`sitechat.ingest.crawl_source`), so a page
 the server reports unchanged (304) is neither downloaded nor extracted nor chunked.
 """
@@ -25,6 +26,7 @@ from sitechat.ingest.crawl import CrawlOptions, CrawlResult, CrawlStats
 from sitechat.ingest.crawl_source import crawl_site, state_path_for
 from sitechat.ingest.extract import remove_boilerplate
 from sitechat.ingest.local import iter_local_pages
+from sitechat.ingest.scope import under_prefix
 from sitechat.models import Chunk, Page
 from sitechat.vectorstores.base import VectorStore
 
@@ -170,6 +172,7 @@ async def _crawl_source(
         owns=site.owns,
         unchanged=site.unchanged,
         protected=site.protected,
+        gone=site.gone,
         progress=progress,
     )
     site.save_state(await store.urls())
@@ -177,7 +180,7 @@ async def _crawl_source(
 
 async def _local_pages(
     source: str, base_url: str | None, settings: Settings, summary: IngestSummary
-) -> tuple[list[Page], str]:
+) -> tuple[list[Page], str | None]:
     started = time.perf_counter()
     pages, owned = await asyncio.to_thread(
         _read_local, source, base_url, settings.ingest.max_link_share, summary
@@ -188,10 +191,21 @@ async def _local_pages(
 
 def _read_local(
     source: str, base_url: str | None, max_link_share: float, summary: IngestSummary
-) -> tuple[list[Page], str]:
+) -> tuple[list[Page], str | None]:
+    """The pages of ``source``, and the URL prefix it owns (None when it was not read whole).
+
+    A folder owns everything under it (or under ``base_url``); a single file owns itself.
+    """
+    unreadable: list[str] = []
+
     def skipped(url: str, reason: str) -> None:
         summary.pages_skipped += 1
         summary.skipped.append((url, reason))
+
+    def failed(url: str, reason: str) -> None:
+        unreadable.append(url)
+        summary.pages_failed += 1
+        summary.failed.append((url, reason))
 
     path = Path(source).expanduser()
     if not path.exists():
@@ -200,13 +214,25 @@ def _read_local(
             "Pass a URL like https://docs.example.com/ or a path to HTML/Markdown files."
         )
     pages = list(
-        iter_local_pages(path, base_url=base_url, max_link_share=max_link_share, on_skip=skipped)
+        iter_local_pages(
+            path,
+            base_url=base_url,
+            max_link_share=max_link_share,
+            on_skip=skipped,
+            on_error=failed,
+        )
     )
     if not pages:
         raise IngestError(f"No .html, .htm, .md, .markdown or .txt files found under '{source}'.")
-    root = path if path.is_dir() else path.parent
-    owned = base_url if base_url else root.resolve().as_uri() + "/"
-    return pages, owned
+    if unreadable:
+        summary.truncated.append(
+            f"{len(unreadable)} file(s) or folder(s) under {source} could not be read; "
+            "no page of it was removed"
+        )
+        return pages, None
+    if path.is_file():
+        return pages, pages[0].url if len(pages) == 1 else None
+    return pages, base_url if base_url else path.resolve().as_uri() + "/"
 
 
 async def ingest_sources(
@@ -267,14 +293,17 @@ async def ingest_pages(
     owns: Callable[[str], bool] | None = None,
     unchanged: Iterable[str] = (),
     protected: Collection[str] = (),
+    gone: Collection[str] = (),
     progress: Progress | None = None,
 ) -> IngestSummary:
     """Chunk ``pages``, embed only chunks the store lacks, and drop the ones that vanished.
 
     ``unchanged`` are page URLs known to be unchanged without their content (HTTP 304):
-    their chunks stay and count as unchanged. Stored pages that are neither in ``pages``
-    nor ``unchanged`` nor ``protected`` are removed when they are under ``owned_prefix``
-    or ``owns(url)`` says so (the source was read completely and they no longer exist).
+    their chunks stay and count as unchanged. Stored pages in ``gone`` (fetched, found
+    gone) are removed. So are stored pages that are neither in ``pages`` nor ``unchanged``
+    nor ``protected`` when they are at or under ``owned_prefix`` (whole path segments:
+    ``…/v1`` never owns ``…/v10/``) or ``owns(url)`` says so: pass either only when the
+    source was read completely, so that a page missing from it no longer exists.
     """
     summary = summary or IngestSummary()
     opts = settings.ingest
@@ -297,27 +326,33 @@ async def ingest_pages(
         ids = {c.id for c in chunks}
         before = set(await store.chunk_hashes(page.url))
         fresh = [c for c in chunks if c.id not in before]
-        gone = before - ids
+        dropped = before - ids
         if not before:
             summary.pages_added += 1
-        elif fresh or gone:
+        elif fresh or dropped:
             summary.pages_updated += 1
         else:
             summary.pages_unchanged += 1
         new_chunks.extend(fresh)
-        stale_ids.extend(gone)
+        stale_ids.extend(dropped)
         summary.chunks_unchanged += len(ids & before)
     summary.add_time("chunk", time.perf_counter() - started)
 
+    keep = seen_urls | set(protected)
+    gone_urls = set(gone) - seen_urls
+
+    def removable(url: str) -> bool:
+        if url in gone_urls:
+            return True
+        if url in keep:
+            return False
+        if owned_prefix and under_prefix(url, owned_prefix):
+            return True
+        return owns is not None and owns(url)
+
     removed_urls: list[str] = []
-    if owned_prefix or owns:
-        keep = seen_urls | set(protected)
-        removed_urls = [
-            url
-            for url in await store.urls()
-            if url not in keep
-            and ((owned_prefix and url.startswith(owned_prefix)) or (owns and owns(url)))
-        ]
+    if owned_prefix or owns or gone_urls:
+        removed_urls = [url for url in await store.urls() if removable(url)]
 
     await _embed_and_store(new_chunks, store, embeddings, settings, summary, progress)
     started = time.perf_counter()

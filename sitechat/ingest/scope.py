@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from sitechat.ingest.urls import canonicalize_url, same_site
 
-__all__ = ["LinkTrapGuard", "QueryLearner", "Scope", "bare_url"]
+__all__ = ["LinkTrapGuard", "QueryLearner", "Scope", "bare_url", "under_prefix"]
 
 _DIGITS = re.compile(r"\d+")
 _MAX_URL_LENGTH = 2000
@@ -32,6 +32,19 @@ _MAX_SEGMENT_REPEATS = 3
 def bare_url(url: str) -> str:
     """``url`` without its query: the identity of "the same path"."""
     return url.split("?", 1)[0]
+
+
+def under_prefix(url: str, prefix: str) -> bool:
+    """``url`` is ``prefix`` or lies below it, whole path segments only.
+
+    ``https://d.example.com/v1`` (with or without its trailing ``/``) covers ``…/v1`` and
+    ``…/v1/guide.html``, never ``…/v10/guide.html``.
+    """
+    base = prefix.rstrip("/")
+    if not url.startswith(base):
+        return False
+    rest = url[len(base) :]
+    return rest == "" or rest[0] in "/?#"
 
 
 def _query_pairs(url: str) -> list[tuple[str, str]]:

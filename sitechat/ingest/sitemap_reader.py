@@ -4,7 +4,9 @@ Where to look: the sitemaps the user named, the ``Sitemap:`` lines of each start
 robots.txt, and, when robots.txt names none, ``/sitemap.xml``. Sitemap indexes are
 followed (a few levels, a bounded number of files), so one URL reaches every listed page.
 A sitemap the user named that cannot be read is reported; a guessed ``/sitemap.xml``
-that does not exist is not.
+that does not exist is not. A sitemap read only in part (cut short, malformed) is used
+for the URLs before the break and reported as failed, so the crawl is not taken as a
+complete listing; so is a sitemap index too large or too deep to follow to its end.
 """
 
 from __future__ import annotations
@@ -93,10 +95,19 @@ async def read_sitemaps(
                 problems.append(CrawlResult(url, "failed", f"sitemap: {exc}"))
             continue
         fetcher.stats.sitemaps_read += 1
+        if content.error is not None:
+            problems.append(CrawlResult(url, "failed", f"sitemap {content.error}"))
         pages.extend(loc for loc, _ in content.pages)
         fetcher.stats.sitemap_urls += len(content.pages)
         if level < _MAX_NESTING:
             queue.extend((canonicalize_url(s, url), True, level + 1) for s in content.sitemaps)
+        elif content.sitemaps and fetcher.stats.truncated is None:
+            fetcher.stats.truncated = f"sitemap indexes nested deeper than {_MAX_NESTING} levels"
+    unread = any(url not in visited for url, _, _ in queue)
+    if (unread or len(pages) > MAX_SITEMAP_URLS) and fetcher.stats.truncated is None:
+        fetcher.stats.truncated = (
+            f"sitemaps list more than {MAX_SITEMAP_FILES} files or {MAX_SITEMAP_URLS} URLs"
+        )
     return pages[:MAX_SITEMAP_URLS], problems
 
 

@@ -34,10 +34,15 @@ class SitemapError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SitemapContent:
-    """What one sitemap file lists: pages (with ``lastmod`` when given) and more sitemaps."""
+    """What one sitemap file lists: pages (with ``lastmod`` when given) and more sitemaps.
+
+    ``error`` says why the file was read only in part (it is cut short or malformed): the
+    entries before the break are listed, but the file is not a complete listing.
+    """
 
     pages: tuple[tuple[str, str | None], ...] = ()
     sitemaps: tuple[str, ...] = ()
+    error: str | None = None
 
 
 def gunzip_bounded(data: bytes, limit: int) -> bytes:
@@ -112,6 +117,7 @@ def _refuse_dtd(*_: object) -> int:
 
 def _parse_xml(data: bytes, max_urls: int) -> SitemapContent:
     collector = _Collector(max_urls)
+    error: str | None = None
     parser = expat.ParserCreate()
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.StartDoctypeDeclHandler = _refuse_dtd
@@ -130,8 +136,10 @@ def _parse_xml(data: bytes, max_urls: int) -> SitemapContent:
     except expat.ExpatError as exc:
         if not collector.pages and not collector.sitemaps:
             raise SitemapError(f"is not well-formed XML ({exc})") from None
-        # A truncated or slightly broken file still lists the URLs read before the error.
-    return SitemapContent(tuple(collector.pages), tuple(collector.sitemaps))
+        # A truncated or slightly broken file still lists the URLs read before the error,
+        # but it is not a complete listing: pages missing from it may well exist.
+        error = f"is cut short or not well-formed XML ({exc})"
+    return SitemapContent(tuple(collector.pages), tuple(collector.sitemaps), error)
 
 
 def _parse_text(text: str, max_urls: int) -> SitemapContent:

@@ -162,6 +162,8 @@ def test_html_and_broken_xml_are_not_sitemaps() -> None:
     with pytest.raises(SitemapError):
         parse_sitemap(b"<html><body>Not found</body></html>")
     assert parse_sitemap(SITEMAP[:-30]).pages[0][0] == "https://site.test/a"
+    assert parse_sitemap(SITEMAP[:-30]).error is not None  # read in part: not a full listing
+    assert parse_sitemap(SITEMAP).error is None
 
 
 @given(st.binary(max_size=500))
