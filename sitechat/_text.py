@@ -28,12 +28,17 @@ _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[])|\n{2,}|\n(?=[-*] |\
 
 @lru_cache(maxsize=65536)
 def stem(word: str) -> str:
-    """A light, predictable English suffix stripper: ``installing`` → ``install``."""
+    """A light, predictable English suffix stripper: ``installing`` → ``install``.
+
+    A final ``e`` goes too, so ``delete``, ``deleted`` and ``deleting`` meet at ``delet``.
+    """
     for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             if suffix == "s" and word.endswith(("ss", "us", "is")):
                 return word
             return word[: -len(suffix)] + keep
+    if word.endswith("e") and len(word) >= 4:
+        return word[:-1]
     return word
 
 

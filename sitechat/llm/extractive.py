@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 
 from sitechat._text import content_terms, split_sentences
 from sitechat.chat.prompts import parse_prompt
 from sitechat.llm.base import BaseLLMService, LLMDelta
 from sitechat.models import Usage
+from sitechat.retrieval.hybrid import expand_terms, keyword_terms
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -65,7 +66,8 @@ class ExtractiveLLMService(BaseLLMService):
 
     async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[LLMDelta]:
         prompt = parse_prompt(messages)
-        answer = self.compose(prompt.question, prompt.sources)
+        earlier = [str(m.content) for m in messages[:-1] if isinstance(m, HumanMessage)]
+        answer = self.compose(prompt.question, prompt.sources, context=earlier[-1:])
         output_tokens = 0
         for match in _TOKEN_RE.finditer(answer):
             output_tokens += 1
@@ -73,41 +75,78 @@ class ExtractiveLLMService(BaseLLMService):
         input_tokens = sum(len(str(m.content).split()) for m in messages)
         yield LLMDelta(usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens))
 
-    def compose(self, question: str, sources: Sequence[tuple[int, str, str, str]]) -> str:
-        """The extractive answer to ``question`` from ``(n, title, url, text)`` sources."""
+    def compose(
+        self,
+        question: str,
+        sources: Sequence[tuple[int, str, str, str]],
+        context: Sequence[str] = (),
+    ) -> str:
+        """The extractive answer to ``question`` from ``(n, title, url, text)`` sources;
+        ``context`` holds the user's earlier questions, whose words count half (a follow-up
+        such as "and how do I undo that?" names its topic only there)."""
         if not sources:
             return _NO_SOURCES
-        candidates = self._candidates(question, sources)
+        candidates = self._candidates(question, sources, context)
         chosen = self._choose(candidates)
         if not chosen:
             first = next((c for c in candidates if c.source_rank == 0), None)
             if first is None:
                 return _NO_SOURCES
             return f"The closest passage I found on the site says: {first.text} [{first.n}]"
+        # the source with the best sentence first; within a source, its own order
+        best = {c.n: c.score for c in reversed(chosen)}
         groups: dict[int, list[_Candidate]] = {}
-        for cand in sorted(chosen, key=lambda c: (c.source_rank, c.position)):
+        for cand in sorted(chosen, key=lambda c: (-best[c.n], c.source_rank, c.position)):
             groups.setdefault(cand.n, []).append(cand)
         paragraphs = [" ".join(c.text for c in group) + f" [{n}]" for n, group in groups.items()]
         return "\n\n".join(paragraphs)
 
     def _candidates(
-        self, question: str, sources: Sequence[tuple[int, str, str, str]]
+        self,
+        question: str,
+        sources: Sequence[tuple[int, str, str, str]],
+        context: Sequence[str] = (),
     ) -> list[_Candidate]:
-        query = set(content_terms(question))
+        """Every sentence of every source, scored against the question's words.
+
+        A word counts by its rarity among the sentences (IDF), fully when the sentence has
+        it and half when only its source's title does (a step under "Deleting notes" is
+        about notes without saying so). Thesaurus expansions and the earlier question's
+        words count half too, and a sentence that has both what a follow-up asks and the
+        earlier topic counts half again.
+        """
+        weights = dict.fromkeys(content_terms(question), 1.0)
+        for term in content_terms(" ".join(expand_terms(keyword_terms(question)))):
+            weights.setdefault(term, 0.5)
+        asked = set(weights)
+        for term in content_terms(" ".join(context)):
+            weights.setdefault(term, 0.5)
+        topic = set(weights) - asked
+        query = set(weights)
         split = [
-            (rank, n, pos, sentence, set(content_terms(sentence)))
-            for rank, (n, _title, _url, text) in enumerate(sources)
+            (rank, n, pos, sentence, set(content_terms(sentence)), titled)
+            for rank, (n, title, _url, text) in enumerate(sources)
+            for titled in [set(content_terms(title)) & query]
             for pos, sentence in enumerate(split_sentences(text))
         ]
         wants_steps = bool(_HOW_RE.match(question))
         document_frequency: Counter[str] = Counter()
-        for *_, terms in split:
-            document_frequency.update(terms & query)
+        for *_, terms, titled in split:
+            document_frequency.update((terms | titled) & query)
         total = max(len(split), 1)
         out = []
-        for rank, n, pos, sentence, terms in split:
+        for rank, n, pos, sentence, terms, titled in split:
             matched = terms & query
-            score = sum(math.log(1 + total / document_frequency[t]) for t in matched)
+            score = sum(
+                weights[t]
+                * (1.0 if t in matched else 0.5)
+                * math.log(1 + total / document_frequency[t])
+                for t in matched | titled
+            )
+            if not matched:
+                score = 0.0  # a sentence must say something the question asks about
+            elif topic and (matched | titled) & topic and (matched | titled) & asked:
+                score *= 1.5  # a follow-up's answer: what it asks, about the earlier topic
             # "how do I …" is answered by steps: list items and menu paths
             if wants_steps and _STEP_RE.search(sentence):
                 score *= 1.5

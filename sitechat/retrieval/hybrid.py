@@ -85,6 +85,7 @@ mac: macos | 2fa: two factor authentication | terminal: command line | cli: comm
 console: terminal | unzip: extract | decompress: extract | compress: archive
 zip: archive | download: fetch | fetch: download | website: web | webpage: web page
 pause: sleep | wait: sleep | timestamp: epoch | duplicate: copy | clone: copy
+undo: restore revert cancel | recover: restore | undelete: restore
 """
 _THESAURUS: dict[str, tuple[str, ...]] = {
     word.strip(): tuple(expansion.split())
