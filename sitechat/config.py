@@ -130,7 +130,11 @@ class ChatSettings(BaseModel):
 
     provider: str = "retrieval"
     max_message_chars: int = Field(default=4000, ge=1)
-    max_history_messages: int = Field(default=20, ge=0)
+    max_history_messages: int = Field(
+        default=20,
+        ge=0,
+        description="History messages sent with a question; a question and its answer are two.",
+    )
     rewrite_followups: bool = Field(
         default=True,
         description="Rewrite follow-up questions into standalone search queries using the history.",
