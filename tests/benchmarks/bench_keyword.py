@@ -26,7 +26,6 @@ Needs: pip install bm25s PyStemmer (not dependencies of sitechat).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import statistics
 import sys
@@ -43,7 +42,7 @@ try:
 except ImportError:
     sys.exit("needs bm25s and PyStemmer: pip install bm25s PyStemmer")
 
-from bench_retrieval_quality import QUESTIONS, Site, build_index, served, sites
+from bench_retrieval_quality import QUESTIONS, Site, build_index, in_workdir, served, sites
 
 from sitechat.config import RetrievalSettings, Settings
 from sitechat.embeddings.static import StaticEmbeddings
@@ -212,16 +211,7 @@ def main() -> None:
     parser.add_argument("--sites", help="comma-separated sites (python-docs,rust-book,sample)")
     parser.add_argument("--rust-book", metavar="DIR", help="the Rust book's HTML folder")
     args = parser.parse_args()
-    if args.keep:
-        workdir = Path(args.keep)
-        workdir.mkdir(parents=True, exist_ok=True)
-        asyncio.run(run(args, workdir))
-        return
-    temporary = Path(tempfile.mkdtemp(prefix="sitechat-keyword-"))
-    try:
-        asyncio.run(run(args, temporary))
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    in_workdir(args.keep, lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":

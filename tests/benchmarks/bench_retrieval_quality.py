@@ -35,10 +35,11 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.embeddings import Embeddings
 
@@ -58,6 +59,7 @@ from tests.doc_sites import PYTHON_DOCS as DOCS  # noqa: E402
 from tests.doc_sites import RUST_BOOK, served  # noqa: E402
 
 SAMPLE_SITE = ROOT / "examples" / "sample_site"
+T = TypeVar("T")
 QUESTIONS = ROOT / "examples" / "eval"
 
 
@@ -274,17 +276,21 @@ def main() -> None:
     parser.add_argument("--sites", help="comma-separated sites (python-docs,rust-book,sample)")
     parser.add_argument("--rust-book", metavar="DIR", help="the Rust book's HTML folder")
     args = parser.parse_args()
-    if args.keep:
-        workdir = Path(args.keep)
-        workdir.mkdir(parents=True, exist_ok=True)
-        rows = asyncio.run(run(args, workdir))
-    else:
-        temporary = Path(tempfile.mkdtemp(prefix="sitechat-quality-"))
-        try:
-            rows = asyncio.run(run(args, temporary))
-        finally:
-            shutil.rmtree(temporary, ignore_errors=True)
+    rows = in_workdir(args.keep, lambda workdir: run(args, workdir))
     print_table(rows, args.k)
+
+
+def in_workdir(keep: str | None, work: Callable[[Path], Awaitable[T]]) -> T:
+    """Run ``work`` in ``keep`` (created if needed, kept after), or in a temporary folder."""
+    if keep:
+        workdir = Path(keep)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(work(workdir))
+    temporary = Path(tempfile.mkdtemp(prefix="sitechat-bench-"))
+    try:
+        return asyncio.run(work(temporary))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 if __name__ == "__main__":

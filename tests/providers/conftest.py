@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config
 
@@ -29,6 +30,13 @@ def bedrock_server() -> Iterator[BedrockRuntimeServer]:
     """A fresh Bedrock runtime endpoint on a free port."""
     with BedrockRuntimeServer() as server:
         yield server
+
+
+@pytest.fixture
+async def http_client() -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client handed to the OpenAI provider, closed after the test."""
+    async with httpx.AsyncClient() as client:
+        yield client
 
 
 @pytest.fixture

@@ -11,11 +11,10 @@ from sitechat.chat.service import RetrievalChatService
 from sitechat.config import ChatSettings, RetrievalSettings, RetrySettings
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
 from sitechat.llm.openai import OpenAILLMService
-from sitechat.models import Chunk, Usage, content_hash
+from sitechat.models import Usage
 from sitechat.retrieval.hybrid import HybridRetriever
-from sitechat.testing.fakes import FakeEmbeddings, InMemoryVectorStore
 from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults, Reply
-from sitechat.vectorstores.base import EmbedderInfo
+from tests.passages import one_passage_store
 
 TEXT = "To delete your account open Settings, choose Account and press Delete account."
 
@@ -25,18 +24,9 @@ async def chat(
     openai_server: OpenAICompatibleServer, fast_retry: RetrySettings
 ) -> AsyncIterator[RetrievalChatService]:
     """A retrieval chat over one indexed passage, answering through the local server."""
-    embeddings = FakeEmbeddings()
-    store = InMemoryVectorStore(EmbedderInfo(embeddings.embedder_name, embeddings.dimension))
-    chunk = Chunk(
-        id="c0",
-        url="https://docs.example.com/account",
-        title="Account",
-        heading_path=("Account",),
-        anchor="delete-account",
-        text=TEXT,
-        content_hash=content_hash(TEXT),
+    store, embeddings = await one_passage_store(
+        TEXT, url="https://docs.example.com/account", title="Account", anchor="delete-account"
     )
-    await store.upsert([chunk], embeddings.embed_documents([TEXT]))
     retriever = HybridRetriever(store, embeddings, RetrievalSettings(top_k=1, min_score=0.1))
     async with httpx.AsyncClient() as client:
         llm = OpenAILLMService(

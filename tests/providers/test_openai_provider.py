@@ -36,13 +36,6 @@ KEY = "sk-test-0123456789abcdefSECRET"
 QUESTION = [SystemMessage("Answer briefly."), HumanMessage("What is sitechat?")]
 
 
-@pytest.fixture
-async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    """An injected httpx client, closed after the test."""
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
 def _service(
     server: OpenAICompatibleServer,
     retry: RetrySettings,

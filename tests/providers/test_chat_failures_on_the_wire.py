@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 
 from sitechat.chat.base import HistoryLike
 from sitechat.chat.service import RetrievalChatService
@@ -19,11 +17,10 @@ from sitechat.events import ChatEvent, ErrorEvent, SourcesEvent
 from sitechat.llm.base import BaseLLMService
 from sitechat.llm.bedrock import BedrockLLMService
 from sitechat.llm.openai import OpenAILLMService
-from sitechat.models import ChatMessage, Chunk, content_hash
+from sitechat.models import ChatMessage
 from sitechat.testing.bedrock_server import BedrockRuntimeServer
-from sitechat.testing.fakes import FakeEmbeddings, InMemoryVectorStore
 from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults, Reply
-from sitechat.vectorstores.base import EmbedderInfo
+from tests.passages import one_passage_store
 
 TEXT = "Install the app on Linux with the AppImage, or on Windows with the installer."
 QUESTION = "How do I install the app on Windows?"
@@ -38,18 +35,9 @@ HISTORY = [
 
 async def _chat(service: BaseLLMService, **settings: Any) -> RetrievalChatService:
     """A chat built from settings, as open_chat builds it, over one indexed passage."""
-    embeddings = FakeEmbeddings()
-    store = InMemoryVectorStore(EmbedderInfo(embeddings.embedder_name, embeddings.dimension))
-    chunk = Chunk(
-        id="c0",
-        url="https://docs.example.com/install",
-        title="Install",
-        heading_path=("Install",),
-        anchor="install",
-        text=TEXT,
-        content_hash=content_hash(TEXT),
+    store, embeddings = await one_passage_store(
+        TEXT, url="https://docs.example.com/install", title="Install", anchor="install"
     )
-    await store.upsert([chunk], embeddings.embed_documents([TEXT]))
     loaded = Settings.load(env_file=None, retrieval={"top_k": 1, "min_score": 0.1}, **settings)
     return RetrievalChatService.from_components(
         loaded, llm=service, embeddings=embeddings, store=store
@@ -58,20 +46,6 @@ async def _chat(service: BaseLLMService, **settings: Any) -> RetrievalChatServic
 
 async def _events(chat: RetrievalChatService, history: HistoryLike = ()) -> list[ChatEvent]:
     return [event async for event in chat.stream_events(QUESTION, history)]
-
-
-@pytest.fixture
-def openai_server() -> Iterator[OpenAICompatibleServer]:
-    """A fresh OpenAI-compatible server on a free port."""
-    with OpenAICompatibleServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    """The HTTP client the OpenAI provider is given."""
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def _openai(
@@ -146,23 +120,14 @@ async def test_stalled_provider_is_not_waited_on_twice_with_history(
     assert len(openai_server.requests) == 3
 
 
-def _bedrock_client(server: BedrockRuntimeServer) -> Any:
-    return boto3.Session().client(
-        "bedrock-runtime",
-        region_name="us-east-1",
-        endpoint_url=server.url,
-        aws_access_key_id="AKIATESTINGEXAMPLE01",
-        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=10, connect_timeout=2),
-    )
-
-
 @pytest.mark.parametrize("max_history", [20, 3])
-async def test_bedrock_conversation_opens_with_a_user_turn(max_history: int) -> None:
+async def test_bedrock_conversation_opens_with_a_user_turn(
+    max_history: int, make_bedrock_client: Callable[..., Any]
+) -> None:
     """Bedrock's Converse API gets a conversation that opens with a user turn, whether the
     history opens with a greeting or an odd MAX_HISTORY_MESSAGES cuts an exchange in half."""
     with BedrockRuntimeServer() as server:
-        client = _bedrock_client(server)
+        client = make_bedrock_client(server)
         llm = BedrockLLMService(
             model="us.anthropic.claude-3-5-haiku-20241022-v1:0",
             client=client,
@@ -174,7 +139,6 @@ async def test_bedrock_conversation_opens_with_a_user_turn(max_history: int) -> 
         server.script(Reply("Use the installer [1]."))
         assert not isinstance((await _events(chat, HISTORY))[-1], ErrorEvent)
         await llm.aclose()
-        client.close()
         roles = [message["role"] for message in server.requests[-1].json["messages"]]
     expected = ["user", "assistant"] * (2 if max_history == 20 else 1) + ["user"]
     assert roles == expected
