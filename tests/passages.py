@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sitechat.models import Chunk, SearchHit, content_hash
 from sitechat.testing.fakes import FakeEmbeddings, InMemoryVectorStore
 from sitechat.vectorstores.base import EmbedderInfo
@@ -26,20 +28,24 @@ def hit(page: str, n: int, score: float = 1.0) -> SearchHit:
     return SearchHit(chunk, score)
 
 
-async def one_passage_store(
-    text: str, *, url: str, title: str, anchor: str
+async def passage_store(
+    pages: Mapping[str, tuple[str, str, str]],
 ) -> tuple[InMemoryVectorStore, FakeEmbeddings]:
-    """An in-memory store holding one passage of ``text``, and the embedder that indexed it."""
+    """An in-memory store with one passage per ``url: (title, anchor, text)`` (ids ``c0``,
+    ``c1``…), and the embedder that indexed them."""
     embeddings = FakeEmbeddings()
     store = InMemoryVectorStore(EmbedderInfo(embeddings.embedder_name, embeddings.dimension))
-    chunk = Chunk(
-        id="c0",
-        url=url,
-        title=title,
-        heading_path=(title,),
-        anchor=anchor,
-        text=text,
-        content_hash=content_hash(text),
-    )
-    await store.upsert([chunk], embeddings.embed_documents([text]))
+    chunks = [
+        Chunk(
+            id=f"c{i}",
+            url=url,
+            title=title,
+            heading_path=(title,),
+            anchor=anchor,
+            text=text,
+            content_hash=content_hash(text),
+        )
+        for i, (url, (title, anchor, text)) in enumerate(pages.items())
+    ]
+    await store.upsert(chunks, embeddings.embed_documents([c.text for c in chunks]))
     return store, embeddings

@@ -25,8 +25,8 @@ from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, Toke
 from sitechat.llm.base import LLMDelta
 from sitechat.models import ChatMessage, Chunk, SearchHit, Usage, content_hash
 from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
-from sitechat.testing.fakes import FakeEmbeddings, FakeLLMService, InMemoryVectorStore
-from sitechat.vectorstores.base import EmbedderInfo
+from sitechat.testing.fakes import FakeLLMService
+from tests.passages import passage_store
 
 TEXTS = {
     "https://docs.example.com/account": (
@@ -44,21 +44,7 @@ TEXTS = {
 
 
 async def _service(llm: FakeLLMService, **chat: object) -> RetrievalChatService:
-    embeddings = FakeEmbeddings()
-    store = InMemoryVectorStore(EmbedderInfo(embeddings.embedder_name, embeddings.dimension))
-    chunks = [
-        Chunk(
-            id=f"c{i}",
-            url=url,
-            title=title,
-            heading_path=(title,),
-            anchor=anchor,
-            text=text,
-            content_hash=content_hash(text),
-        )
-        for i, (url, (title, anchor, text)) in enumerate(TEXTS.items())
-    ]
-    await store.upsert(chunks, embeddings.embed_documents([c.text for c in chunks]))
+    store, embeddings = await passage_store(TEXTS)
     retriever = HybridRetriever(store, embeddings, RetrievalSettings(top_k=2, min_score=0.2))
     return RetrievalChatService(llm, retriever, settings=ChatSettings(**chat))  # type: ignore[arg-type]
 

@@ -20,7 +20,7 @@ from sitechat.llm.openai import OpenAILLMService
 from sitechat.models import ChatMessage
 from sitechat.testing.bedrock_server import BedrockRuntimeServer
 from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults, Reply
-from tests.passages import one_passage_store
+from tests.passages import passage_store
 
 TEXT = "Install the app on Linux with the AppImage, or on Windows with the installer."
 QUESTION = "How do I install the app on Windows?"
@@ -35,8 +35,8 @@ HISTORY = [
 
 async def _chat(service: BaseLLMService, **settings: Any) -> RetrievalChatService:
     """A chat built from settings, as open_chat builds it, over one indexed passage."""
-    store, embeddings = await one_passage_store(
-        TEXT, url="https://docs.example.com/install", title="Install", anchor="install"
+    store, embeddings = await passage_store(
+        {"https://docs.example.com/install": ("Install", "install", TEXT)}
     )
     loaded = Settings.load(env_file=None, retrieval={"top_k": 1, "min_score": 0.1}, **settings)
     return RetrievalChatService.from_components(

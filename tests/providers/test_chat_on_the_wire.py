@@ -14,7 +14,7 @@ from sitechat.llm.openai import OpenAILLMService
 from sitechat.models import Usage
 from sitechat.retrieval.hybrid import HybridRetriever
 from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults, Reply
-from tests.passages import one_passage_store
+from tests.passages import passage_store
 
 TEXT = "To delete your account open Settings, choose Account and press Delete account."
 
@@ -24,8 +24,8 @@ async def chat(
     openai_server: OpenAICompatibleServer, fast_retry: RetrySettings
 ) -> AsyncIterator[RetrievalChatService]:
     """A retrieval chat over one indexed passage, answering through the local server."""
-    store, embeddings = await one_passage_store(
-        TEXT, url="https://docs.example.com/account", title="Account", anchor="delete-account"
+    store, embeddings = await passage_store(
+        {"https://docs.example.com/account": ("Account", "delete-account", TEXT)}
     )
     retriever = HybridRetriever(store, embeddings, RetrievalSettings(top_k=1, min_score=0.1))
     async with httpx.AsyncClient() as client:
