@@ -15,7 +15,7 @@ from sitechat.ingest.options import CrawlOptions
 from sitechat.ingest.pipeline import IngestSummary, Progress, ingest_sources
 from sitechat.models import SearchHit
 from sitechat.observability.metrics import IngestMetrics
-from sitechat.retrieval.hybrid import HybridRetriever
+from sitechat.retrieval.hybrid import HybridRetriever, check_k
 
 __all__ = ["ingest", "open_chat", "search"]
 
@@ -88,7 +88,13 @@ async def search(
     where: Mapping[str, str] | None = None,
     settings: Settings | None = None,
 ) -> list[SearchHit]:
-    """The passages of the index that best match ``query`` (hybrid search), best first."""
+    """The passages of the index that best match ``query`` (hybrid search), best first.
+
+    ``k`` defaults to ``settings.retrieval.top_k``; anything but a whole number of at least
+    1 raises :class:`~sitechat.errors.InvalidInputError` before the index is opened.
+    """
+    if k is not None:
+        check_k(k)
     cfg = _settings(settings, index)
     store, embeddings = await open_store(cfg)
     try:

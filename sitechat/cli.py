@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -40,6 +41,28 @@ class _Parser(argparse.ArgumentParser):
             EXIT_USAGE,
             f"sitechat: error: {message} (see 'sitechat {self.prog.split()[-1]} --help')\n",
         )
+
+
+def _positive_int(text: str) -> int:
+    """``-k``: a whole number of at least 1 (0 is not "the default", -1 not "all")."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """``--min-recall``: a number from 0 to 1 (recall cannot pass 1; NaN passes nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="show the passages that best match a query")
     p.add_argument("query", metavar="QUERY")
     index_option(p)
-    p.add_argument("-k", type=int, default=None, help="number of results (default: top_k)")
+    p.add_argument(
+        "-k", type=_positive_int, default=None, help="number of results (default: top_k)"
+    )
 
     p = sub.add_parser("ask", help="answer a question from the index, with sources")
     p.add_argument("question", metavar="QUESTION")
@@ -91,10 +116,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("questions", metavar="QUESTIONS.jsonl")
     index_option(p)
     p.add_argument(
-        "-k", type=int, default=5, help="a question is a hit if its page is in the top k"
+        "-k", type=_positive_int, default=5, help="a question is a hit if its page is in the top k"
     )
-    p.add_argument("--min-recall", type=float, metavar="X", help="exit 1 when recall@k is below X")
-    p.add_argument("--base-url", help="resolve relative expected URLs against this URL")
+    p.add_argument(
+        "--min-recall",
+        type=_fraction,
+        metavar="X",
+        help="exit 1 when recall@k is below X (0 to 1)",
+    )
+    p.add_argument(
+        "--base-url",
+        help="resolve relative expected URLs against this absolute URL "
+        "(https://... or file:///...)",
+    )
 
     p = sub.add_parser("providers", help="list the registered providers")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -290,6 +324,10 @@ async def _eval(args: argparse.Namespace, out: TextIO) -> int:
     report = await evaluate_index(questions, settings=_settings(args), k=args.k)
     if args.json:
         _print_json(report.to_dict(), out)
+        if report.unmatched:  # the JSON lists them; say so where a person looks
+            sys.stderr.write(
+                f"sitechat: {report.unmatched_warning()} see unmatched_expected in the JSON\n"
+            )
     else:
         out.write(report.format() + "\n")
     if args.min_recall is not None and not report.meets(args.min_recall):

@@ -6,8 +6,10 @@ A question set is a JSONL file, one question per line::
 
 ``expected`` lists the pages (or URL prefixes: ``https://docs.example.com/api/`` accepts
 every API page) that answer the question. Relative entries (``billing.html``) are resolved
-against a ``base_url`` given when loading, so one file serves a site wherever it is hosted.
-Blank lines and lines starting with ``#`` are ignored.
+against a ``base_url`` given when loading, so one file serves a site wherever it is hosted;
+it must be an absolute ``http(s)://`` or ``file://`` URL. An entry's ``#fragment`` is
+dropped (``billing.html#refunds`` expects the page ``billing.html``), because scoring is at
+page level. Blank lines and lines starting with ``#`` are ignored.
 
 Scoring is at page level, because a user is helped by a link to the right page whichever
 of its passages was picked:
@@ -17,12 +19,17 @@ of its passages was picked:
 * its **reciprocal rank** is ``1 / position`` of the first such passage (0 for a miss), and
   **MRR** is their mean.
 
+:func:`evaluate_index` also checks every expected entry against the page URLs in the
+index: one that matches none (a typo, another host, a page that was never ingested) can
+never be hit, and the report lists it under a warning instead of silently counting misses.
+
 Use it to compare configurations, and in CI to refuse a re-index that made retrieval worse
 (``sitechat eval QUESTIONS.jsonl --index DIR --min-recall 0.9``).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import statistics
 import time
@@ -43,11 +50,13 @@ __all__ = [
     "EvalReport",
     "QuestionResult",
     "Retriever",
+    "UnmatchedEntry",
     "evaluate",
     "evaluate_index",
     "load_questions",
     "page_url",
     "parse_questions",
+    "unmatched_entries",
 ]
 
 _QUESTION_CHARS = 4000
@@ -90,11 +99,24 @@ class QuestionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class UnmatchedEntry:
+    """An expected entry that is no page URL of the index, nor a prefix of one."""
+
+    line: int
+    expected: str
+
+
+@dataclass(frozen=True, slots=True)
 class EvalReport:
-    """Recall@k and MRR of a question set, with every miss and what came back instead."""
+    """Recall@k and MRR of a question set, with every miss and what came back instead.
+
+    ``unmatched`` lists expected entries that match no page of the index (filled when the
+    index's page URLs were given): those questions cannot be hit.
+    """
 
     k: int
     results: tuple[QuestionResult, ...]
+    unmatched: tuple[UnmatchedEntry, ...] = ()
 
     @property
     def total(self) -> int:
@@ -143,7 +165,21 @@ class EvalReport:
             lines.append(f"      got:      {retrieved}")
         if len(misses) < len(self.misses):
             lines.append(f"  … and {len(self.misses) - len(misses)} more")
+        if self.unmatched:
+            lines.append(self.unmatched_warning())
+            for entry in self.unmatched:
+                where = f"line {entry.line}: " if entry.line else ""
+                lines.append(f"  - {where}{entry.expected}")
         return "\n".join(lines)
+
+    def unmatched_warning(self) -> str:
+        """One line saying how many expected entries match no page of the index."""
+        count = len(self.unmatched)
+        return (
+            f"warning: {count} expected {'entry matches' if count == 1 else 'entries match'} "
+            "no page URL in the index (a typo, another host or --base-url, or a page not "
+            "ingested); those questions cannot be hit:"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, as printed by ``sitechat eval --json``."""
@@ -166,6 +202,9 @@ class EvalReport:
                 }
                 for r in self.results
             ],
+            "unmatched_expected": [
+                {"line": u.line, "expected": u.expected} for u in self.unmatched
+            ],
         }
 
 
@@ -175,25 +214,45 @@ def page_url(url: str) -> str:
 
 
 def _is_absolute(url: str) -> bool:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
     return bool(parts.scheme) and (bool(parts.netloc) or parts.scheme == "file")
+
+
+def _check_base_url(base_url: str) -> None:
+    """A base URL that is not absolute would resolve every entry to something no indexed
+    page starts with, and recall would be a silent 0."""
+    try:
+        scheme = urlsplit(base_url).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in ("http", "https", "file") or not _is_absolute(base_url):
+        raise InvalidInputError(
+            f"The base URL {base_url[:200]!r} is not an absolute URL. Give the URL the pages "
+            "are indexed under: https://docs.example.com/ for a crawled site, or file:///"
+            "path/to/folder/ (not a plain path) for a folder ingested from disk."
+        )
 
 
 def _resolve(entry: str, base_url: str | None, line: int) -> str:
     if _is_absolute(entry):
-        return entry
+        return page_url(entry)
     if base_url is None:
         raise InvalidInputError(
             f"line {line}: the expected entry {entry!r} is a relative URL. Pass the site's "
             "base URL (--base-url) to resolve it, or write absolute URLs."
         )
-    return urljoin(base_url if base_url.endswith("/") else base_url + "/", entry)
+    return page_url(urljoin(base_url if base_url.endswith("/") else base_url + "/", entry))
 
 
 def parse_questions(
     lines: Iterable[str], *, base_url: str | None = None, source: str = "questions"
 ) -> list[EvalQuestion]:
     """Parse JSONL question lines (see the module docstring); errors name the line."""
+    if base_url is not None:
+        _check_base_url(base_url)
     questions: list[EvalQuestion] = []
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
@@ -258,6 +317,21 @@ def load_questions(path: str | Path, *, base_url: str | None = None) -> list[Eva
     return questions
 
 
+def unmatched_entries(
+    questions: Sequence[EvalQuestion], page_urls: Iterable[str]
+) -> tuple[UnmatchedEntry, ...]:
+    """The expected entries that are neither a page of ``page_urls`` nor a prefix of one."""
+    pages = sorted({page_url(u) for u in page_urls})
+    unmatched: list[UnmatchedEntry] = []
+    for question in questions:
+        for expected in question.expected:
+            # the pages starting with ``expected`` sort right at or after it
+            at = bisect.bisect_left(pages, expected)
+            if at == len(pages) or not pages[at].startswith(expected):
+                unmatched.append(UnmatchedEntry(question.line, expected))
+    return tuple(unmatched)
+
+
 def _rank(question: EvalQuestion, urls: Sequence[str]) -> int | None:
     for position, url in enumerate(urls, start=1):
         page = page_url(url)
@@ -267,15 +341,21 @@ def _rank(question: EvalQuestion, urls: Sequence[str]) -> int | None:
 
 
 async def evaluate(
-    questions: Sequence[EvalQuestion], retriever: Retriever, k: int = 5
+    questions: Sequence[EvalQuestion],
+    retriever: Retriever,
+    k: int = 5,
+    *,
+    page_urls: Iterable[str] | None = None,
 ) -> EvalReport:
     """Ask every question of ``retriever`` (one at a time, so timings are honest) and score.
 
     ``retriever`` is a :class:`~sitechat.retrieval.hybrid.HybridRetriever` or anything with
-    the same ``retrieve`` coroutine.
+    the same ``retrieve`` coroutine. With ``page_urls`` (the index's pages), expected
+    entries matching none of them are listed in the report's ``unmatched``.
     """
-    if k < 1:
-        raise InvalidInputError(f"k must be at least 1, got {k}.")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInputError(f"k must be a whole number of at least 1, got {k!r}.")
+    unmatched = unmatched_entries(questions, page_urls) if page_urls is not None else ()
     results = []
     for question in questions:
         started = time.perf_counter()
@@ -285,7 +365,7 @@ async def evaluate(
         results.append(
             QuestionResult(question, urls, _rank(question, urls), result.covered, elapsed)
         )
-    return EvalReport(k, tuple(results))
+    return EvalReport(k, tuple(results), unmatched)
 
 
 async def evaluate_index(
@@ -308,6 +388,7 @@ async def evaluate_index(
         cfg = cfg.model_copy(update={"index": str(index)})
     store, embeddings = await open_store(cfg)
     try:
-        return await evaluate(questions, HybridRetriever(store, embeddings, cfg.retrieval), k)
+        retriever = HybridRetriever(store, embeddings, cfg.retrieval)
+        return await evaluate(questions, retriever, k, page_urls=await store.urls())
     finally:
         await store.aclose()

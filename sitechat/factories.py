@@ -86,6 +86,13 @@ async def open_store(
     When no embedder is given or configured explicitly, the one recorded in the index is
     rebuilt, so ``sitechat ask --index DIR`` works with whatever built ``DIR``.
     """
+    if not settings.index.strip():
+        # an empty path would silently mean the current directory
+        raise ConfigurationError(
+            "The index location is empty (SITECHAT_INDEX, --index or index=). Name a "
+            "directory for the faiss store or a collection for pgvector, e.g. "
+            "SITECHAT_INDEX=sitechat-index."
+        )
     store_cls = load_provider("vectorstores", settings.vectorstore.provider)
     if embeddings is None and not create and not _embeddings_explicitly_set(settings):
         store: VectorStore = await store_cls.open(settings, None, create=False)

@@ -211,3 +211,84 @@ def test_bad_crawl_option_value_is_named(
     code, _ = run("ingest", str(SAMPLE_SITE), "--index", str(tmp_path / "i"), "--max-pages", "0")
     assert code == 1
     assert "MAX_PAGES" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- eval and argument ranges
+
+
+def _questions(tmp_path: Path, *lines: str) -> str:
+    path = tmp_path / "questions.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_eval_matches_expected_entries_with_a_fragment(built_index: Path, tmp_path: Path) -> None:
+    """An expected entry with a #fragment is scored by its page, like the retrieved URLs."""
+    questions = _questions(
+        tmp_path,
+        '{"question": "How do I delete my account?", "expected": ["account.html#delete"]}',
+    )
+    base = SAMPLE_SITE.resolve().as_uri() + "/"
+    code, out = run("eval", questions, "--index", str(built_index), "--base-url", base, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["results"][0]["expected"] == [base + "account.html"]
+    assert data["hits"] == 1
+    assert data["unmatched_expected"] == []
+
+
+@pytest.mark.parametrize("base", [str(SAMPLE_SITE), "examples/sample_site/", "sample_site"])
+def test_eval_base_url_must_be_absolute(
+    built_index: Path, tmp_path: Path, base: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A filesystem or relative path as --base-url is refused instead of scoring recall 0."""
+    questions = _questions(tmp_path, '{"question": "q", "expected": ["account.html"]}')
+    code, _ = run("eval", questions, "--index", str(built_index), "--base-url", base)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "not an absolute URL" in err and "file:///" in err
+
+
+def test_eval_warns_about_expected_pages_missing_from_the_index(
+    built_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An expected entry matching no indexed page (typo, other host) is named in a warning."""
+    questions = _questions(
+        tmp_path,
+        '{"question": "How do I delete my account?", "expected": ["account.html"]}',
+        '{"question": "Refunds?", "expected": ["biling.html"]}',
+        '{"question": "Other host?", "expected": ["https://elsewhere.example/billing"]}',
+    )
+    base = SAMPLE_SITE.resolve().as_uri() + "/"
+    code, out = run("eval", questions, "--index", str(built_index), "--base-url", base)
+    assert code == 0
+    assert "warning: 2 expected entries match no page URL in the index" in out
+    assert f"line 2: {base}biling.html" in out
+    assert "line 3: https://elsewhere.example/billing" in out
+    assert "account.html" not in out.split("warning:")[1]
+    code, out = run("eval", questions, "--index", str(built_index), "--base-url", base, "--json")
+    assert code == 0
+    assert [u["line"] for u in json.loads(out)["unmatched_expected"]] == [2, 3]
+    assert "match no page URL in the index" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "q", "-k", "0"], "argument -k: must be a whole number of at least 1"),
+        (["search", "q", "-k", "-1"], "argument -k: must be a whole number of at least 1"),
+        (["search", "q", "-k", "2.5"], "argument -k: must be a whole number of at least 1"),
+        (["eval", "q.jsonl", "-k", "0"], "argument -k: must be a whole number of at least 1"),
+        (["eval", "q.jsonl", "--min-recall", "2"], "--min-recall: must be a number from 0 to 1"),
+        (["eval", "q.jsonl", "--min-recall", "-1"], "--min-recall: must be a number from 0 to 1"),
+        (["eval", "q.jsonl", "--min-recall", "nan"], "--min-recall: must be a number from 0 to 1"),
+    ],
+)
+def test_k_and_min_recall_out_of_range_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-k below 1 or fractional, and --min-recall outside [0, 1], exit 2 naming the option."""
+    with pytest.raises(SystemExit) as caught:
+        run(*argv)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err

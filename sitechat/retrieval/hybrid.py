@@ -42,7 +42,7 @@ from langchain_core.embeddings import Embeddings
 
 from sitechat._text import STOPWORDS, content_terms
 from sitechat.config import RetrievalSettings
-from sitechat.errors import ProviderError
+from sitechat.errors import InvalidInputError, ProviderError
 from sitechat.models import SearchHit
 from sitechat.retrieval.fusion import diversify, fuse_by_page, reciprocal_rank_fusion
 from sitechat.retrieval.rerank import PassageScorer, rerank_fused
@@ -51,6 +51,7 @@ from sitechat.vectorstores.base import VectorStore
 __all__ = [
     "HybridRetriever",
     "RetrievalResult",
+    "check_k",
     "diversify",
     "expand_terms",
     "fuse_by_page",
@@ -146,6 +147,17 @@ def _supporting(
     return tuple(found[:extra])
 
 
+def check_k(k: object) -> int:
+    """``k`` if it is a whole number of at least 1; else :class:`InvalidInputError`.
+
+    ``0`` is not "the default" and a negative ``k`` is not "all but the last": both are
+    refused, like ``2.5``, ``"3"`` and ``True``.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInputError(f"k must be a whole number of at least 1, got {k!r}.")
+    return k
+
+
 class HybridRetriever:
     """Finds the passages that answer a query, from one store and its embedder."""
 
@@ -162,8 +174,12 @@ class HybridRetriever:
     async def retrieve(
         self, query: str, k: int | None = None, where: Mapping[str, str] | None = None
     ) -> RetrievalResult:
-        """Search for ``query``; ``covered`` tells whether anything relevant was found."""
-        k = k or self.settings.top_k
+        """Search for ``query``; ``covered`` tells whether anything relevant was found.
+
+        ``k`` defaults to ``settings.top_k``; anything but a whole number of at least 1
+        raises :class:`~sitechat.errors.InvalidInputError`.
+        """
+        k = self.settings.top_k if k is None else check_k(k)
         pool = max(k * 4, MIN_POOL)
         mode = self.settings.mode
         terms = keyword_terms(query)

@@ -30,6 +30,8 @@ __all__ = [
     "MANIFEST_NAME",
     "Manifest",
     "corrupt",
+    "holds_index_files",
+    "not_an_index",
     "read_index_file",
     "read_manifest",
     "remove_stale_vectors",
@@ -63,6 +65,26 @@ def corrupt(directory: Path, problem: str) -> CorruptIndexError:
     )
 
 
+def not_an_index(directory: Path, problem: str) -> CorruptIndexError:
+    """The wording for a path holding something else: never advise deleting it."""
+    return CorruptIndexError(
+        f"{directory} is not a sitechat index: {problem}. sitechat leaves it untouched: "
+        "choose another path for the index (--index or SITECHAT_INDEX), either a new or "
+        "empty directory for a new index, or the directory of an existing one."
+    )
+
+
+def holds_index_files(directory: Path) -> bool:
+    """Whether ``directory`` holds a file only sitechat writes (its database or vectors),
+    so a problem with it is damage to an index rather than a foreign directory."""
+    try:
+        if (directory / DATABASE_NAME).exists():
+            return True
+        return any(_VECTORS_RE.match(entry.name) for entry in directory.iterdir())
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """The parsed ``manifest.json``: informational except for format and embedder."""
@@ -93,8 +115,12 @@ def read_manifest(directory: Path) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if not holds_index_files(directory):
+            raise not_an_index(directory, f"its {MANIFEST_NAME} is not sitechat's") from None
         raise corrupt(directory, f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        if not holds_index_files(directory):
+            raise not_an_index(directory, f"its {MANIFEST_NAME} is not sitechat's")
         raise corrupt(directory, f"{MANIFEST_NAME} does not describe a sitechat FAISS index")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
@@ -116,9 +142,10 @@ def read_manifest(directory: Path) -> Manifest:
             updated_at=str(data.get("updated_at", "")),
             vector_index=str(data.get("vector_index", "flat")),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
+        # OverflowError: a number too large for JSON's floats ("generation": 1e400 is inf)
         raise corrupt(
-            directory, f"{MANIFEST_NAME} has no valid embedder name and dimension"
+            directory, f"{MANIFEST_NAME} has an invalid embedder, chunk count or generation"
         ) from None
 
 
@@ -203,14 +230,17 @@ def retire_generation(directory: Path, old_generation: int, manifest: Manifest) 
 def read_index_file(directory: Path, path: Path, dimension: int) -> faiss.IndexIDMap2:
     """Load a vectors file, mapping FAISS's C++ errors to :class:`CorruptIndexError`.
 
-    Raises ``FileNotFoundError`` untouched: a concurrent writer may just have replaced the
-    file, and the caller retries with the new generation.
+    Raises ``FileNotFoundError`` when the file is gone, also when it vanishes while FAISS
+    opens it: a writer in another process may just have switched generations and removed
+    it, and the caller retries with the new generation.
     """
     if not path.exists():
         raise FileNotFoundError(path)
     try:
         index = faiss.read_index(str(path))
     except (RuntimeError, MemoryError, ValueError) as exc:
+        if not path.exists():  # removed between the check above and FAISS opening it
+            raise FileNotFoundError(path) from None
         first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise corrupt(directory, f"{path.name} is damaged ({first_line[:200]})") from None
     if not isinstance(index, faiss.IndexIDMap2):

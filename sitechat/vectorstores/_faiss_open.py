@@ -58,11 +58,13 @@ def open_directory(
     what to do next.
     """
     if not (directory / files.MANIFEST_NAME).exists():
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            raise files.corrupt(
-                directory,
-                f"it is not a sitechat index (no {files.MANIFEST_NAME}); choose a new or "
-                "empty directory for a new index",
+        if directory.exists() and not directory.is_dir():
+            raise files.not_an_index(directory, "it is a file, not a directory")
+        if directory.exists() and any(directory.iterdir()):
+            if files.holds_index_files(directory):
+                raise files.corrupt(directory, f"{files.MANIFEST_NAME} is missing")
+            raise files.not_an_index(
+                directory, f"it holds other files and no {files.MANIFEST_NAME}"
             )
         if not create or embedder is None:
             raise IndexNotFoundError(

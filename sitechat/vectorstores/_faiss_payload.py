@@ -286,21 +286,29 @@ def load_payload(directory: Path, conn: sqlite3.Connection, meta: Mapping[str, s
         return Payload(directory, None)
     data_file, ends_file = data_path(directory, state.epoch), ends_path(directory, state.epoch)
     ends = array("q")
-    with open(ends_file, "rb") as handle:
-        try:
-            ends.fromfile(handle, state.fids)
-        except EOFError:
-            raise payload_corrupt(
-                directory, state.epoch, f"{ends_file.name} is shorter than recorded"
-            ) from None
-    if sys.byteorder == "big":  # pragma: no cover - no big-endian CI
-        ends.byteswap()
-    with open(data_file, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size < state.size:
-            raise payload_corrupt(directory, state.epoch, "it is shorter than recorded")
-        data: mmap.mmap | bytes = b""
-        if state.size:
-            data = mmap.mmap(handle.fileno(), state.size, access=mmap.ACCESS_READ)
+    try:
+        with open(ends_file, "rb") as handle:
+            try:
+                ends.fromfile(handle, state.fids)
+            except (EOFError, ValueError):  # ValueError: a length not a multiple of 8
+                raise payload_corrupt(
+                    directory, state.epoch, f"{ends_file.name} is shorter than recorded"
+                ) from None
+        if sys.byteorder == "big":  # pragma: no cover - no big-endian CI
+            ends.byteswap()
+        with open(data_file, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size < state.size:
+                raise payload_corrupt(directory, state.epoch, "it is shorter than recorded")
+            data: mmap.mmap | bytes = b""
+            if state.size:
+                data = mmap.mmap(handle.fileno(), state.size, access=mmap.ACCESS_READ)
+    except FileNotFoundError:
+        raise  # a writer may have just replaced them: the caller looks again
+    except OSError as exc:  # a directory in a file's place, unreadable, an I/O error
+        name = Path(exc.filename).name if exc.filename else data_file.name
+        raise payload_corrupt(
+            directory, state.epoch, f"{name} cannot be read: {exc.strerror or exc}"
+        ) from None
     _check_ends(directory, state, ends)
     payload = Payload(directory, state, data, ends, usable=True)
     _sample_against(payload, conn)

@@ -85,17 +85,55 @@ class Target:
         return _KV_PASSWORD_RE.sub("password=***", text)
 
 
+_DSN_FORMS = (
+    "Use the form postgresql://USER:PASSWORD@HOST:5432/DBNAME (percent-encode special "
+    "characters in the password: '@' as %40, '/' as %2F, ':' as %3A, '%' as %25) or "
+    "'host=... port=... dbname=... user=... password=...'."
+)
+_URI_PREFIXES = ("postgresql://", "postgres://")
+_PORT_RE = re.compile(r"^\d{1,5}$")
+
+
+def _malformed(dsn: str, parts: dict[str, Any]) -> bool:
+    """Whether a DSN the driver accepted was most likely mistyped.
+
+    libpq reads ``postgresql://user:pa/ss@host/db`` as host ``user``, port ``pa`` and
+    database ``ss@host/db``, and ``user:pa@ss@host`` as host ``ss@host``: its host, port
+    and database then hold pieces of the password, and must not reach a message. A URI
+    whose address part has more than one ``@``, whose path has one, or whose parsed port
+    is not a number is refused instead.
+    """
+    if dsn.startswith(_URI_PREFIXES):
+        rest = dsn.split("://", 1)[1]
+        cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        authority, path = rest[:cut], rest[cut:].split("?", 1)[0]
+        if authority.count("@") > 1 or "@" in path:
+            return True
+    ports = str(parts.get("port") or "")
+    if ports and not all(_PORT_RE.match(p) and 0 < int(p) < 65536 for p in ports.split(",") if p):
+        return True
+    return any("@" in str(parts.get(name) or "") for name in ("host", "hostaddr", "port"))
+
+
 def parse_target(dsn: str) -> Target:
-    """Check the DSN's syntax and pull out what an error message may show."""
+    """Check the DSN's syntax and pull out what an error message may show.
+
+    A DSN that does not parse cleanly (see :func:`_malformed`) is refused without echoing
+    any part of it: its host, port or database could be pieces of the password.
+    """
     try:
         parts = conninfo_to_dict(dsn)
     except psycopg.Error:
         # the driver's message may quote the DSN, password included: say what is expected
         raise ConfigurationError(
-            "SITECHAT_PGVECTOR__DSN is not a valid PostgreSQL connection string. Use the form "
-            "postgresql://USER:PASSWORD@HOST:5432/DBNAME (percent-encode special characters "
-            "in the password) or 'host=... port=... dbname=... user=... password=...'."
+            f"SITECHAT_PGVECTOR__DSN is not a valid PostgreSQL connection string. {_DSN_FORMS}"
         ) from None
+    if _malformed(dsn, parts):
+        raise ConfigurationError(
+            "SITECHAT_PGVECTOR__DSN is malformed: its host, port or database name cannot be "
+            "told apart from the password (a password with '@' or '/' that is not "
+            f"percent-encoded, or a missing '@' after the password). {_DSN_FORMS}"
+        )
 
     def part(name: str, default: str) -> str:
         value = parts.get(name)

@@ -5,6 +5,11 @@ Nothing a user or a web page wrote is ever spliced into SQL text: identifiers go
 configuration, HNSW parameters) through ``sql.Literal``, and every value — chunk text,
 filter keys and values, the keyword query — is a bound parameter.
 
+PostgreSQL's ``text`` and ``jsonb`` cannot hold the NUL character, and a single one would
+fail a whole write: :func:`without_nul` removes it from every value on the way in (chunk
+fields, metadata, filters, keyword queries, ids and URLs looked up), so a chunk or a query
+with NUL is stored and matched as if the NUL were not there.
+
 One table per collection, because an HNSW index needs a fixed vector dimension and each
 collection has its embedder's. ``collections`` is the manifest: which table holds which
 collection, the format version, the embedder name and dimension, and the chunk count.
@@ -38,6 +43,7 @@ __all__ = [
     "collection_table_name",
     "filter_clause",
     "keyword_terms",
+    "without_nul",
 ]
 
 FORMAT_NAME = "sitechat-pgvector"
@@ -349,6 +355,11 @@ def insert_collection_statement(schema: str) -> sql.Composed:
 # ---------------------------------------------------------------------- values
 
 
+def without_nul(text: str) -> str:
+    """``text`` without NUL characters, which PostgreSQL text cannot store."""
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
 def filter_clause(where: Mapping[str, str] | None) -> tuple[Condition, dict[str, Any]]:
     """The condition keeping chunks whose ``url`` and metadata equal every given value.
 
@@ -366,9 +377,9 @@ def filter_clause(where: Mapping[str, str] | None) -> tuple[Condition, dict[str,
                 "Pass values as strings."
             )
         if key == "url":
-            url = value
+            url = without_nul(value)
         else:
-            metadata[key] = value
+            metadata[without_nul(key)] = without_nul(value)
     clauses: list[sql.Composable] = []
     params: dict[str, Any] = {}
     if url is not None:
@@ -388,7 +399,7 @@ def keyword_terms(query: str) -> list[str]:
     are dropped when others remain: they match nearly every passage and slow the ranking.
     """
     seen: dict[str, None] = {}
-    for word in _QUERY_WORD_RE.findall(query.lower()):
+    for word in _QUERY_WORD_RE.findall(without_nul(query).lower()):
         seen.setdefault(word, None)
         if len(seen) >= _MAX_QUERY_WORDS:
             break
@@ -397,18 +408,20 @@ def keyword_terms(query: str) -> list[str]:
 
 
 def chunk_params(chunk: Chunk, vector: Any) -> tuple[Any, ...]:
-    """The ``Statements.upsert`` parameters for one chunk, in ``_WRITE_COLUMNS`` order."""
+    """The ``Statements.upsert`` parameters for one chunk, in ``_WRITE_COLUMNS`` order,
+    without NUL characters (see the module docstring)."""
+    headings = [without_nul(h) for h in chunk.heading_path]
     return (
-        chunk.id,
-        chunk.url,
-        chunk.title,
-        list(chunk.heading_path),
-        chunk.anchor,
-        chunk.text,
-        chunk.content_hash,
-        chunk.page_hash,
-        Jsonb(dict(chunk.metadata)),
-        "\n".join(chunk.heading_path),
+        without_nul(chunk.id),
+        without_nul(chunk.url),
+        without_nul(chunk.title),
+        headings,
+        None if chunk.anchor is None else without_nul(chunk.anchor),
+        without_nul(chunk.text),
+        without_nul(chunk.content_hash),
+        without_nul(chunk.page_hash),
+        Jsonb({without_nul(str(k)): without_nul(str(v)) for k, v in chunk.metadata.items()}),
+        "\n".join(headings),
         vector,
     )
 

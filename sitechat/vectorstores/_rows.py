@@ -1,4 +1,4 @@
-"""Checking and normalising incoming vectors, shared by every built-in store."""
+"""Checking incoming chunks and vectors, shared by every built-in store."""
 
 from __future__ import annotations
 
@@ -8,9 +8,41 @@ import numpy as np
 import numpy.typing as npt
 
 from sitechat.errors import InvalidInputError
+from sitechat.models import Chunk
 from sitechat.vectorstores.base import EmbedderInfo
 
-__all__ = ["unit_rows"]
+__all__ = ["check_chunk_text", "unit_rows"]
+
+
+def check_chunk_text(chunks: Sequence[Chunk]) -> None:
+    """Refuse a chunk whose text fields are not valid Unicode (a lone surrogate such as
+    ``"\\ud800"``, left by ``errors="surrogateescape"`` decoding): no store can encode it,
+    and the driver's ``UnicodeEncodeError`` would not say which chunk."""
+    for chunk in chunks:
+        fields = {
+            "id": chunk.id,
+            "url": chunk.url,
+            "title": chunk.title,
+            "anchor": chunk.anchor or "",
+            "text": chunk.text,
+            "content_hash": chunk.content_hash,
+            "page_hash": chunk.page_hash,
+        }
+        fields.update({f"heading {i + 1}": h for i, h in enumerate(chunk.heading_path)})
+        for key, value in chunk.metadata.items():
+            fields[f"metadata key {key!r}"] = key
+            fields[f"metadata {key!r}"] = value
+        for name, value in fields.items():
+            if isinstance(value, str) and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise InvalidInputError(
+                        f"The chunk {chunk.id!r} cannot be stored: its {name} holds "
+                        f"{value[exc.start : exc.end]!r} at position {exc.start}, a lone "
+                        "surrogate that is not valid Unicode text. Decode the source with "
+                        "errors='replace' (or remove the character) before upserting."
+                    ) from None
 
 
 def unit_rows(

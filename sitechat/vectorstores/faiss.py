@@ -65,7 +65,7 @@ from sitechat.vectorstores._faiss_vectors import (
     VectorIndex,
     flat_index,
 )
-from sitechat.vectorstores._rows import unit_rows
+from sitechat.vectorstores._rows import check_chunk_text, unit_rows
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
 
 if TYPE_CHECKING:
@@ -179,6 +179,7 @@ class FaissVectorStore(VectorStore):
             )
         if not chunks:
             return
+        check_chunk_text(chunks)
         matrix = self._unit_rows(vectors)
         self._check_writable()
         await asyncio.to_thread(self._upsert_sync, list(chunks), matrix)

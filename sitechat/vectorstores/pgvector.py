@@ -44,7 +44,7 @@ from sitechat.errors import (
 )
 from sitechat.models import Chunk, SearchHit
 from sitechat.vectorstores._pg_config import PgVectorConfig
-from sitechat.vectorstores._rows import unit_rows
+from sitechat.vectorstores._rows import check_chunk_text, unit_rows
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
 
 try:
@@ -203,8 +203,10 @@ class PgVectorStore(VectorStore):
             )
         if not chunks:
             return
+        check_chunk_text(chunks)
         matrix = unit_rows(vectors, self._embedder)
-        latest = {chunk.id: position for position, chunk in enumerate(chunks)}  # last one wins
+        # last one wins; ids are compared as stored, without NUL characters
+        latest = {q.without_nul(chunk.id): position for position, chunk in enumerate(chunks)}
         rows = [q.chunk_params(chunks[p], matrix[p]) for p in latest.values()]
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -218,12 +220,12 @@ class PgVectorStore(VectorStore):
     async def delete(self, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        removed = await self._rowcount(self._sql.delete_ids, [list(ids)])
+        removed = await self._rowcount(self._sql.delete_ids, [[q.without_nul(i) for i in ids]])
         self._note_removed(removed)
         return removed
 
     async def delete_by_url(self, url: str) -> int:
-        removed = await self._rowcount(self._sql.delete_url, [url])
+        removed = await self._rowcount(self._sql.delete_url, [q.without_nul(url)])
         self._note_removed(removed)
         return removed
 
@@ -360,15 +362,16 @@ class PgVectorStore(VectorStore):
     async def get(self, ids: Sequence[str]) -> list[Chunk]:
         if not ids:
             return []
-        rows = await self._fetch(self._sql.get, [list(ids)])
+        stored = [q.without_nul(i) for i in ids]
+        rows = await self._fetch(self._sql.get, [stored])
         found = {row[0]: q.chunk_from_row(row) for row in rows}
-        return [found[i] for i in ids if i in found]
+        return [found[i] for i in stored if i in found]
 
     async def chunk_hashes(self, url: str | None = None) -> dict[str, str]:
         if url is None:
             rows = await self._fetch(self._sql.hashes_all, [])
         else:
-            rows = await self._fetch(self._sql.hashes_url, [url])
+            rows = await self._fetch(self._sql.hashes_url, [q.without_nul(url)])
         return {str(chunk_id): str(digest) for chunk_id, digest in rows}
 
     async def urls(self) -> list[str]:

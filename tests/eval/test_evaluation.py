@@ -110,6 +110,38 @@ def test_bad_lines_are_reported_with_file_and_line(tmp_path: Path, line: str, me
     assert str(path) in str(caught.value)
 
 
+def test_expected_fragments_are_dropped_like_retrieved_ones(tmp_path: Path) -> None:
+    """An expected ``page.html#section`` (absolute or relative) expects the page itself."""
+    path = write(
+        tmp_path,
+        '{"question": "q", "expected": ["https://d.example/a.html#intro", "b.html#x", "#top"]}',
+    )
+    (question,) = load_questions(path, base_url="https://d.example/docs/")
+    assert question.expected == (
+        "https://d.example/a.html",
+        "https://d.example/docs/b.html",
+        "https://d.example/docs/",
+    )
+
+
+@pytest.mark.parametrize(
+    "base", ["/srv/site", "examples/sample_site/", "docs.example.com", "C:\\site", "ftp://h/x"]
+)
+def test_base_url_must_be_an_absolute_url(tmp_path: Path, base: str) -> None:
+    """A path or host-less base URL is refused instead of silently scoring recall 0."""
+    path = write(tmp_path, '{"question": "q", "expected": ["a.html"]}')
+    with pytest.raises(InvalidInputError, match="not an absolute URL"):
+        load_questions(path, base_url=base)
+
+
+@pytest.mark.parametrize("base", ["https://d.example/docs", "file:///srv/site/", "file:/srv/site"])
+def test_absolute_base_urls_are_accepted(tmp_path: Path, base: str) -> None:
+    """http(s) and file URLs are accepted as base URLs."""
+    path = write(tmp_path, '{"question": "q", "expected": ["a.html"]}')
+    (question,) = load_questions(path, base_url=base)
+    assert question.expected[0].endswith("/a.html")
+
+
 def test_missing_or_empty_files_are_explained(tmp_path: Path) -> None:
     """No file, or a file without questions, is an InvalidInputError saying what to do."""
     with pytest.raises(InvalidInputError, match="Cannot read the question set"):
@@ -164,10 +196,11 @@ async def test_only_the_top_k_count() -> None:
     assert report.results[0].retrieved == ("https://d/a", "https://d/b")
 
 
-async def test_k_must_be_positive() -> None:
-    """k below 1 is refused."""
-    with pytest.raises(InvalidInputError, match="k must be at least 1"):
-        await evaluate([], ScriptedRetriever({}), k=0)
+@pytest.mark.parametrize("k", [0, -1, 2.5, "3", True])
+async def test_k_must_be_positive(k: object) -> None:
+    """k below 1 or not a whole number is refused."""
+    with pytest.raises(InvalidInputError, match="k must be a whole number of at least 1"):
+        await evaluate([], ScriptedRetriever({}), k=k)  # type: ignore[arg-type]
 
 
 async def test_report_text_and_json() -> None:
@@ -193,6 +226,32 @@ async def test_report_text_and_json() -> None:
         "covered": True,
     }
     assert report.meets(0.5) and not report.meets(0.51)
+
+
+async def test_expected_entries_matching_no_indexed_page_are_reported() -> None:
+    """With the index's page URLs, entries that match none are listed in text and JSON."""
+    questions = [
+        EvalQuestion("ok", ("https://d/a", "https://d/api/"), 1),
+        EvalQuestion("typo", ("https://d/biling",), 2),
+        EvalQuestion("host", ("https://other/a",), 3),
+    ]
+    pages = ["https://d/a", "https://d/api/tokens", "https://d/billing#x"]
+    report = await evaluate(questions, ScriptedRetriever({}), k=3, page_urls=pages)
+    assert [(u.line, u.expected) for u in report.unmatched] == [
+        (2, "https://d/biling"),
+        (3, "https://other/a"),
+    ]
+    text = report.format()
+    assert "warning: 2 expected entries match no page URL in the index" in text
+    assert "line 2: https://d/biling" in text and "line 3: https://other/a" in text
+    assert report.to_dict()["unmatched_expected"] == [
+        {"line": 2, "expected": "https://d/biling"},
+        {"line": 3, "expected": "https://other/a"},
+    ]
+    one = await evaluate(questions[2:], ScriptedRetriever({}), k=3, page_urls=pages)
+    assert "warning: 1 expected entry matches no page URL" in one.format()
+    plain = await evaluate(questions, ScriptedRetriever({}), k=3)
+    assert plain.unmatched == () and "warning" not in plain.format()
 
 
 def test_an_empty_report_scores_zero() -> None:

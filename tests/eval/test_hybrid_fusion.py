@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sitechat.config import Settings
 from sitechat.embeddings.hashing import HashingEmbeddings
+from sitechat.errors import InvalidInputError
 from sitechat.models import Chunk, SearchHit
 from sitechat.retrieval.hybrid import (
     HybridRetriever,
@@ -104,3 +106,31 @@ def test_supporting_passages_come_from_the_top_page_only() -> None:
     assert _supporting(fused, [fused[1], fused[3]]) == ()  # B has no second passage
     assert _supporting(fused, [fused[0], fused[2]]) == ()  # A's second passage is in already
     assert _supporting([], []) == ()
+
+
+BAD_K = [0, -1, 2.5, "3", True]
+
+
+@pytest.mark.parametrize("k", BAD_K)
+async def test_retrieve_refuses_a_k_that_is_not_a_positive_whole_number(k: object) -> None:
+    """k=0 is not the default and k=-1 not "all but one": both, and non-ints, are refused."""
+    embeddings = FakeEmbeddings(dimension=16)
+    store = InMemoryVectorStore(EmbedderInfo(embeddings.embedder_name, embeddings.dimension))
+    chunks = [hit(f"p{i}", 1).chunk for i in range(12)]
+    await store.upsert(chunks, embeddings.embed_documents([c.text for c in chunks]))
+    retriever = HybridRetriever(store, embeddings)
+    with pytest.raises(InvalidInputError, match="k must be a whole number of at least 1"):
+        await retriever.retrieve("passage", k)  # type: ignore[arg-type]
+    assert len((await retriever.retrieve("passage")).hits) == retriever.settings.top_k
+    assert len((await retriever.retrieve("passage", 2)).hits) == 2
+
+
+@pytest.mark.parametrize("k", BAD_K)
+async def test_api_search_refuses_a_bad_k_before_opening_the_index(
+    k: object, settings: Settings
+) -> None:
+    """sitechat.search(k=...) raises InvalidInputError, not a TypeError or a wrong count."""
+    import sitechat
+
+    with pytest.raises(InvalidInputError, match="k must be a whole number of at least 1"):
+        await sitechat.search("anything", k=k, settings=settings)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -21,6 +22,7 @@ from sitechat.errors import (
     CorruptIndexError,
     EmbedderMismatchError,
     IndexNotFoundError,
+    InvalidInputError,
     SitechatError,
     StoreError,
 )
@@ -291,6 +293,51 @@ async def test_injection_in_filters_and_keywords_is_inert(
     assert await store.keyword_search("alpha", where={"lang": attack}) == []
     assert sql_rows(postgres.dsn, "SELECT to_regclass(%s)", [canary]) == [(canary,)]
     assert await store.count() == 1
+
+
+async def test_nul_characters_are_stripped_not_fatal(store: PgVectorStore) -> None:
+    """A NUL in any chunk field, metadata or query is dropped instead of failing the write."""
+    nul = make_chunk(
+        "nul\x00id",
+        "hel\x00lo from a page with a stray NUL",
+        url="https://docs.example.com/n\x00ul",
+        title="Ti\x00tle",
+        headings=("Gui\x00de", "Sec\x00tion"),
+        metadata={"la\x00ng": "e\x00n"},
+    )
+    clean = make_chunk("clean", "an ordinary passage about something else")
+    await store.upsert([nul, clean], vectors([nul, clean]))
+    assert await store.count() == 2
+    (stored,) = await store.get(["nul\x00id"])
+    assert (stored.id, stored.url, stored.title) == (
+        "nulid",
+        "https://docs.example.com/nul",
+        "Title",
+    )
+    assert stored.text == "hello from a page with a stray NUL"
+    assert stored.heading_path == ("Guide", "Section")
+    assert dict(stored.metadata) == {"lang": "en"}
+    assert [h.chunk.id for h in await store.keyword_search("hel\x00lo")] == ["nulid"]
+    assert [h.chunk.id for h in await store.keyword_search("hello", where={"la\x00ng": "en"})] == [
+        "nulid"
+    ]
+    assert await store.chunk_hashes("https://docs.example.com/n\x00ul") == {
+        "nulid": nul.content_hash
+    }
+    assert await store.delete_by_url("https://docs.example.com/n\x00ul") == 1
+    assert await store.count() == 1
+
+
+async def test_lone_surrogate_is_invalid_input_naming_the_chunk(store: PgVectorStore) -> None:
+    """A lone surrogate is an InvalidInputError naming the chunk; nothing is written."""
+    bad = dataclasses.replace(make_chunk("broken-chunk", "text"), text="text with \ud800 inside")
+    good = make_chunk("good", "fine text")
+    with pytest.raises(InvalidInputError, match=r"'broken-chunk'.*surrogate"):
+        await store.upsert([good, bad], vectors([good, good]))
+    bad_meta = make_chunk("meta-chunk", "fine", metadata={"lang": "e\udcffn"})
+    with pytest.raises(InvalidInputError, match="'meta-chunk'"):
+        await store.upsert([bad_meta], vectors([good]))
+    assert await store.count() == 0
 
 
 # ---------------------------------------------------------------------- errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -179,6 +180,68 @@ async def test_a_foreign_non_empty_directory_is_refused(index_dir: Path) -> None
         await FaissVectorStore.open_path(index_dir, INFO, create=True)
 
 
+def _thesis_folder(directory: Path) -> None:
+    make_directory(directory, {"thesis.txt": b"four years of work"})
+
+
+def _plain_file(directory: Path) -> None:
+    directory.write_bytes(b"four years of work")
+
+
+def _web_project(directory: Path) -> None:
+    make_directory(directory, {"manifest.json": b'{"name": "my app"}', "index.html": b"<p>"})
+
+
+def _broken_foreign_manifest(directory: Path) -> None:
+    make_directory(directory, {"manifest.json": b"// not json"})
+
+
+@pytest.mark.parametrize("create", [False, True])
+@pytest.mark.parametrize(
+    "make", [_thesis_folder, _plain_file, _web_project, _broken_foreign_manifest]
+)
+async def test_a_path_that_is_not_an_index_is_never_called_deletable(
+    index_dir: Path, make: object, create: bool
+) -> None:
+    """A folder or file that is not an index says so and to pick another path, never delete."""
+    make(index_dir)  # type: ignore[operator]
+    before = sorted(p.name for p in index_dir.parent.rglob("*"))
+    with pytest.raises(CorruptIndexError) as caught:
+        await FaissVectorStore.open_path(index_dir, INFO if create else None, create=create)
+    message = str(caught.value)
+    assert "is not a sitechat index" in message
+    assert "choose another path" in message
+    assert "delete" not in message.lower()
+    assert sorted(p.name for p in index_dir.parent.rglob("*")) == before
+
+
+async def test_an_index_missing_its_manifest_is_damage_not_foreign(
+    store: FaissVectorStore, index_dir: Path
+) -> None:
+    """Without manifest.json but with sitechat's database, the index is reported damaged."""
+    await store.aclose()
+    (index_dir / "manifest.json").unlink()
+    with pytest.raises(CorruptIndexError, match=r"manifest\.json is missing") as caught:
+        await FaissVectorStore.open_path(index_dir, None)
+    assert "re-ingest" in str(caught.value)
+
+
+@pytest.mark.parametrize("index", ["", "  "])
+async def test_an_empty_index_setting_is_refused_not_the_current_directory(
+    tmp_path: Path, index: str
+) -> None:
+    """SITECHAT_INDEX= (empty) is a ConfigurationError, never the current directory."""
+    from sitechat.errors import ConfigurationError
+    from sitechat.factories import open_store
+
+    settings = Settings.load(index=index)
+    with pytest.raises(ConfigurationError, match="index location is empty"):
+        await open_store(settings)
+    with pytest.raises(ConfigurationError, match="index location is empty"):
+        await open_store(settings, create=True)
+    assert names(tmp_path) == []
+
+
 async def test_adopts_the_recorded_embedder(store: FaissVectorStore, index_dir: Path) -> None:
     """``embedder=None`` opens an existing index with whatever built it."""
     await store.persist()
@@ -311,6 +374,17 @@ async def test_bad_vectors_are_rejected_before_any_change(store: FaissVectorStor
         await store.upsert([chunk], [[float("nan")] * 64])
     with pytest.raises(InvalidInputError, match="dimension 64"):
         await store.search([1.0, 2.0], 3)
+    assert await store.count() == len(CORPUS)
+
+
+async def test_a_lone_surrogate_is_invalid_input_naming_the_chunk(
+    store: FaissVectorStore,
+) -> None:
+    """A chunk with a lone surrogate is refused as InvalidInputError naming it, nothing written."""
+    good = make_chunk("good", "fine text")
+    bad = dataclasses.replace(make_chunk("broken-chunk", "text"), text="text \ud800 inside")
+    with pytest.raises(InvalidInputError, match=r"'broken-chunk'.*surrogate"):
+        await store.upsert([good, bad], vectors([good, good]))
     assert await store.count() == len(CORPUS)
 
 
@@ -623,8 +697,12 @@ def _truncated_vectors(directory: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _vectors_file(directory: Path) -> Path:
+    return next(directory.glob("vectors-*.faiss"))
+
+
 def _missing_vectors(directory: Path) -> None:
-    next(directory.glob("vectors-*.faiss")).unlink()
+    _vectors_file(directory).unlink()
 
 
 def _garbage_sqlite(directory: Path) -> None:
@@ -649,9 +727,30 @@ def _vectors_disagree(directory: Path) -> None:
         conn.execute("DELETE FROM chunks WHERE chunk_id = 'install'")
 
 
+def _ends_cut_mid_offset(directory: Path) -> None:
+    path = directory / "payload-1.ends"
+    path.write_bytes(path.read_bytes()[:-4])  # not a whole number of 8-byte offsets
+
+
+def _overflowing_generation(directory: Path) -> None:
+    text = (directory / "manifest.json").read_text()
+    data = json.loads(text)
+    old = f'"generation": {data["generation"]}'
+    assert old in text
+    (directory / "manifest.json").write_text(text.replace(old, '"generation": 1e400'))
+
+
+def _payload_replaced_by_a_directory(directory: Path) -> None:
+    (directory / "payload-1.bin").unlink()
+    (directory / "payload-1.bin").mkdir()
+
+
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
+        (_ends_cut_mid_offset, "payload-1.ends is shorter than recorded"),
+        (_overflowing_generation, "manifest.json has an invalid"),
+        (_payload_replaced_by_a_directory, "payload-1.bin cannot be read"),
         (_garbage_manifest, "not valid JSON"),
         (_future_format, "format version 99"),
         (_other_format, "does not describe"),
@@ -673,6 +772,51 @@ async def test_damage_is_reported_as_corrupt_index(
         await FaissVectorStore.open_path(index_dir, None)
     assert expected in str(caught.value)
     assert "re-ingest" in str(caught.value)
+
+
+async def test_a_vectors_file_vanishing_while_faiss_opens_it_is_not_damage(
+    store: FaissVectorStore, index_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vectors file removed between the existence check and FAISS's open reads as missing."""
+    await store.aclose()
+    path = _vectors_file(index_dir)
+    real_read = _faiss_files.faiss.read_index
+
+    def read_after_removal(name: str) -> object:
+        path.unlink()  # what a writer in another process does after switching generations
+        return real_read(name)
+
+    monkeypatch.setattr(_faiss_files.faiss, "read_index", read_after_removal)
+    with pytest.raises(FileNotFoundError):
+        _faiss_files.read_index_file(index_dir, path, INFO.dimension)
+
+
+async def test_open_retries_when_a_writer_switches_generations_mid_open(
+    store: FaissVectorStore, index_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save that removes the vectors file a reader is opening makes it read the new one."""
+    await store.aclose()
+    real_read = _faiss_files.faiss.read_index
+    saves: list[str] = []
+
+    async def save_in_between() -> None:
+        writer = await FaissVectorStore.open_path(index_dir, INFO)
+        extra = [make_chunk("extra", "A passage saved while a reader opened the index.")]
+        await writer.upsert(extra, vectors(extra))
+        await writer.aclose()
+
+    def read_during_a_save(name: str) -> object:
+        if not saves:
+            saves.append(name)
+            asyncio.run(save_in_between())  # commits a new generation, removes ``name``
+            assert not Path(name).exists()
+        return real_read(name)
+
+    monkeypatch.setattr(_faiss_files.faiss, "read_index", read_during_a_save)
+    reader = await FaissVectorStore.open_path(index_dir, None)
+    assert saves
+    assert await reader.count() == len(CORPUS) + 1
+    await reader.aclose()
 
 
 async def test_corrupt_error_names_the_files_module_constants() -> None:
