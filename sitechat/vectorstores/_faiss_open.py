@@ -75,6 +75,13 @@ def open_directory(
         create_directory(directory, embedder, flat_index)
     loaded = load_directory(directory, params)
     recorded = loaded.embedder
+    if embedder is not None and embedder != recorded and create and _holds_nothing(loaded):
+        # an index that never received a chunk (a first ingest that failed, say with an
+        # unreachable embedding API) is re-created for the embedder configured now
+        loaded.conn.close()
+        _replace_empty(directory, embedder)
+        loaded = load_directory(directory, params)
+        recorded = loaded.embedder
     if embedder is not None and embedder != recorded:
         loaded.conn.close()
         raise EmbedderMismatchError(
@@ -84,6 +91,23 @@ def open_directory(
             "(--index NEW_DIR), or configure the original embedder."
         )
     return loaded
+
+
+def _holds_nothing(loaded: LoadedIndex) -> bool:
+    """Whether the index has never stored a chunk: none live, and no id ever handed out."""
+    if loaded.vectors.live or loaded.read_only:
+        return False
+    row = loaded.conn.execute("SELECT count(*) FROM chunks").fetchone()
+    return int(row[0]) == 0 and int(loaded.meta.get("next_id", "1")) <= 1
+
+
+def _replace_empty(directory: Path, embedder: EmbedderInfo) -> None:
+    """Swap an empty index for a new one: the old one is renamed aside first, so a crash
+    leaves either it, no index (the next ingest creates one), or the new one."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.replaced-", dir=directory.parent))
+    os.replace(directory, aside / directory.name)
+    create_directory(directory, embedder, flat_index)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def create_directory(

@@ -264,6 +264,27 @@ async def test_another_embedder_is_refused_naming_both(
         assert part in message
 
 
+async def test_an_index_that_never_stored_a_chunk_takes_the_embedder_an_ingest_brings(
+    tmp_path: Path,
+) -> None:
+    """A first ingest that failed leaves an empty index; the next ingest, with another
+    embedder configured, re-creates it rather than refusing. Searching still refuses."""
+    directory = tmp_path / "index"
+    first = await FaissVectorStore.open_path(directory, INFO, create=True)
+    await first.aclose()
+    other = EmbedderInfo("other:model", 32)
+    with pytest.raises(EmbedderMismatchError):
+        await FaissVectorStore.open_path(directory, other)  # not an ingest: no change
+    store = await FaissVectorStore.open_path(directory, other, create=True)
+    assert store.embedder == other
+    await store.upsert([make_chunk("a", "alpha")], [[1.0] + [0.0] * 31])
+    await store.aclose()
+    reopened = await FaissVectorStore.open_path(directory, None)
+    assert reopened.embedder == other and await reopened.count() == 1
+    await reopened.aclose()
+    assert os.listdir(tmp_path) == ["index"]  # nothing left aside
+
+
 # ---------------------------------------------------------------- round trip and writes
 
 
