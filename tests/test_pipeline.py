@@ -327,14 +327,16 @@ async def test_unreadable_file_is_reported_failed_and_kept(
 ) -> None:
     """An unreadable local file counts as failed, stays indexed, and the run is incomplete."""
     first = await _ingest_into(settings, str(site))
-    real_read = Path.read_bytes
+    from sitechat.ingest import local
 
-    def read_bytes(self: Path) -> bytes:
-        if self.name == "faq.html":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_read(self)
+    real_read = local._read_bytes
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    def read_bytes(path: Path, max_bytes: int) -> bytes | None:
+        if path.name == "faq.html":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path, max_bytes)
+
+    monkeypatch.setattr(local, "_read_bytes", read_bytes)
     second = await _ingest_into(settings, str(site))
     assert second["pages"]["failed"] == 1
     assert second["failed"][0]["url"].endswith("/faq.html")
@@ -355,3 +357,18 @@ async def test_base_url_owns_whole_path_segments_only(
     second = await _ingest_into(settings, str(other), base_url="https://d.example.com/v1")
     assert second["pages"]["removed"] == 0
     assert await _stored_urls(settings) == v10 | {"https://d.example.com/v1/intro.md"}
+
+
+async def test_local_files_over_max_bytes_per_page_are_skipped(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """SITECHAT_INGEST__MAX_BYTES_PER_PAGE bounds files read from a folder, as it does pages."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "page.html").write_text("<main><h1>Page</h1><p>Small page.</p></main>")
+    (folder / "big.txt").write_text("word " * 1000)
+    ingest = settings.ingest.model_copy(update={"max_bytes_per_page": 2048})
+    summary = await _ingest_into(settings.model_copy(update={"ingest": ingest}), str(folder))
+    assert summary["pages"]["added"] == 1
+    reasons = {s["url"].rsplit("/", 1)[-1]: s["reason"] for s in summary["skipped"]}
+    assert reasons["big.txt"] == "too large (5000 bytes, more than 2048)"

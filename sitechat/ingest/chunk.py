@@ -8,6 +8,13 @@ boundary that fits (paragraph, line, sentence, word; a hard cut only inside a si
 overlong word), and each later piece starts with a little of the previous one, so an
 answer that spans the cut is still found.
 
+The work per page is bounded by its size, not by its markup: a page with more than
+:data:`MAX_SEPARATE_SECTIONS` sections that hold on average less than half a chunk of text
+each (``<h2>h</h2><p>a b</p>`` repeated 250,000 times) has its runs of small neighbouring
+sections merged into chunks of up to ``max_chars``, each under its first section's heading
+and anchor, with the other headings kept in the text. Such a page then yields about as many
+chunks as a page of the same amount of plain text; ordinary pages are never merged.
+
 Chunk ids are a hash of where the text is and what it says (URL, anchor, heading path,
 the piece's hash, and its occurrence number among identical pieces there): re-chunking
 an unchanged page gives identical ids, and editing one section changes only its ids, so
@@ -16,12 +23,16 @@ the pipeline re-embeds only what changed.
 
 from __future__ import annotations
 
+import math
 import re
 
 from sitechat.errors import InvalidInputError
-from sitechat.models import Chunk, Page, content_hash
+from sitechat.models import Chunk, Page, Section, content_hash
 
-__all__ = ["chunk_page", "split_text"]
+__all__ = ["MAX_SEPARATE_SECTIONS", "chunk_page", "split_text"]
+
+#: Sections a page may have before small neighbouring ones are merged (see above).
+MAX_SEPARATE_SECTIONS = 1000
 
 # Boundaries from coarsest to finest: blank line, line break, sentence end, any space.
 _BOUNDARIES = (
@@ -180,19 +191,61 @@ def split_text(text: str, *, max_chars: int = 1200, overlap: int = 150) -> list[
     return pieces
 
 
+def _has_text(section: Section) -> bool:
+    return any(c.isalnum() for c in section.text)
+
+
+def _bounded_sections(sections: tuple[Section, ...], max_chars: int) -> list[Section]:
+    """``sections`` with text, small neighbours merged when there are too many of them.
+
+    Merging starts only past :data:`MAX_SEPARATE_SECTIONS` sections and when there are
+    more than two sections per ``max_chars`` of text; then consecutive sections are packed
+    greedily into groups of at most ``max_chars`` (a larger section stays on its own), so
+    the number of groups is at most about twice the text's length over ``max_chars``.
+    """
+    kept = [s for s in sections if _has_text(s)]
+    total = sum(len(s.text) for s in kept)
+    if len(kept) <= max(MAX_SEPARATE_SECTIONS, 2 * math.ceil(total / max_chars)):
+        return kept
+    merged: list[Section] = []
+    group: list[Section] = []
+    size = 0
+
+    def close() -> None:
+        if not group:
+            return
+        first = group[0]
+        parts = [first.text.strip()]
+        for section in group[1:]:
+            heading = section.heading_path[-1] if section.heading_path else ""
+            parts.append(f"{heading}\n{section.text.strip()}" if heading else section.text.strip())
+        merged.append(Section(first.heading_path, first.anchor, "\n\n".join(parts)))
+        group.clear()
+
+    for section in kept:
+        heading = section.heading_path[-1] if section.heading_path else ""
+        length = len(section.text) + len(heading) + 3
+        if group and size + length > max_chars:
+            close()
+            size = 0
+        group.append(section)
+        size += length
+    close()
+    return merged
+
+
 def chunk_page(page: Page, *, max_chars: int = 1200, overlap: int = 150) -> list[Chunk]:
     """Heading-aware chunks of ``page``, with ids stable across re-ingests.
 
     Sections without any letter or digit are skipped; every other section yields at
-    least one chunk of its own.
+    least one chunk of its own, unless the page has so many tiny sections that they are
+    merged (see the module's description).
     """
     _check_sizes(max_chars, overlap)
     page_hash = page.content_hash
     occurrences: dict[str, int] = {}
     chunks: list[Chunk] = []
-    for section in page.sections:
-        if not any(c.isalnum() for c in section.text):
-            continue
+    for section in _bounded_sections(page.sections, max_chars):
         place = "\x00".join((page.url, section.anchor or "", *section.heading_path))
         for piece in split_text(section.text, max_chars=max_chars, overlap=overlap):
             piece_hash = content_hash(piece)

@@ -11,6 +11,15 @@ A bad page never stops the crawl: it becomes a ``"failed"`` or ``"skipped"``
 :class:`CrawlResult` whose ``reason`` says why. A page the server says is unchanged
 since the last crawl (HTTP 304) comes back ``"unchanged"``, with the links remembered
 from that crawl so the pages behind it are still visited.
+
+Duplicates: two pages are copies when their title, headings and text are all equal
+(:func:`page_fingerprint`); the later one is skipped as a duplicate of the first. A page
+fetched at ``F`` that names another URL ``X`` as its ``<link rel=canonical>`` never takes
+``X``'s place on its word alone: when ``X`` is (or will be) fetched, the claim waits for
+it, and the page is a duplicate of ``X`` if their headings and text match, else it keeps
+its own URL ``F``. Only a query-string variant naming its own path with fewer parameters
+(``/item?id=7&view=a`` → ``/item?id=7``) is stored under the canonical URL without
+fetching it, when nothing else on the site led to that URL.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ __all__ = [
     "KnownPage",
     "crawl",
     "is_sitemap_url",
+    "page_fingerprint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,6 +108,46 @@ class KnownPage:
     last_modified: str | None = None
     links: tuple[str, ...] = ()
     content_hash: str = ""
+
+
+def _body_key(page: Page) -> str:
+    return content_hash(
+        "\x00".join("\x01".join((*s.heading_path, s.text)) for s in page.sections if s.text)
+    )
+
+
+def page_fingerprint(page: Page) -> str:
+    """The duplicate test's hash of a page: its title, every heading path and the text.
+
+    Pages that differ only in a heading (two release notes naming different CVEs over
+    the same paragraphs) are different pages.
+    """
+    return content_hash(page.title + "\x02" + _body_key(page))
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """What a page's content is known by: its fingerprint and, if fetched now, its body."""
+
+    full: str
+    body: str | None = None
+
+    def same(self, other: _Keys) -> bool:
+        if self.body is not None and other.body is not None:
+            return self.body == other.body  # a copy's title often says "copy" or "print"
+        return self.full == other.full
+
+
+def _keys(page: Page) -> _Keys:
+    return _Keys(page_fingerprint(page), _body_key(page))
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A page whose canonical URL names another page, held until that page is known."""
+
+    result: CrawlResult
+    canonical: str
 
 
 def is_sitemap_url(url: str) -> bool:
@@ -180,8 +230,10 @@ class _Crawler:
             else None
         )
         self.seen: set[str] = set(roots)
-        self.emitted: dict[str, str] = {}  # page URL -> content hash
-        self.by_hash: dict[str, tuple[str, str]] = {}  # content hash -> (page URL, fetched URL)
+        self.emitted: dict[str, _Keys] = {}  # page URL -> its content keys
+        self.by_hash: dict[str, tuple[str, str]] = {}  # fingerprint -> (page URL, fetched URL)
+        self.finished: set[str] = set()  # URLs whose fetch (or refusal) is over
+        self.claims: dict[str, list[tuple[_Claim, int]]] = {}  # awaited URL -> claims
         self.pages_done = 0
         self.in_flight: dict[str, int] = {}  # bare URL -> fetches running
         self.probed: set[str] = set()  # bare URLs with at least one finished fetch
@@ -202,7 +254,7 @@ class _Crawler:
 
     # -- one URL -----------------------------------------------------------------------
 
-    async def visit(self, url: str) -> CrawlResult:
+    async def visit(self, url: str) -> CrawlResult | _Claim:
         """Fetch and extract one URL; never raises (every failure becomes a result)."""
         try:
             response = await self.fetcher.get(url, redirect_check=self._check_redirect)
@@ -226,7 +278,7 @@ class _Crawler:
         self.stats.not_modified += 1
         self.seen.add(known.page_url)
         if known.content_hash:
-            self.emitted[known.page_url] = known.content_hash
+            self.emitted[known.page_url] = _Keys(known.content_hash)
             self.by_hash.setdefault(known.content_hash, (known.page_url, response.url))
         return CrawlResult(
             known.page_url,
@@ -237,7 +289,7 @@ class _Crawler:
             fetched_url=response.url,
         )
 
-    async def _process(self, response: Response) -> CrawlResult:
+    async def _process(self, response: Response) -> CrawlResult | _Claim:
         final = response.url
         self.seen.add(final)
         media = response.content_type or None
@@ -254,9 +306,6 @@ class _Crawler:
         links = tuple(link for link in found.links if self.scope.wanted(link))
         page = found.page
         canonical = found.canonical
-        if canonical and canonical != final and self.scope.in_scope(canonical):
-            self.queries.learn_canonical(final, canonical)
-            page = replace(page, url=canonical)
         etag, modified = page.etag, page.last_modified
         if found.noindex:
             return CrawlResult(final, "skipped", "noindex", content_type=media, links=links)
@@ -265,22 +314,103 @@ class _Crawler:
             return CrawlResult(final, "skipped", why, content_type=media, links=links)
         if not page.sections:
             return CrawlResult(final, "skipped", "no text content", content_type=media, links=links)
-        return replace(
-            self._dedupe(page, final, media), links=links, etag=etag, last_modified=modified
+        result = CrawlResult(
+            final,
+            "ok",
+            page=page,
+            content_type=media,
+            links=links,
+            etag=etag,
+            last_modified=modified,
+            fetched_url=final,
         )
+        if canonical and canonical != final and self.scope.in_scope(canonical):
+            return self._claim(result, canonical)
+        return self._dedupe(result)
 
-    def _dedupe(self, page: Page, final: str, media: str | None) -> CrawlResult:
-        digest = content_hash(page.text)  # titles often differ between copies
-        if page.url in self.emitted and self.emitted[page.url] != digest and page.url != final:
+    def _claim(self, result: CrawlResult, canonical: str) -> CrawlResult | _Claim:
+        """A page at ``result.url`` names ``canonical``: a duplicate of it, itself, or
+        (when ``canonical`` is still to be fetched) a :class:`_Claim` to settle later."""
+        final = result.url
+        if canonical in self.emitted or canonical in self.finished:
+            return self._settle(result, canonical)
+        if canonical not in self.seen and "?" in final and bare_url(final) == bare_url(canonical):
+            # A query variant naming its own path with fewer parameters, which nothing else
+            # led to: trusted without fetching it, and the dropped parameters are learned.
+            assert result.page is not None
+            self.queries.learn_canonical(final, canonical)
+            self.seen.add(canonical)
+            return self._dedupe(replace(result, page=replace(result.page, url=canonical)))
+        return _Claim(result, canonical)
+
+    def _settle(self, result: CrawlResult, canonical: str) -> CrawlResult:
+        """The claimant ``result`` once ``canonical`` is known: its duplicate, or itself."""
+        assert result.page is not None
+        theirs = self.emitted.get(canonical)
+        if theirs is not None and theirs.same(_keys(result.page)):
+            self.queries.learn_canonical(result.url, canonical)
+            return CrawlResult(
+                result.url, "skipped", f"duplicate of {canonical}", content_type=result.content_type
+            )
+        return self._dedupe(result)  # a canonical link to other content: keep the own URL
+
+    def _dedupe(self, result: CrawlResult) -> CrawlResult:
+        page, final, media = result.page, result.url, result.content_type
+        assert page is not None
+        keys = _keys(page)
+        digest = keys.full
+        taken = self.emitted.get(page.url)
+        if taken is not None and taken.full != digest and page.url != final:
             page = replace(page, url=final)  # a canonical link that lies: keep the real URL
-        if page.url in self.emitted or digest in self.by_hash:
+            taken = self.emitted.get(final)
+        if digest in self.by_hash or (taken is not None and page.url != final):
             first, first_fetched = self.by_hash.get(digest) or (page.url, page.url)
             self.queries.learn_same_content(first_fetched, final)
             return CrawlResult(final, "skipped", f"duplicate of {first}", content_type=media)
-        self.emitted[page.url] = digest
+        # A page fetched at its own URL always wins that URL.
+        self.emitted[page.url] = keys
         self.by_hash[digest] = (page.url, final)
         self.seen.add(page.url)
-        return CrawlResult(page.url, "ok", page=page, content_type=media, fetched_url=final)
+        return replace(result, url=page.url, page=page)
+
+    def _park(
+        self, claim: _Claim, depth: int, frontier: deque[tuple[str, int]]
+    ) -> list[CrawlResult]:
+        """Hold ``claim`` until its canonical URL is fetched (queued now if it is new)."""
+        self.pages_done += 1  # it will be a page or a duplicate; keep its place
+        target = claim.canonical
+        out: list[CrawlResult] = []
+        if target not in self.seen:
+            queued = len(frontier)
+            refused = self._admit(target, depth, frontier)
+            if refused is not None:
+                out.append(refused)
+            if len(frontier) == queued:  # not to be fetched: settle it now
+                self.finished.add(target)
+            else:
+                target = frontier[-1][0]
+        if target in self.finished or claim.canonical in self.finished:
+            self.pages_done -= 1
+            out.append(self._settle_counted(claim))
+        else:
+            self.claims.setdefault(target, []).append((claim, depth))
+        return out
+
+    def _settle_counted(self, claim: _Claim) -> CrawlResult:
+        result = self._settle(claim.result, claim.canonical)
+        if result.status == "ok":
+            self.pages_done += 1
+        return result
+
+    def _release(self, urls: set[str]) -> list[CrawlResult]:
+        """Settle the claims waiting for ``urls``, which are now fetched (or refused)."""
+        self.finished.update(urls)
+        out = []
+        for url in urls:
+            for claim, _ in self.claims.pop(url, []):
+                self.pages_done -= 1
+                out.append(self._settle_counted(claim))
+        return out
 
     # -- the frontier ------------------------------------------------------------------
 
@@ -335,7 +465,7 @@ class _Crawler:
 
     async def run(self) -> AsyncGenerator[CrawlResult, None]:
         frontier: deque[tuple[str, int]] = deque((url, 0) for url in dict.fromkeys(self.roots))
-        running: dict[asyncio.Future[CrawlResult], tuple[str, int]] = {}
+        running: dict[asyncio.Future[CrawlResult | _Claim], tuple[str, int]] = {}
         sitemap_task: asyncio.Future[tuple[list[str], list[CrawlResult]]] | None = None
         if self.sitemaps or self.options.use_sitemaps:
             sitemap_task = asyncio.ensure_future(
@@ -352,6 +482,8 @@ class _Crawler:
                     picked = self._next(frontier)
                     if isinstance(picked, CrawlResult):
                         yield picked
+                        for settled in self._release({picked.url}):
+                            yield settled
                     elif picked is not None:
                         url, depth = picked
                         self.in_flight[bare_url(url)] = self.in_flight.get(bare_url(url), 0) + 1
@@ -377,15 +509,26 @@ class _Crawler:
                         refused = self._admit(url, 0, frontier)
                         if refused is not None:
                             yield refused
+                            for settled in self._release({refused.url}):
+                                yield settled
                 for task in [t for t in running if t in done]:
                     url, depth = running.pop(task)
                     self._finished(url, frontier)
-                    result = task.result()
-                    if result.reason == BUDGET_SPENT:
-                        self.stats.truncated = self._budget_note()
-                    if result.status in ("ok", "unchanged"):
-                        self.pages_done += 1
-                    yield result
+                    outcome = task.result()
+                    if isinstance(outcome, _Claim):
+                        result = outcome.result
+                        for settled in self._park(outcome, depth, frontier):
+                            yield settled
+                    else:
+                        result = outcome
+                        if result.reason == BUDGET_SPENT:
+                            self.stats.truncated = self._budget_note()
+                        if result.status in ("ok", "unchanged"):
+                            self.pages_done += 1
+                        yield result
+                        done_urls = {url, result.url, result.fetched_url or result.url}
+                        for settled in self._release(done_urls):
+                            yield settled
                     if depth >= self.options.max_depth:
                         beyond.update(u for u in result.links if self._would_admit(u))
                         continue
@@ -393,6 +536,11 @@ class _Crawler:
                         refused = self._admit(link, depth + 1, frontier)
                         if refused is not None:
                             yield refused
+                            for settled in self._release({refused.url}):
+                                yield settled
+            # Claims whose canonical URL was never fetched (cut short, refused): own URLs.
+            for settled in self._release(set(self.claims)):
+                yield settled
             if self.stats.truncated is None and (frontier or self.waiting):
                 self.stats.truncated = f"max_pages ({limit}) reached"
             if self.stats.truncated is None and any(self._would_admit(u) for u in beyond):

@@ -27,6 +27,7 @@ from sitechat.ingest.crawl import (
     KnownPage,
     crawl,
     is_sitemap_url,
+    page_fingerprint,
 )
 from sitechat.ingest.extract import (
     boilerplate_blocks,
@@ -38,13 +39,13 @@ from sitechat.ingest.options import DEFAULT_USER_AGENT
 from sitechat.ingest.scope import Scope, under_prefix
 from sitechat.ingest.state import STATE_FILE, CrawlState
 from sitechat.ingest.urls import canonicalize_url
-from sitechat.models import Page, content_hash
+from sitechat.models import Page
 
 __all__ = ["CrawledSite", "crawl_options_from", "crawl_site", "source_owner", "state_path_for"]
 
 #: Bump when extraction or chunking changes what a page turns into: stored validators
 #: are then ignored once, so every page is re-extracted with the new code.
-EXTRACTION_VERSION = "3"
+EXTRACTION_VERSION = "4"
 
 # (CrawlOptions field, IngestSettings field) pairs read when the settings have them.
 _SETTING_FIELDS: tuple[tuple[str, str], ...] = (
@@ -182,7 +183,7 @@ async def crawl_site(
                 result.etag,
                 result.last_modified,
                 result.links,
-                content_hash(result.page.text),
+                page_fingerprint(result.page),
             )
         elif result.status == "unchanged":
             site.unchanged.append(result.url)

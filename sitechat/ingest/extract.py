@@ -86,14 +86,13 @@ _BINARY_BYTES = bytes([*range(9), 11, *range(14, 27), *range(28, 32)])
 def looks_binary(data: bytes) -> bool:
     """True for bytes that are not text, whatever the Content-Type claimed (an image, a zip).
 
-    Judged on the first 4 KiB: a NUL byte, or more than 5 % control characters. UTF-16
-    text (with its byte-order mark) is text.
+    Judged on the first 4 KiB: more than 5 % control characters (NUL included). A stray
+    NUL or two in a text page (a typo in an ``href``) does not make it binary; an image or
+    an archive is full of them. UTF-16 text (with its byte-order mark) is text.
     """
     head = data[:4096]
     if not head or head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return False
-    if b"\x00" in head:
-        return True
     controls = len(head) - len(head.translate(None, _BINARY_BYTES))
     return controls > len(head) // 20
 

@@ -3,19 +3,26 @@
 Ingesting the build output (or the sources) of a site needs no server and no crawl. When
 the folder is what a site serves, ``base_url`` makes citations link to the live pages;
 otherwise they link to the files themselves.
+
+Reading a folder is bounded like crawling a site: only regular files are read (a FIFO or
+a device named ``x.html`` would block or never end), files larger than ``max_bytes`` are
+skipped, and a symbolic link that resolves outside the folder is skipped, so a link to
+``/etc/passwd`` dropped into a docs folder is never indexed. Each is reported with the
+reason.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 from sitechat.errors import IngestError
 from sitechat.ingest.extract import extract_html, extract_markdown, extract_text
-from sitechat.ingest.options import DEFAULT_MAX_LINK_SHARE
+from sitechat.ingest.options import DEFAULT_MAX_LINK_SHARE, CrawlOptions
 from sitechat.ingest.urls import canonicalize_url
 from sitechat.models import Page
 
@@ -62,9 +69,37 @@ def _decode(data: bytes) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-def _read_page(path: Path, url: str, max_link_share: float) -> Page | str:
+DEFAULT_MAX_BYTES = CrawlOptions().max_bytes
+
+
+def _refusal(path: Path, inside: Path | None, max_bytes: int) -> str | None:
+    """Why ``path`` is not read (a link out of ``inside``, not a regular file, too
+    large), or None. ``inside`` is the resolved folder being read (None for one file)."""
+    if inside is not None and path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(inside):
+            return f"symbolic link to {target}, outside the folder being ingested"
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_size > max_bytes:
+        return f"too large ({info.st_size} bytes, more than {max_bytes})"
+    return None
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes | None:
+    """The file's bytes, or None when it holds more than ``max_bytes`` (it grew)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    with open(os.open(path, flags), "rb") as file:
+        data = file.read(max_bytes + 1)
+    return None if len(data) > max_bytes else data
+
+
+def _read_page(path: Path, url: str, max_link_share: float, max_bytes: int) -> Page | str:
     """The page in the file, or why it is not indexed."""
-    data = path.read_bytes()
+    data = _read_bytes(path, max_bytes)
+    if data is None:
+        return f"too large (more than {max_bytes} bytes)"
     suffix = path.suffix.lower()
     content_type = _CONTENT_TYPES[suffix]
     if content_type == "text/html":
@@ -84,6 +119,7 @@ def iter_local_pages(
     *,
     base_url: str | None = None,
     max_link_share: float = DEFAULT_MAX_LINK_SHARE,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     on_skip: Callable[[str, str], None] | None = None,
     on_error: Callable[[str, str], None] | None = None,
 ) -> Iterator[Page]:
@@ -96,6 +132,8 @@ def iter_local_pages(
     not be listed), and so are HTML pages that ask not to be indexed (``<meta name=robots
     content=noindex>``) or are link lists (see ``max_link_share`` in
     :class:`~sitechat.ingest.options.CrawlOptions`): ``on_skip(url, reason)`` hears of each.
+    So are files that are not regular files, files over ``max_bytes``, and (in a folder)
+    symbolic links that resolve outside ``root``.
     """
     root = Path(root).expanduser()
 
@@ -105,16 +143,21 @@ def iter_local_pages(
             where = Path(exc.filename) if exc.filename else root
             on_error(where.resolve().as_uri(), f"unreadable folder: {exc.strerror or exc}")
 
+    inside: Path | None = None
     if root.is_file():
         entries = [(root.name, root)]
     elif root.is_dir():
         entries = _files_under(root, unlisted)
+        inside = root.resolve()
     else:
         raise IngestError(f"'{root}' is neither a file nor a folder. Check the path.")
     for relative, path in entries:
         url = _page_url(relative, path, base_url)
         try:
-            page = _read_page(path, url, max_link_share)
+            refused = _refusal(path, inside, max_bytes)
+            if refused and base_url is None:
+                url = path.absolute().as_uri()  # the link itself, not what it points at
+            page = refused or _read_page(path, url, max_link_share, max_bytes)
         except OSError as exc:
             logger.warning("skipping unreadable file %s: %s", path, exc)
             if on_error is not None:

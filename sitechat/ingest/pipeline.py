@@ -183,14 +183,23 @@ async def _local_pages(
 ) -> tuple[list[Page], str | None]:
     started = time.perf_counter()
     pages, owned = await asyncio.to_thread(
-        _read_local, source, base_url, settings.ingest.max_link_share, summary
+        _read_local,
+        source,
+        base_url,
+        settings.ingest.max_link_share,
+        summary,
+        settings.ingest.max_bytes_per_page,
     )
     summary.add_time("read", time.perf_counter() - started)
     return remove_boilerplate(pages), owned
 
 
 def _read_local(
-    source: str, base_url: str | None, max_link_share: float, summary: IngestSummary
+    source: str,
+    base_url: str | None,
+    max_link_share: float,
+    summary: IngestSummary,
+    max_bytes: int,
 ) -> tuple[list[Page], str | None]:
     """The pages of ``source``, and the URL prefix it owns (None when it was not read whole).
 
@@ -218,6 +227,7 @@ def _read_local(
             path,
             base_url=base_url,
             max_link_share=max_link_share,
+            max_bytes=max_bytes,
             on_skip=skipped,
             on_error=failed,
         )

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sitechat.errors import InvalidInputError
-from sitechat.ingest.chunk import _segments, chunk_page, split_text
+from sitechat.ingest.chunk import MAX_SEPARATE_SECTIONS, _segments, chunk_page, split_text
 from sitechat.models import Page, Section, content_hash
 
 _words = st.text(
@@ -207,3 +207,20 @@ def test_split_code_block_pieces_read_as_code() -> None:
     assert len(middle) > 2
     assert all(p.count("```") == 2 for p in middle)
     assert pieces[-1].endswith("After.")
+
+
+def test_a_page_of_thousands_of_tiny_sections_is_merged_into_few_chunks() -> None:
+    """Past MAX_SEPARATE_SECTIONS tiny sections, neighbours merge: chunks scale with text."""
+    sections = tuple(Section(("h",), f"h{i}", f"a b {i}") for i in range(50_000))
+    page = Page("https://x.test/p", "P", sections)
+    chunks = chunk_page(page, max_chars=1200, overlap=150)
+    total = sum(len(s.text) + 4 for s in sections)
+    assert len(chunks) <= 2 * total // 1200 + 2
+    assert all(len(c.text) <= 1200 for c in chunks)
+    assert chunks[0].anchor == "h0"
+    words = " ".join(c.text for c in chunks)
+    assert "a b 0" in words and "a b 49999" in words
+    assert len({c.id for c in chunks}) == len(chunks)
+    # an ordinary page with many sections keeps one chunk per section
+    few = Page("https://x.test/q", "Q", sections[:MAX_SEPARATE_SECTIONS])
+    assert len(chunk_page(few)) == MAX_SEPARATE_SECTIONS

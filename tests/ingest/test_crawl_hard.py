@@ -267,3 +267,106 @@ async def test_dns_rebinding_is_refused_at_connect_time(
     assert [r.status for r in results] == ["skipped"]
     assert "127.0.0.1" in (results[0].reason or "")
     assert bystander.hits == []
+
+
+def _doc(title: str, body: str, head: str = "", links: list[str] = ()) -> Reply:  # type: ignore[assignment]
+    anchors = "".join(f'<a href="{link}">{link}</a> ' for link in links)
+    return html_reply(
+        f"<html><head><title>{title}</title>{head}</head><body><main>{body}"
+        f"<p>{anchors}</p></main></body></html>"
+    )
+
+
+@pytest.mark.parametrize("order", [["/c2", "/real"], ["/real", "/c2"], ["/c2"]])
+async def test_a_canonical_link_never_replaces_another_page(
+    web: ProgrammableServer, order: list[str]
+) -> None:
+    """A page naming another page's URL as canonical keeps its own URL, whatever the order."""
+    web.routes.update(
+        {
+            "/": _page("Home", "Home page.", order),
+            "/c2": _page("C2", "Volcanoes and lava.", head='<link rel="canonical" href="/real">'),
+            "/real": _page("Real", "Rivers and lakes."),
+        }
+    )
+    results, _ = await _crawl(web.base + "/", concurrency=1)
+    real, c2 = results[web.base + "/real"], results[web.base + "/c2"]
+    assert real.status == "ok" and c2.status == "ok", (real.reason, c2.reason)
+    assert real.page is not None and real.page.title == "Real"
+    assert "Rivers" in real.page.text
+    assert c2.page is not None and c2.page.url == web.base + "/c2"
+    assert "Volcanoes" in c2.page.text
+
+
+@pytest.mark.parametrize("order", [["/copy", "/guide"], ["/guide", "/copy"]])
+async def test_a_copy_naming_its_canonical_is_its_duplicate_in_any_order(
+    web: ProgrammableServer, order: list[str]
+) -> None:
+    """A copy (other title, same headings and text) naming its canonical is skipped, not stored."""
+    body = "<h1 id='g'>Guide</h1><p>Install it with pip.</p>"
+    web.routes.update(
+        {
+            "/": _page("Home", "Home page.", order),
+            "/guide": _doc("Guide", body),
+            "/copy": _doc("Guide (print)", body, head='<link rel="canonical" href="/guide">'),
+        }
+    )
+    results, _ = await _crawl(web.base + "/", concurrency=1)
+    assert _ok(results, web.base) == {"/", "/guide"}
+    assert results[web.base + "/guide"].page.title == "Guide"  # type: ignore[union-attr]
+    assert results[web.base + "/copy"].reason == f"duplicate of {web.base}/guide"
+
+
+async def test_pages_differing_only_in_headings_are_not_duplicates(
+    web: ProgrammableServer,
+) -> None:
+    """Headings are part of the duplicate fingerprint: two release notes naming different CVEs."""
+
+    def notes(v: str) -> Reply:
+        return _doc(
+            f"Release {v}",
+            f"<h1>Release {v}</h1><h2>Security fix for CVE-2024-000{v}</h2>"
+            "<p>Update as soon as possible.</p><h2>Breaking change</h2>"
+            "<p>Upgrade your client library before deploying.</p>",
+        )
+
+    web.routes.update({"/": _page("Home", "Home.", ["/v1", "/v2", "/v1-again"]), "/v1": notes("1")})
+    web.routes.update({"/v2": notes("2"), "/v1-again": notes("1")})
+    results, _ = await _crawl(web.base + "/", concurrency=1)
+    assert _ok(results, web.base) == {"/", "/v1", "/v2"}
+    assert results[web.base + "/v1-again"].reason == f"duplicate of {web.base}/v1"
+
+
+async def test_a_stray_nul_byte_does_not_drop_the_page(web: ProgrammableServer) -> None:
+    """One NUL in an href leaves the home page indexed and its links followed."""
+    web.routes.update(
+        {
+            "/": _page("Home", "Home page " * 30, ["/next\x00x", "/next"]),
+            "/next": _page("Next", "The next page."),
+        }
+    )
+    results, _ = await _crawl(web.base + "/")
+    assert {"/", "/next"} <= _ok(results, web.base)
+
+
+async def test_off_site_sitemaps_named_by_robots_are_not_fetched(
+    web: ProgrammableServer, bystander: ProgrammableServer
+) -> None:
+    """A robots.txt Sitemap: line on another host is skipped with a reason, never requested."""
+    bystander.routes["/sm.xml"] = Reply(200, _sitemap([bystander.base + "/"]))
+    web.routes.update(
+        {
+            "/robots.txt": Reply(
+                200, f"Sitemap: {bystander.base}/sm.xml\nSitemap: {web.base}/sm.xml\n".encode()
+            ),
+            "/sm.xml": Reply(200, _sitemap([web.base + "/listed"])),
+            "/": _page("Home", "Home page."),
+            "/listed": _page("Listed", "Only the sitemap lists this page."),
+        }
+    )
+    results, _ = await _crawl(web.base + "/")
+    assert bystander.hits == []
+    assert _ok(results, web.base) == {"/", "/listed"}
+    skipped = results[bystander.base + "/sm.xml"]
+    assert skipped.status == "skipped"
+    assert skipped.reason is not None and "another site" in skipped.reason

@@ -374,6 +374,15 @@ def test_binary_bytes_are_recognised() -> None:
     assert not looks_binary("\ufeff<p>hi</p>".encode("utf-16"))
 
 
+def test_a_stray_nul_does_not_make_a_page_binary() -> None:
+    """One NUL byte in a text page (a typo in an href) leaves it text; NUL-heavy bytes are not."""
+    from sitechat.ingest.extract import looks_binary
+
+    page = b"<html><body><main><p>" + b"words " * 200 + b'<a href="/a\x00b">x</a></p></main>'
+    assert not looks_binary(page)
+    assert looks_binary(b"\x00" * 10 + page[:100])
+
+
 _title_words = st.text(alphabet="abcdefghij XYZ", min_size=1, max_size=12).filter(str.strip)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,39 @@ def test_link_lists_and_noindex_pages_are_skipped_and_reported(tmp_path: Path) -
     assert reasons["https://docs.test/genindex.html"].startswith("link list (")
     kept = list(iter_local_pages(tmp_path, base_url="https://docs.test/", max_link_share=1.0))
     assert "https://docs.test/genindex.html" in [p.url for p in kept]
+
+
+def _read_with_skips(root: Path, **kwargs: Any) -> tuple[list[str], dict[str, str]]:
+    skipped: dict[str, str] = {}
+    pages = iter_local_pages(
+        root, base_url="https://docs.test/", on_skip=skipped.__setitem__, **kwargs
+    )
+    return [p.url for p in pages], skipped
+
+
+def test_symlinks_out_of_the_folder_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    """A symlink resolving outside the folder is skipped and reported; one inside is read."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("root:x:0:0:secret\n")
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "page.md").write_text("# Page\n\nReal content.\n")
+    (root / "passwd.txt").symlink_to(outside)
+    (root / "alias.md").symlink_to(root / "page.md")
+    urls, skipped = _read_with_skips(root)
+    assert "https://docs.test/alias.md" in urls
+    assert "https://docs.test/passwd.txt" not in urls
+    assert "outside the folder" in skipped["https://docs.test/passwd.txt"]
+
+
+def test_fifos_and_files_over_max_bytes_are_skipped_not_read(tmp_path: Path) -> None:
+    """A FIFO named like a page and a file larger than max_bytes are skipped with reasons."""
+    (tmp_path / "page.html").write_text("<main><h1>Page</h1><p>Small.</p></main>")
+    (tmp_path / "big.txt").write_text("word " * 1000)
+    os.mkfifo(tmp_path / "x.html")  # reading it would block forever
+    urls, skipped = _read_with_skips(tmp_path, max_bytes=2000)
+    assert urls == ["https://docs.test/page.html"]
+    assert skipped["https://docs.test/x.html"] == "not a regular file"
+    assert skipped["https://docs.test/big.txt"] == "too large (5000 bytes, more than 2000)"
+    single, why = _read_with_skips(tmp_path / "big.txt", max_bytes=2000)
+    assert single == [] and why["https://docs.test/big.txt"].startswith("too large")

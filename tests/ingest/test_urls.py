@@ -100,6 +100,15 @@ def test_require_http_url_refuses_other_schemes() -> None:
     assert require_http_url("HTTPS://Example.com") == "https://example.com/"
 
 
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999/", "http://127.0.0.1:abc/", "https://[::1]:65536/x"]
+)
+def test_require_http_url_refuses_bad_ports(url: str) -> None:
+    """A port that is not 0-65535 is refused as an unsafe URL, naming it, not a crash."""
+    with pytest.raises(UnsafeURLError, match=r"Refusing URL .*port"):
+        require_http_url(url)
+
+
 def test_same_site_ignores_www_and_default_ports() -> None:
     """``www.`` and default ports do not change the site; other hosts and ports do."""
     assert same_site("https://www.example.com/a", "http://example.com/")
