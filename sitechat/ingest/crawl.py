@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import time
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,21 +36,22 @@ from typing import Any, Literal
 import httpx
 
 from sitechat.errors import FetchError, UnsafeURLError
-from sitechat.ingest.extract import (
-    extract_html,
-    extract_markdown,
-    extract_text,
-    is_link_list,
-    looks_binary,
+from sitechat.ingest._crawl_pages import (
+    PageKeys,
+    extract_response,
+    is_file_link,
+    is_sitemap_url,
+    page_fingerprint,
+    page_keys,
 )
+from sitechat.ingest.extract import is_link_list, looks_binary
 from sitechat.ingest.fetch import BUDGET_SPENT, Fetcher, Response, Stop, page_kind
-from sitechat.ingest.markdown import decode_text
 from sitechat.ingest.options import DEFAULT_USER_AGENT, CrawlOptions, CrawlStats
 from sitechat.ingest.scope import LinkTrapGuard, QueryLearner, Scope, bare_url
 from sitechat.ingest.sitemap_reader import read_sitemaps
-from sitechat.ingest.transport import PublicOnlyTransport, host_is_trusted
+from sitechat.ingest.transport import crawler_client, host_is_trusted
 from sitechat.ingest.urls import check_public_host, host_of, require_http_url
-from sitechat.models import Page, content_hash
+from sitechat.models import Page
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -68,14 +67,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Links to these are not pages; they are reported as skipped without being fetched.
-_BINARY_SUFFIX = re.compile(
-    r"\.(?:pdf|zip|gz|tgz|tar|bz2|xz|7z|rar|png|jpe?g|gif|webp|svg|ico|bmp|tiff?|mp3|mp4|m4a"
-    r"|webm|avi|mov|wav|ogg|flac|woff2?|ttf|otf|eot|exe|dmg|msi|deb|rpm|apk|iso|whl|jar"
-    r"|css|js|mjs|wasm|docx?|xlsx?|pptx?|odt|epub|py|c|h|inv)$",
-    re.IGNORECASE,
-)
-_SITEMAP_SUFFIX = re.compile(r"\.xml(?:\.gz)?$", re.IGNORECASE)
 
 CrawlStatus = Literal["ok", "unchanged", "skipped", "failed"]
 
@@ -110,95 +101,12 @@ class KnownPage:
     content_hash: str = ""
 
 
-def _body_key(page: Page) -> str:
-    return content_hash(
-        "\x00".join("\x01".join((*s.heading_path, s.text)) for s in page.sections if s.text)
-    )
-
-
-def page_fingerprint(page: Page) -> str:
-    """The duplicate test's hash of a page: its title, every heading path and the text.
-
-    Pages that differ only in a heading (two release notes naming different CVEs over
-    the same paragraphs) are different pages.
-    """
-    return content_hash(page.title + "\x02" + _body_key(page))
-
-
-@dataclass(frozen=True, slots=True)
-class _Keys:
-    """What a page's content is known by: its fingerprint and, if fetched now, its body."""
-
-    full: str
-    body: str | None = None
-
-    def same(self, other: _Keys) -> bool:
-        if self.body is not None and other.body is not None:
-            return self.body == other.body  # a copy's title often says "copy" or "print"
-        return self.full == other.full
-
-
-def _keys(page: Page) -> _Keys:
-    return _Keys(page_fingerprint(page), _body_key(page))
-
-
 @dataclass(frozen=True, slots=True)
 class _Claim:
     """A page whose canonical URL names another page, held until that page is known."""
 
     result: CrawlResult
     canonical: str
-
-
-def is_sitemap_url(url: str) -> bool:
-    """True for URLs read as sitemaps rather than pages (``….xml``, ``….xml.gz``)."""
-    return bool(_SITEMAP_SUFFIX.search(url.split("?", 1)[0]))
-
-
-@dataclass(frozen=True, slots=True)
-class _Extracted:
-    page: Page
-    links: tuple[str, ...]
-    canonical: str | None
-    noindex: bool
-    nofollow: bool
-    seconds: float
-    link_share: float = 0.0
-    link_count: int = 0
-
-
-def _extract(kind: str, response: Response) -> _Extracted:
-    """Runs in the extraction threads: bytes to a page, links and hints."""
-    started = time.perf_counter()
-    etag = response.headers.get("etag")
-    last_modified = response.headers.get("last-modified")
-    content_type = response.content_type or ("text/html" if kind == "html" else "text/plain")
-    if kind == "html":
-        found = extract_html(
-            response.body,
-            response.url,
-            encoding=response.charset,
-            content_type=content_type,
-            etag=etag,
-            last_modified=last_modified,
-        )
-        links = () if found.nofollow else found.links
-        return _Extracted(
-            found.page,
-            links,
-            found.canonical,
-            found.noindex,
-            found.nofollow,
-            time.perf_counter() - started,
-            found.link_share,
-            found.link_count,
-        )
-    text = decode_text(response.body, response.charset)
-    reader = extract_markdown if kind == "markdown" else extract_text
-    page = reader(
-        text, response.url, content_type=content_type, etag=etag, last_modified=last_modified
-    )
-    return _Extracted(page, (), None, False, False, time.perf_counter() - started)
 
 
 class _Crawler:
@@ -230,7 +138,7 @@ class _Crawler:
             else None
         )
         self.seen: set[str] = set(roots)
-        self.emitted: dict[str, _Keys] = {}  # page URL -> its content keys
+        self.emitted: dict[str, PageKeys] = {}  # page URL -> its content keys
         self.by_hash: dict[str, tuple[str, str]] = {}  # fingerprint -> (page URL, fetched URL)
         self.finished: set[str] = set()  # URLs whose fetch (or refusal) is over
         self.claims: dict[str, list[tuple[_Claim, int]]] = {}  # awaited URL -> claims
@@ -278,7 +186,7 @@ class _Crawler:
         self.stats.not_modified += 1
         self.seen.add(known.page_url)
         if known.content_hash:
-            self.emitted[known.page_url] = _Keys(known.content_hash)
+            self.emitted[known.page_url] = PageKeys(known.content_hash)
             self.by_hash.setdefault(known.content_hash, (known.page_url, response.url))
         return CrawlResult(
             known.page_url,
@@ -301,7 +209,7 @@ class _Crawler:
                 final, "skipped", f"binary content served as {media or 'text'}", content_type=media
             )
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(self.executor, _extract, kind, response)
+        found = await loop.run_in_executor(self.executor, extract_response, kind, response)
         self.stats.extract_seconds += found.seconds
         links = tuple(link for link in found.links if self.scope.wanted(link))
         page = found.page
@@ -347,7 +255,7 @@ class _Crawler:
         """The claimant ``result`` once ``canonical`` is known: its duplicate, or itself."""
         assert result.page is not None
         theirs = self.emitted.get(canonical)
-        if theirs is not None and theirs.same(_keys(result.page)):
+        if theirs is not None and theirs.same(page_keys(result.page)):
             self.queries.learn_canonical(result.url, canonical)
             return CrawlResult(
                 result.url, "skipped", f"duplicate of {canonical}", content_type=result.content_type
@@ -357,7 +265,7 @@ class _Crawler:
     def _dedupe(self, result: CrawlResult) -> CrawlResult:
         page, final, media = result.page, result.url, result.content_type
         assert page is not None
-        keys = _keys(page)
+        keys = page_keys(page)
         digest = keys.full
         taken = self.emitted.get(page.url)
         if taken is not None and taken.full != digest and page.url != final:
@@ -420,7 +328,7 @@ class _Crawler:
         if link in self.seen or not self.scope.wanted(link):
             return None
         self.seen.add(link)
-        if _BINARY_SUFFIX.search(link.split("?", 1)[0]):
+        if is_file_link(link):
             return CrawlResult(link, "skipped", "not a page (file type)")
         admitted, why = self.traps.admit(link)
         if not admitted:
@@ -434,7 +342,7 @@ class _Crawler:
         link = self.queries.normalise(link)
         if link in self.seen or not self.scope.wanted(link):
             return False
-        return not _BINARY_SUFFIX.search(link.split("?", 1)[0])
+        return not is_file_link(link)
 
     def _next(self, frontier: deque[tuple[str, int]]) -> tuple[str, int] | CrawlResult | None:
         """The next URL to fetch now, a duplicate to report, or None (deferred)."""
@@ -556,22 +464,6 @@ class _Crawler:
                 self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _own_client(options: CrawlOptions) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=max(options.concurrency * 2, 8))
-    transport: httpx.AsyncBaseTransport | None = None
-    if not options.allow_private:
-        transport = PublicOnlyTransport(
-            trusted_hosts=options.trusted_hosts, max_connections=limits.max_connections or 8
-        )
-    return httpx.AsyncClient(
-        headers={"User-Agent": options.user_agent},
-        timeout=options.timeout,
-        follow_redirects=False,
-        transport=transport,
-        limits=limits,
-    )
-
-
 async def crawl(
     start_urls: Sequence[str],
     *,
@@ -606,7 +498,7 @@ async def crawl(
             with contextlib.suppress(FetchError):
                 await check_public_host(host_of(root))
     owned = client is None
-    http = client or _own_client(options)
+    http = client or crawler_client(options)
     try:
         crawler = _Crawler(http, options, roots, sitemaps, stats or CrawlStats(), known or {})
         # Closed explicitly so that stopping early cancels the fetches at once.

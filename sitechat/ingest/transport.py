@@ -25,9 +25,10 @@ import httpcore
 import httpx
 
 from sitechat.errors import FetchError, UnsafeURLError
+from sitechat.ingest.options import CrawlOptions
 from sitechat.ingest.urls import is_private_address, refusal
 
-__all__ = ["PublicOnlyTransport", "host_is_trusted"]
+__all__ = ["PublicOnlyTransport", "crawler_client", "host_is_trusted"]
 
 # httpcore's exceptions, mapped to httpx's (the same names), most specific first.
 _EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
@@ -188,3 +189,22 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+
+
+def crawler_client(options: CrawlOptions) -> httpx.AsyncClient:
+    """The client a crawl makes for itself: its user agent and timeout, no automatic
+    redirects (each hop is checked), and connections checked against private addresses
+    unless ``options.allow_private``."""
+    limits = httpx.Limits(max_connections=max(options.concurrency * 2, 8))
+    transport: httpx.AsyncBaseTransport | None = None
+    if not options.allow_private:
+        transport = PublicOnlyTransport(
+            trusted_hosts=options.trusted_hosts, max_connections=limits.max_connections or 8
+        )
+    return httpx.AsyncClient(
+        headers={"User-Agent": options.user_agent},
+        timeout=options.timeout,
+        follow_redirects=False,
+        transport=transport,
+        limits=limits,
+    )
