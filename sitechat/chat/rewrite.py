@@ -24,7 +24,6 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from sitechat._text import content_terms
 from sitechat.errors import ProviderError
 from sitechat.llm.base import BaseLLMService
-from sitechat.llm.retry import close_stream
 from sitechat.models import ChatMessage
 
 __all__ = [
@@ -118,17 +117,17 @@ class LLMQueryRewriter(QueryRewriter):
         return await self.fallback.rewrite(question, history)
 
     async def _one_try(self, messages: Sequence[BaseMessage]) -> str:
-        # the provider's single try on the wire, not generate_response(): that retries per
-        # SITECHAT_LLM__RETRY, which is for the answer, not for an optional search aid
-        stream = self.llm._astream(messages)
+        # one try, not generate_response(): that retries per SITECHAT_LLM__RETRY, which is
+        # for the answer, not for an optional search aid
+        opened = await self.llm.open_stream(messages, once=True)
         parts: list[str] = []
         try:
-            async for piece in stream:
+            async for piece in opened.pieces():
                 text = piece if isinstance(piece, str) else piece.text
                 if text:
                     parts.append(text)
         finally:
-            await close_stream(stream)
+            await opened.aclose()
         return "".join(parts)
 
 

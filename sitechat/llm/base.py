@@ -143,8 +143,11 @@ class BaseLLMService(ABC):
         """Yield the answer to ``messages`` as it is produced: ``str`` pieces of text, and
         an :class:`LLMDelta` for usage."""
 
-    async def open_stream(self, messages: Sequence[BaseMessage]) -> OpenedStream:
-        """Start the answer: read it up to its first text, retrying per ``self.retry``.
+    async def open_stream(
+        self, messages: Sequence[BaseMessage], *, once: bool = False
+    ) -> OpenedStream:
+        """Start the answer: read it up to its first text, retrying per ``self.retry``
+        (``once``: a single try, for optional calls such as rewriting a follow-up).
 
         The lower-level half of :meth:`stream`, for callers that relay tokens themselves
         (the chat service): it saves every token of the answer a pass through one more
@@ -154,7 +157,7 @@ class BaseLLMService(ABC):
         :func:`interrupted` (text has been shown by then), and close the stream.
         """
         rest, head = await open_with_retries(
-            lambda: self._astream(messages), self.retry, provider=self.name
+            lambda: self._astream(messages), None if once else self.retry, provider=self.name
         )
         return OpenedStream(head, rest)
 
