@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from sitechat._redact import redact
 from sitechat.chat.base import ChatService
-from sitechat.config import Settings
+from sitechat.config import Settings, check_endpoint_url
 from sitechat.errors import InvalidInputError
 from sitechat.factories import build_chat_service, open_store
 from sitechat.ingest.options import CrawlOptions
@@ -31,11 +31,10 @@ def _settings(settings: Settings | None, index: str | None, **overrides: Any) ->
 def _check_base_url(base_url: str) -> None:
     """``base_url`` becomes the start of every citation link, so it must be a web address."""
     try:
-        parts = urlsplit(base_url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        valid = check_endpoint_url(base_url) is not None and "@" not in urlsplit(base_url).netloc
     except ValueError:
         valid = False
-    if not valid or "@" in parts.netloc:
+    if not valid:
         raise InvalidInputError(
             f"base_url {redact(base_url)[:200]!r} is not an http:// or https:// URL with a host "
             "(and no user:password@). It is where the pages are published, e.g. "

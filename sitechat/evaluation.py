@@ -353,8 +353,9 @@ async def evaluate(
     the same ``retrieve`` coroutine. With ``page_urls`` (the index's pages), expected
     entries matching none of them are listed in the report's ``unmatched``.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidInputError(f"k must be a whole number of at least 1, got {k!r}.")
+    from sitechat.retrieval.hybrid import check_k
+
+    check_k(k)
     unmatched = unmatched_entries(questions, page_urls) if page_urls is not None else ()
     results = []
     for question in questions:

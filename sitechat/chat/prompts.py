@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from sitechat.chat.history import exchanges
 from sitechat.models import ChatMessage, Source
 
 __all__ = [
@@ -109,11 +110,7 @@ def build_messages(
     with a user turn (Bedrock's Converse API refuses one that opens with an answer).
     """
     messages: list[BaseMessage] = [SystemMessage(content=templates.system)]
-    started = False
-    for turn in history:
-        started = started or turn.role == "user"
-        if not started:
-            continue
+    for turn in (t for exchange in exchanges(history) for t in exchange):
         if turn.role == "user":
             messages.append(HumanMessage(content=turn.content))
         elif turn.role == "assistant":

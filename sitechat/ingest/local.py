@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from sitechat.errors import IngestError
 from sitechat.ingest.extract import extract_html, extract_markdown, extract_text
-from sitechat.ingest.options import DEFAULT_MAX_LINK_SHARE, CrawlOptions
+from sitechat.ingest.options import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINK_SHARE
 from sitechat.ingest.urls import canonicalize_url
 from sitechat.models import Page
 
@@ -67,9 +67,6 @@ def _decode(data: bytes) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return data.decode("utf-8", errors="replace")
-
-
-DEFAULT_MAX_BYTES = CrawlOptions().max_bytes
 
 
 def _refusal(path: Path, inside: Path | None, max_bytes: int) -> str | None:

@@ -17,6 +17,8 @@ DEFAULT_USER_AGENT = "sitechat/0.1 (+https://github.com/sitechat/sitechat)"
 #: of the others, 10 are 0.5-0.69 (a few tables of contents, and API lists worth keeping)
 #: and the rest below 0.5.
 DEFAULT_MAX_LINK_SHARE = 0.7
+#: One response body (or local file) larger than this is skipped.
+DEFAULT_MAX_BYTES = 5_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ class CrawlOptions:
 
     max_pages: int = 500
     max_depth: int = 10
-    max_bytes: int = 5_000_000
+    max_bytes: int = DEFAULT_MAX_BYTES
     concurrency: int = 4
     timeout: float = 20.0
     user_agent: str = DEFAULT_USER_AGENT

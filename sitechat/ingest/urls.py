@@ -265,24 +265,28 @@ def normalise_path_pattern(pattern: str) -> str:
     return _quote(pattern, _QUERY_SAFE)
 
 
+def _shown(url: str) -> str:
+    """``url`` for an error message: bounded, with any credentials masked."""
+    return redact(url if len(url) <= 200 else url[:200] + "…")
+
+
 def require_http_url(url: str, base: str | None = None) -> str:
     """Canonicalize ``url``; raise :class:`UnsafeURLError` unless it is http(s) with a host."""
     canonical = canonicalize_url(url, base)
-    shown = redact(url if len(url) <= 200 else url[:200] + "…")
     try:
         parts = urlsplit(canonical)
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in _HTTP_SCHEMES or not host_of(canonical):
         raise UnsafeURLError(
-            f"Refusing URL {shown!r}: only http:// and https:// URLs with a host name can be "
+            f"Refusing URL {_shown(url)!r}: only http:// and https:// URLs with a host name can be "
             "crawled. For files on disk, ingest the folder instead of a URL."
         )
     try:
         parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
     except ValueError:
         raise UnsafeURLError(
-            f"Refusing URL {shown!r}: its port is not a number from 0 to 65535."
+            f"Refusing URL {_shown(url)!r}: its port is not a number from 0 to 65535."
         ) from None
     return canonical
 

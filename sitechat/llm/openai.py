@@ -36,11 +36,11 @@ if TYPE_CHECKING:
 __all__ = ["OpenAIConfig", "OpenAILLMService", "client_options", "resolve_openai_key"]
 
 DEFAULT_MODEL = "gpt-4o-mini"
+logger = logging.getLogger(__name__)
+
 KEY_ENV_VAR = "SITECHAT_OPENAI__API_KEY"
 STANDARD_KEY_ENV_VAR = "OPENAI_API_KEY"
 # a compatible server that ignores keys still needs a non-empty one for the client
-logger = logging.getLogger(__name__)
-
 _NO_KEY = "sitechat-no-key"
 
 _CONTEXT_WINDOWS = {
