@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from sitechat._redact import redact
 from sitechat.errors import ConfigurationError
+from sitechat.ingest.options import normalize_trusted_host
 
 __all__ = [
     "ChatSettings",
@@ -185,6 +186,11 @@ class IngestSettings(BaseModel):
     )
     chunk_size: int = Field(default=1200, ge=200, description="Maximum characters per chunk.")
     chunk_overlap: int = Field(default=150, ge=0)
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _check_trusted_hosts(cls, value: list[str]) -> list[str]:
+        return [normalize_trusted_host(entry) for entry in value]
 
 
 class Settings(BaseSettings):

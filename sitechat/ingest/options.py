@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
 
 from sitechat.errors import InvalidInputError
 
-__all__ = ["DEFAULT_MAX_LINK_SHARE", "DEFAULT_USER_AGENT", "CrawlOptions", "CrawlStats"]
+__all__ = [
+    "DEFAULT_MAX_LINK_SHARE",
+    "DEFAULT_USER_AGENT",
+    "CrawlOptions",
+    "CrawlStats",
+    "normalize_trusted_host",
+]
 
 DEFAULT_USER_AGENT = "sitechat/0.1 (+https://github.com/sitechat/sitechat)"
 #: Pages with 20 links or more whose main text is more than this share of link text are
@@ -110,6 +117,59 @@ class CrawlOptions:
                     f"Invalid include/exclude pattern {pattern!r}: {exc}. "
                     "Patterns are Python regular expressions searched in the URL."
                 ) from exc
+        try:
+            trusted = tuple(normalize_trusted_host(entry) for entry in self.trusted_hosts)
+        except ValueError as exc:
+            raise InvalidInputError(f"CrawlOptions.trusted_hosts: {exc}") from None
+        object.__setattr__(self, "trusted_hosts", trusted)
+
+
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def normalize_trusted_host(entry: str) -> str:
+    """A trusted-host entry in its canonical form: ``host``, ``host:port`` or ``[ipv6]:port``.
+
+    Lower-cased, without a trailing dot; a bare IPv6 address is kept bare. Raises
+    ``ValueError`` saying what is accepted for anything else (a URL, a path, a typo), which
+    would otherwise never match and leave the host refused with no hint why.
+    """
+    value = entry.strip().lower()
+    host, port = value, None
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")) or not _is_ipv6(host):
+            host = ""
+        port = rest[1:] if rest else None
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    host = host.rstrip(".")
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        host = ""
+    if ":" in host and not _is_ipv6(host):
+        host = ""
+    valid = bool(host) and (
+        ":" in host or all(_HOST_LABEL.fullmatch(label) for label in host.split("."))
+    )
+    if not valid:
+        # a user name is never echoed: "user:password@host" is a likely mistake here
+        shown = "An entry with a user name" if "@" in entry else repr(entry)
+        raise ValueError(
+            f"{shown} is not a host: write HOST, HOST:PORT, an IPv6 address or "
+            "[IPV6]:PORT, such as docs.internal, localhost:8000 or [::1]:8080 "
+            "(no scheme, path or user name)"
+        )
+    if ":" in host and port:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}" if port else host
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 # the options ``sitechat ingest`` takes on its command line (the rest only from code)

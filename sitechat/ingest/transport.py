@@ -25,7 +25,7 @@ import httpcore
 import httpx
 
 from sitechat.errors import FetchError, UnsafeURLError
-from sitechat.ingest.options import CrawlOptions
+from sitechat.ingest.options import CrawlOptions, normalize_trusted_host
 from sitechat.ingest.urls import is_private_address, refusal
 
 __all__ = ["PublicOnlyTransport", "crawler_client", "host_is_trusted"]
@@ -62,15 +62,14 @@ def _mapped(request: httpx.Request) -> Iterator[None]:
 
 
 def host_is_trusted(host: str, port: int | None, trusted: Iterable[str]) -> bool:
-    """True when ``host`` (or ``host:port``) is in the explicit allowlist ``trusted``."""
+    """True when ``host`` (or ``host:port``) is in the explicit allowlist ``trusted``.
+
+    The entries are in :func:`~sitechat.ingest.options.normalize_trusted_host` form, as
+    :class:`CrawlOptions` keeps them.
+    """
     name = host.strip("[]").lower().rstrip(".")
-    for entry in trusted:
-        entry = entry.strip().lower().rstrip(".")
-        if entry == name or (port is not None and entry == f"{name}:{port}"):
-            return True
-        if entry.startswith("[") and port is not None and entry == f"[{name}]:{port}":
-            return True
-    return False
+    with_port = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+    return any(entry == name or (port is not None and entry == with_port) for entry in trusted)
 
 
 class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):
@@ -144,7 +143,8 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 transport refusing private addresses at connect time (see module doc).
 
     ``trusted_hosts`` lists ``host`` or ``host:port`` entries exempt from the check, for
-    an intranet site or a test server; everything else private stays refused.
+    an intranet site or a test server; everything else private stays refused. A malformed
+    entry raises ``ValueError``.
     """
 
     def __init__(
@@ -160,7 +160,7 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=5.0,
-            network_backend=_PublicOnlyBackend(tuple(trusted_hosts)),
+            network_backend=_PublicOnlyBackend(tuple(map(normalize_trusted_host, trusted_hosts))),
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
