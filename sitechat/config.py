@@ -140,6 +140,11 @@ class ChatSettings(BaseModel):
         default=True,
         description="Rewrite follow-up questions into standalone search queries using the history.",
     )
+    answer_small_talk: bool = Field(
+        default=True,
+        description="Reply to a message that is only a greeting, thanks, goodbye or 'ok' "
+        "without searching the site or calling the LLM.",
+    )
 
 
 class IngestSettings(BaseModel):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from sitechat.chat.history import exchanges
+from sitechat.chat.small_talk import SmallTalk
 from sitechat.models import ChatMessage, Source
 
 __all__ = [
@@ -51,11 +52,24 @@ _NOT_COVERED = (
 
 @dataclass(frozen=True, slots=True)
 class PromptTemplates:
-    """The texts the chat service sends; ``question`` must keep its two placeholders."""
+    """The texts the chat service sends; ``question`` must keep its two placeholders.
+
+    The last four are the replies to small talk (see :mod:`sitechat.chat.small_talk`).
+    """
 
     system: str = _SYSTEM
     question: str = _QUESTION
     not_covered: str = _NOT_COVERED
+    greeting: str = (
+        "Hello! Ask me anything about this site: I answer from its pages and link to them."
+    )
+    thanks: str = "You're welcome! Ask another question whenever you like."
+    goodbye: str = "Goodbye! Come back whenever you have a question about the site."
+    acknowledgement: str = "Glad that helps. Is there anything else about the site I can look up?"
+
+    def small_talk_reply(self, kind: SmallTalk) -> str:
+        """The reply to a message of small talk of ``kind``."""
+        return str(getattr(self, kind))
 
 
 DEFAULT_PROMPTS = PromptTemplates()

@@ -18,6 +18,7 @@ from sitechat.chat.base import ChatService, HistoryLike
 from sitechat.chat.history import exchanges, normalize_history
 from sitechat.chat.prompts import DEFAULT_PROMPTS, PromptTemplates, build_messages, parse_citations
 from sitechat.chat.rewrite import REWRITE_TIMEOUT, QueryRewriter, default_rewriter
+from sitechat.chat.small_talk import small_talk_kind
 from sitechat.config import ChatSettings, RetrievalSettings
 from sitechat.errors import InvalidInputError, ProviderError, StreamInterruptedError
 from sitechat.events import ChatEvent, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
@@ -114,9 +115,14 @@ class RetrievalChatService(ChatService):
 
     async def _retrieve(self, message: str, history: Sequence[ChatMessage]) -> RetrievalResult:
         query = message
-        # from the first question on: a greeting alone gives a question nothing to follow up
+        # from the first question on, leaving out small talk: a greeting or a "thanks"
+        # gives a question nothing to follow up
         conversation = [
-            t for exchange in exchanges(history) for t in exchange if t.role != "system"
+            t
+            for exchange in exchanges(history)
+            if small_talk_kind(exchange[0].content) is None
+            for t in exchange
+            if t.role != "system"
         ]
         if conversation and self.settings.rewrite_followups:
             query = await self.rewriter.rewrite(message, conversation)
@@ -161,6 +167,13 @@ class RetrievalChatService(ChatService):
     ) -> AsyncGenerator[ChatEvent, None]:
         question = self._validate(message)
         started = time.perf_counter()
+        if self.settings.answer_small_talk and (kind := small_talk_kind(question)):
+            reply = self.prompts.small_talk_reply(kind)
+            yield SourcesEvent(sources=(), query="")
+            yield TokenEvent(reply)
+            # not an answer from the site: no metrics line, so latencies stay those of answers
+            yield DoneEvent(answer=reply, cited=(), timings=Timings(total_ms=_ms(started)))
+            return
         turns = normalize_history(history)
         if turns:
             # Retrieval is the slow part and runs in this task; the history is formatted
