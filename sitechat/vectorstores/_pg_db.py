@@ -334,26 +334,84 @@ async def open_collection(
     """Find the collection's manifest row, creating schema, extension and table if asked.
 
     A reader (``create=False``) never runs DDL, so a read-only database user can serve
-    chats from a collection another user built.
+    chats from a collection another user built. A writer (``create=True``) whose embedder
+    differs from the recorded one re-creates the collection for its embedder if it holds
+    no chunks (a first ingest that failed, say with an unreachable embedding API), rather
+    than leaving it locked to the first embedder; see :func:`_replace_if_empty`.
     """
     async with connect_once(target, settings.connect_timeout) as conn:
         with database_errors(target):
             record = await read_collection(conn, settings.schema, collection)
-            if record is None:
-                if not create or embedder is None:
-                    raise _not_found(target, settings.schema, collection)
+            if record is None and (not create or embedder is None):
+                raise _not_found(target, settings.schema, collection)
+            if (
+                create
+                and embedder is not None
+                and (record is None or _replaceable(record, embedder))
+            ):
                 async with conn.transaction():
                     # one creator at a time per schema, across processes
                     await conn.execute(
                         "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                         [advisory_lock_key(settings.schema)],
                     )
-                    await ensure_extension(conn, target, settings.create_extension)
                     record = await read_collection(conn, settings.schema, collection)
                     if record is None:
+                        await ensure_extension(conn, target, settings.create_extension)
                         record = await _create_collection(conn, settings, collection, embedder)
+                    elif _replaceable(record, embedder):
+                        record = await _replace_if_empty(
+                            conn, settings, collection, embedder, record
+                        )
+    if record is None:  # pragma: no cover - every path above returns or creates one
+        raise _not_found(target, settings.schema, collection)
     _check_record(record, target, settings.schema, collection, embedder)
     return record
+
+
+def _replaceable(record: CollectionRecord, embedder: EmbedderInfo) -> bool:
+    """Whether ``record`` is in this sitechat's format but for another embedder."""
+    return (
+        record.format == q.FORMAT_NAME
+        and record.format_version == q.FORMAT_VERSION
+        and EmbedderInfo(record.embedder_name, record.embedder_dimension) != embedder
+    )
+
+
+async def _replace_if_empty(
+    conn: psycopg.AsyncConnection[Any],
+    settings: CollectionSettings,
+    collection: str,
+    embedder: EmbedderInfo,
+    record: CollectionRecord,
+) -> CollectionRecord:
+    """Re-create ``collection`` for ``embedder`` if its table holds no chunks; else leave
+    it (and its record, which the caller then refuses as another embedder's).
+
+    Runs inside the caller's transaction, which holds the schema's advisory lock. The
+    ACCESS EXCLUSIVE lock on the chunk table waits for every writer with uncommitted rows
+    and holds off new ones until the transaction ends, so the emptiness seen here is
+    still true when the table is dropped: no concurrent insert can be lost. A writer that
+    waited meanwhile finds the new table, of the new dimension, and fails loudly.
+    """
+    names = q.CollectionNames(settings.schema, record.table)
+    await conn.execute(q.lock_collection_statement(names))
+    cur = await conn.execute(q.holds_chunks_query(names))
+    row = await cur.fetchone()
+    if row is None or bool(row[0]):
+        return record
+    logger.info(
+        "re-creating the empty collection %r for the embedder %r (dimension %d); it was "
+        "made for %r (dimension %d)",
+        collection,
+        embedder.name,
+        embedder.dimension,
+        record.embedder_name,
+        record.embedder_dimension,
+    )
+    await conn.execute(q.drop_collection_statement(names))
+    await conn.execute(q.delete_collection_statement(settings.schema), [collection])
+    return await _create_collection(conn, settings, collection, embedder)
 
 
 async def _create_collection(

@@ -345,6 +345,29 @@ def collection_row_query(schema: str) -> sql.Composed:
     ).format(CollectionNames(schema, COLLECTIONS_TABLE).collections_id)
 
 
+def lock_collection_statement(names: CollectionNames) -> sql.Composed:
+    """Lock a collection's chunk table against every other reader and writer until the
+    transaction ends (a writer inserting meanwhile waits, then finds the table changed)."""
+    return sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(names.table_id)
+
+
+def holds_chunks_query(names: CollectionNames) -> sql.Composed:
+    """Whether a collection's chunk table holds any row (one ``bool``)."""
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(names.table_id)
+
+
+def drop_collection_statement(names: CollectionNames) -> sql.Composed:
+    """Drop a collection's chunk table, its indexes with it."""
+    return sql.SQL("DROP TABLE {}").format(names.table_id)
+
+
+def delete_collection_statement(schema: str) -> sql.Composed:
+    """Remove the manifest row of the collection named ``%s``."""
+    return sql.SQL("DELETE FROM {} WHERE name = %s").format(
+        CollectionNames(schema, COLLECTIONS_TABLE).collections_id
+    )
+
+
 def insert_collection_statement(schema: str) -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {} (name, table_name, format, format_version, embedder_name, "

@@ -24,6 +24,12 @@ processes see it when it commits. :meth:`PgVectorStore.persist` records the chun
 the manifest, refreshes the planner's statistics after large changes and builds the HNSW
 index when the collection has grown past the threshold. Any number of processes may read
 and write one collection.
+
+A collection records the embedder (name, dimension) that built it, and opening it with
+another raises ``EmbedderMismatchError`` -- unless it holds no chunks and is opened to
+write (``create=True``, as an ingest does): then it is dropped and re-created for the new
+embedder, in one transaction holding an ACCESS EXCLUSIVE lock on its table, so a first
+ingest that failed does not lock the collection to its embedder.
 """
 
 from __future__ import annotations
@@ -131,7 +137,9 @@ class PgVectorStore(VectorStore):
     ) -> PgVectorStore:
         """Open ``collection`` in the database at ``dsn``, creating it for ``embedder`` if asked.
 
-        ``embedder=None`` adopts the recorded embedder. Raises ``IndexNotFoundError``,
+        ``embedder=None`` adopts the recorded embedder; another embedder than the recorded
+        one is refused, except that ``create=True`` re-creates an empty collection for it
+        (see the module docstring). Raises ``IndexNotFoundError``,
         ``EmbedderMismatchError``, ``CorruptIndexError`` or ``StoreError``; no message
         contains the password. ``config`` supplies the other settings (defaults otherwise).
         """

@@ -384,11 +384,120 @@ async def test_missing_collection_and_other_embedder(
     with pytest.raises(IndexNotFoundError, match="sitechat ingest") as missing:
         await PgVectorStore.open_dsn(dsn, unique("absent"), None)
     assert postgres.password not in str(missing.value)
+    chunks = [make_chunk("a", "alpha")]  # an empty collection would be re-created instead
+    await store.upsert(chunks, vectors(chunks))
     other = EmbedderInfo("local:all-MiniLM-L6-v2", 384)
     with pytest.raises(EmbedderMismatchError) as mismatch:
         await PgVectorStore.open_dsn(dsn, store.collection, other, create=True)
     assert INFO.name in str(mismatch.value)
     assert "all-MiniLM-L6-v2" in str(mismatch.value)
+
+
+def _manifest_embedder(dsn: str, collection: str) -> tuple[Any, ...]:
+    rows = sql_rows(
+        dsn,
+        "SELECT embedder_name, embedder_dimension FROM sitechat.collections WHERE name = %s",
+        [collection],
+    )
+    assert len(rows) == 1
+    return rows[0]
+
+
+async def test_empty_collection_is_re_created_for_another_dimension(
+    postgres: TemporaryPostgres,
+) -> None:
+    """An empty collection opened to write with a different-dimension embedder is re-created
+    for it and accepts upserts of the new dimension; opening only to read still refuses."""
+    dsn, name = postgres.dsn, unique()
+    first = await open_store(dsn, name)  # a first ingest that stored nothing
+    other = EmbedderInfo("local:all-MiniLM-L6-v2", 384)
+    with pytest.raises(EmbedderMismatchError):
+        await PgVectorStore.open_dsn(dsn, name, other)  # not an ingest: no DDL, no change
+    store = await open_store(dsn, name, other)
+    try:
+        assert store.embedder == other
+        assert _manifest_embedder(dsn, name) == (other.name, 384)
+        chunk = make_chunk("a", "alpha words")
+        await store.upsert([chunk], [[1.0] + [0.0] * 383])
+        await store.persist()
+        assert await store.count() == 1
+        assert [h.chunk.id for h in await store.search([1.0] + [0.0] * 383, 1)] == ["a"]
+        with pytest.raises(InvalidInputError):
+            await store.upsert([chunk], vectors([chunk]))  # the old dimension is refused
+    finally:
+        await store.aclose()
+    with pytest.raises(StoreError):  # a writer still holding the old table fails loudly
+        await first.upsert([make_chunk("b", "beta")], vectors([make_chunk("b", "beta")]))
+    await first.aclose()
+    reopened = await PgVectorStore.open_dsn(dsn, name, None)
+    try:
+        assert reopened.embedder == other
+        assert [c.id for c in await reopened.get(["a", "b"])] == ["a"]
+    finally:
+        await reopened.aclose()
+
+
+async def test_non_empty_collection_with_another_embedder_still_raises(
+    postgres: TemporaryPostgres,
+) -> None:
+    """A collection holding chunks refuses another embedder even when opened to write."""
+    dsn, name = postgres.dsn, unique()
+    store = await open_store(dsn, name)
+    chunks = [make_chunk("a", "alpha")]
+    await store.upsert(chunks, vectors(chunks))
+    await store.aclose()
+    for other in (EmbedderInfo("local:all-MiniLM-L6-v2", 384), EmbedderInfo("other:model", 64)):
+        with pytest.raises(EmbedderMismatchError, match="Re-ingest into a new collection"):
+            await open_store(dsn, name, other)
+    assert _manifest_embedder(dsn, name) == (INFO.name, INFO.dimension)
+    reopened = await open_store(dsn, name)
+    try:
+        assert [c.id for c in await reopened.get(["a"])] == ["a"]
+    finally:
+        await reopened.aclose()
+
+
+async def test_re_creation_waits_for_an_uncommitted_insert_and_keeps_it(
+    postgres: TemporaryPostgres,
+) -> None:
+    """Re-creating an empty collection waits on its table lock for a writer's open
+    transaction, then sees the committed row and refuses, so the row is not lost."""
+    dsn, name = postgres.dsn, unique()
+    store = await open_store(dsn, name)
+    table = f"sitechat.{collection_table_name(name)}"
+    vector = "[" + ",".join(["1"] + ["0"] * (INFO.dimension - 1)) + "]"
+    writer = await psycopg.AsyncConnection.connect(dsn)  # not autocommit: one open transaction
+    try:
+        await writer.execute(
+            f"INSERT INTO {table} (chunk_id, url, title, heading_path, headings, body, "
+            "content_hash, page_hash, embedding) "
+            "VALUES ('w', 'https://docs.example.com/w', 'W', '{}', '', 'written', 'h', 'h', "
+            "%s::vector)".encode(),
+            [vector],
+        )
+        other = EmbedderInfo("local:all-MiniLM-L6-v2", 384)
+        opening = asyncio.create_task(open_store(dsn, name, other))
+        for _ in range(200):  # until the opener waits for the table lock
+            waiting = sql_rows(
+                dsn,
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
+                [table],
+            )
+            if waiting[0][0] or opening.done():
+                break
+            await asyncio.sleep(0.05)
+        assert not opening.done()
+        assert waiting[0][0] == 1
+        await writer.commit()
+        with pytest.raises(EmbedderMismatchError):
+            await opening
+    finally:
+        await writer.close()
+    try:
+        assert await store.count() == 1
+        assert _manifest_embedder(dsn, name) == (INFO.name, INFO.dimension)
+    finally:
+        await store.aclose()
 
 
 async def test_unknown_format_version_is_refused(
