@@ -3,13 +3,19 @@
 Where to look: the sitemaps the user named, the ``Sitemap:`` lines of each start site's
 robots.txt, and, when robots.txt names none, ``/sitemap.xml``. Sitemap indexes are
 followed (a few levels, a bounded number of files), so one URL reaches every listed page.
-A sitemap the user named that cannot be read is reported; a guessed ``/sitemap.xml``
-that does not exist is not. Only sitemaps on the crawl's own sites (those of the start
-URLs and of the sitemaps the user named) are fetched: a ``Sitemap:`` line of robots.txt, or
-a sitemap index entry, pointing at another host is skipped with the reason (it could
-aim the crawler at any address). A sitemap read only in part (cut short, malformed) is used
-for the URLs before the break and reported as failed, so the crawl is not taken as a
-complete listing; so is a sitemap index too large or too deep to follow to its end.
+
+A sitemap someone named (the user, robots.txt or a sitemap index) that cannot be read (an
+HTTP error, a failed fetch, a body that is not a sitemap) is reported failed, logged as a
+warning, and marks the crawl incomplete (:attr:`CrawlStats.truncated`): the pages it lists
+are unknown, so none of them may be taken as gone. A guessed ``/sitemap.xml`` that cannot
+be read is not reported. A sitemap read only in part (cut short, malformed, more URLs than
+one file may list) is used for the URLs before the break and reported the same way; so is
+a sitemap index too large or too deep to follow to its end.
+
+Only sitemaps on the crawl's own sites (those of the start URLs and of the sitemaps the
+user named) are fetched: a ``Sitemap:`` line of robots.txt, or a sitemap index entry,
+pointing at another host is skipped with the reason (it could aim the crawler at any
+address).
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from sitechat._redact import redact, safe_url
 from sitechat.errors import IngestError
 from sitechat.ingest.fetch import Fetcher, Stop
-from sitechat.ingest.options import CrawlOptions
+from sitechat.ingest.options import CrawlOptions, CrawlStats
 from sitechat.ingest.robots import origin_of
 from sitechat.ingest.sitemaps import MAX_SITEMAP_URLS, SitemapError, parse_sitemap
 from sitechat.ingest.urls import canonicalize_url, same_site
@@ -42,11 +49,14 @@ _MAX_NESTING = 3
 logger = logging.getLogger(__name__)
 
 
+_BY_USER = "the crawl's start URLs or sitemaps option"
+
+
 async def _candidates(
     fetcher: Fetcher, roots: Sequence[str], named: Sequence[str], options: CrawlOptions
-) -> list[tuple[str, bool]]:
-    """(sitemap URL, named by the user or robots.txt) in the order to read them."""
-    found: dict[str, bool] = {canonicalize_url(url): True for url in named}
+) -> list[tuple[str, str | None]]:
+    """(sitemap URL, who named it, or None when guessed) in the order to read them."""
+    found: dict[str, str | None] = {canonicalize_url(url): _BY_USER for url in named}
     if not options.use_sitemaps:
         return list(found.items())
     for origin in dict.fromkeys(origin_of(root) for root in roots):
@@ -55,10 +65,30 @@ async def _candidates(
             rules = await fetcher.robots.rules_for(origin + "/")
             listed = [canonicalize_url(url, origin + "/") for url in rules.sitemaps]
         for url in listed:
-            found.setdefault(url, True)
+            found.setdefault(url, f"the robots.txt of {safe_url(origin)}")
         if not listed:
-            found.setdefault(origin + "/sitemap.xml", False)
+            found.setdefault(origin + "/sitemap.xml", None)
     return list(found.items())
+
+
+def _unread(url: str, named_by: str | None, why: str, stats: CrawlStats) -> CrawlResult:
+    """The failed result for a sitemap not read (in full); marks the crawl incomplete.
+
+    ``why`` completes "sitemap …" (``"is an HTML page…"``, ``"could not be fetched: …"``).
+    """
+    from sitechat.ingest.crawl import CrawlResult
+
+    why = redact(why)
+    where = f"named by {named_by}" if named_by else "found at the site's usual address"
+    tail = (
+        "pages it lists may be missing from this crawl, so the crawl is incomplete and keeps "
+        "the stored pages it did not reach. Fix the sitemap"
+        + (", or stop naming it" if named_by else "")
+    )
+    logger.warning("sitemap %s %s (%s); %s", safe_url(url), why, where, tail)
+    if stats.truncated is None:
+        stats.truncated = f"sitemap {safe_url(url)} {why}; the pages it may list were kept"
+    return CrawlResult(url, "failed", f"sitemap {why} ({where}); {tail}")
 
 
 async def read_sitemaps(
@@ -84,46 +114,48 @@ async def read_sitemaps(
             visited.add(url)
             where = "robots.txt" if level == 0 else "a sitemap index"
             reason = f"sitemap: not fetched, {where} names it on another site"
-            logger.warning("skipping sitemap %s: %s", url, reason)
+            logger.warning("skipping sitemap %s: %s", safe_url(url), reason)
             problems.append(CrawlResult(url, "skipped", reason))
         return False
 
-    queue: deque[tuple[str, bool, int]] = deque(
-        (url, explicit, 0)
-        for url, explicit in await _candidates(fetcher, roots, named, options)
+    queue: deque[tuple[str, str | None, int]] = deque(
+        (url, named_by, 0)
+        for url, named_by in await _candidates(fetcher, roots, named, options)
         if on_site(url, 0)
     )
+    stats = fetcher.stats
     loop = asyncio.get_running_loop()
     while queue and len(visited) < MAX_SITEMAP_FILES and len(pages) < MAX_SITEMAP_URLS:
-        url, explicit, level = queue.popleft()
+        url, named_by, level = queue.popleft()
         if url in visited:
             continue
         visited.add(url)
+        why: str | None = None
         try:
             response = await fetcher.get(url, purpose="sitemap")
             if response.status != 200:
-                raise Stop("failed", f"sitemap: HTTP {response.status}")
+                raise Stop("failed", f"HTTP {response.status}")
             content = await loop.run_in_executor(executor, parse_sitemap, response.body)
         except Stop as stop:
-            if explicit:
-                problems.append(CrawlResult(url, stop.status, _sitemap_reason(stop.reason)))
-            continue
+            why = "could not be fetched: " + stop.reason.removeprefix("sitemap: ")
         except SitemapError as exc:
-            if explicit:
-                problems.append(CrawlResult(url, "failed", f"sitemap {exc}"))
-            continue
+            why = str(exc)
         except (IngestError, OSError, httpx.HTTPError) as exc:
-            if explicit:
-                problems.append(CrawlResult(url, "failed", f"sitemap: {exc}"))
+            why = f"could not be fetched: {str(exc) or type(exc).__name__}"
+        if why is not None:
+            # A guessed /sitemap.xml that cannot be read is simply not there.
+            if named_by is not None:
+                problems.append(_unread(url, named_by, why, stats))
             continue
-        fetcher.stats.sitemaps_read += 1
+        stats.sitemaps_read += 1
         if content.error is not None:
-            problems.append(CrawlResult(url, "failed", f"sitemap {content.error}"))
+            problems.append(_unread(url, named_by, content.error, stats))
         pages.extend(loc for loc, _ in content.pages)
-        fetcher.stats.sitemap_urls += len(content.pages)
+        stats.sitemap_urls += len(content.pages)
         if level < _MAX_NESTING:
             children = (canonicalize_url(s, url) for s in content.sitemaps)
-            queue.extend((c, True, level + 1) for c in children if on_site(c, level + 1))
+            index = f"the sitemap index {safe_url(url)}"
+            queue.extend((c, index, level + 1) for c in children if on_site(c, level + 1))
         elif content.sitemaps and fetcher.stats.truncated is None:
             fetcher.stats.truncated = f"sitemap indexes nested deeper than {_MAX_NESTING} levels"
     unread = any(url not in visited for url, _, _ in queue)
@@ -132,7 +164,3 @@ async def read_sitemaps(
             f"sitemaps list more than {MAX_SITEMAP_FILES} files or {MAX_SITEMAP_URLS} URLs"
         )
     return pages[:MAX_SITEMAP_URLS], problems
-
-
-def _sitemap_reason(reason: str) -> str:
-    return reason if reason.startswith("sitemap") else f"sitemap: {reason}"

@@ -6,6 +6,12 @@ definitions live: "billion laughs", external entities) stops the parse, and para
 entities are never read. Gzip sitemaps are inflated with a hard cap on the output, so a
 small bomb cannot fill memory. The sitemaps.org limits (50 MB uncompressed, 50,000 URLs)
 are the defaults; a plain-text sitemap (one URL per line) is read too.
+
+Anything that is not a sitemap is refused with :class:`SitemapError` rather than read as an
+empty listing: an HTML page (a login or error page served with status 200), an empty body,
+text without a single URL line (JSON, say), or XML whose root is not ``<urlset>`` or
+``<sitemapindex>``. A sitemap listing more than the URL limit is read up to the limit and
+flagged in :attr:`SitemapContent.error`, since the rest of its listing is missing.
 """
 
 from __future__ import annotations
@@ -67,6 +73,10 @@ class _Refused(Exception):
     pass
 
 
+_ROOTS = ("urlset", "sitemapindex")
+_HTML = "is an HTML page, not a sitemap: likely a login, error or soft-404 page"
+
+
 class _Collector:
     """Expat callbacks: keep ``<loc>``/``<lastmod>`` of ``<url>`` and ``<sitemap>`` entries."""
 
@@ -85,6 +95,8 @@ class _Collector:
 
     def start(self, name: str, attrs: object) -> None:
         local = self._local(name)
+        if not self.stack and local not in _ROOTS:
+            raise _Refused("html" if local == "html" else f"root:{local}")
         self.stack.append(local)
         if local in ("url", "sitemap"):
             self.loc = self.lastmod = None
@@ -99,12 +111,13 @@ class _Collector:
             self.loc = value
         elif local == "lastmod" and parent in ("url", "sitemap"):
             self.lastmod = value or None
-        elif local == "url" and self.loc:
-            self.pages.append((self.loc, self.lastmod))
-        elif local == "sitemap" and self.loc:
-            self.sitemaps.append(self.loc)
-        if len(self.pages) + len(self.sitemaps) >= self.max_urls:
-            raise _Refused("limit")
+        elif local in ("url", "sitemap") and self.loc:
+            if len(self.pages) + len(self.sitemaps) >= self.max_urls:
+                raise _Refused("limit")
+            if local == "url":
+                self.pages.append((self.loc, self.lastmod))
+            else:
+                self.sitemaps.append(self.loc)
 
     def data(self, text: str) -> None:
         if self.stack and self.stack[-1] in ("loc", "lastmod"):
@@ -115,12 +128,23 @@ def _refuse_dtd(*_: object) -> int:
     raise _Refused("dtd")
 
 
+def _refuse_doctype(name: str | None, *_: object) -> None:
+    raise _Refused("html" if (name or "").lower() == "html" else "dtd")
+
+
+def _over_limit(max_urls: int) -> str:
+    return (
+        f"lists more than {max_urls} URLs, the most one sitemap file may list: only the "
+        f"first {max_urls} were read; split it into several sitemaps listed by a sitemap index"
+    )
+
+
 def _parse_xml(data: bytes, max_urls: int) -> SitemapContent:
     collector = _Collector(max_urls)
     error: str | None = None
     parser = expat.ParserCreate()
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.StartDoctypeDeclHandler = _refuse_doctype
     parser.EntityDeclHandler = _refuse_dtd
     parser.ExternalEntityRefHandler = _refuse_dtd
     parser.StartElementHandler = collector.start
@@ -129,10 +153,19 @@ def _parse_xml(data: bytes, max_urls: int) -> SitemapContent:
     try:
         parser.Parse(data, True)
     except _Refused as refused:
-        if str(refused) == "dtd":
+        why = str(refused)
+        if why == "dtd":
             raise SitemapError(
                 "declares a DTD or entities, which sitemaps never need; refused for safety"
             ) from None
+        if why == "html":
+            raise SitemapError(_HTML) from None
+        if why.startswith("root:"):
+            raise SitemapError(
+                f"is not a sitemap: its root element is <{why[5:][:40]}>, "
+                "not <urlset> or <sitemapindex>"
+            ) from None
+        error = _over_limit(max_urls)
     except expat.ExpatError as exc:
         if not collector.pages and not collector.sitemaps:
             raise SitemapError(f"is not well-formed XML ({exc})") from None
@@ -147,9 +180,14 @@ def _parse_text(text: str, max_urls: int) -> SitemapContent:
     for line in text.splitlines():
         line = line.strip()
         if line.startswith(("http://", "https://")) and " " not in line:
-            pages.append((line, None))
             if len(pages) >= max_urls:
-                break
+                return SitemapContent(tuple(pages), error=_over_limit(max_urls))
+            pages.append((line, None))
+    if not pages:
+        raise SitemapError(
+            "is not a sitemap: it is neither sitemap XML nor a text list of http(s) URLs, "
+            "one per line"
+        )
     return SitemapContent(tuple(pages))
 
 
@@ -166,9 +204,8 @@ def parse_sitemap(
     elif len(data) > max_bytes:
         raise SitemapError(f"is larger than {max_bytes} bytes")
     head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head and not data.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise SitemapError("is empty")
     if head.startswith(b"<"):
-        content = _parse_xml(data, max_urls)
-        if not content.pages and not content.sitemaps and b"<html" in head[:200].lower():
-            raise SitemapError("is an HTML page, not a sitemap")
-        return content
+        return _parse_xml(data, max_urls)
     return _parse_text(data.decode("utf-8", errors="replace"), max_urls)

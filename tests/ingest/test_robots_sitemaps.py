@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import logging
 import re
+import socket
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sitechat.embeddings.hashing import HashingEmbeddings
+from sitechat.factories import open_store
+from sitechat.ingest.crawl import CrawlOptions, CrawlResult, CrawlStats, crawl
+from sitechat.ingest.pipeline import ingest_sources
 from sitechat.ingest.robots import _wildcard_match, parse_robots, product_token
 from sitechat.ingest.sitemaps import SitemapError, gunzip_bounded, parse_sitemap
+from tests.ingest.conftest import Reply, html_reply
+
+if TYPE_CHECKING:
+    from sitechat.config import Settings
+    from tests.ingest.conftest import ProgrammableServer
 
 UA = "sitechat/0.1 (+https://github.com/sitechat/sitechat)"
 SITE = "https://site.test"
@@ -172,3 +184,207 @@ def test_any_bytes_give_a_sitemap_or_a_sitemap_error(data: bytes) -> None:
     """Arbitrary bytes never raise anything but SitemapError."""
     with contextlib.suppress(SitemapError):
         parse_sitemap(data)
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"", "is empty"),
+        (b" \r\n\t", "is empty"),
+        (b'{"urls": ["https://site.test/a"]}', "neither sitemap XML nor a text list"),
+        (b"<!DOCTYPE html><html><body>Please log in</body></html>", "HTML page"),
+        (b"<html><body><form>Sign in</form><br></body></html>", "HTML page"),
+        (b'<?xml version="1.0"?><error><code>NoSuchKey</code></error>', "root element is <error>"),
+        (b"<rss><channel><link>https://site.test/a</link></channel></rss>", "<rss>"),
+    ],
+)
+def test_bodies_that_are_not_sitemaps_are_refused(body: bytes, match: str) -> None:
+    """An empty body, JSON, an HTML page or XML of another kind is a SitemapError, not an
+    empty listing."""
+    with pytest.raises(SitemapError, match=match):
+        parse_sitemap(body)
+
+
+def test_an_empty_urlset_is_a_sitemap_listing_nothing() -> None:
+    """A well-formed ``<urlset>`` with no entries is read as an empty listing, not refused."""
+    content = parse_sitemap(b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"/>')
+    assert content.pages == () and content.error is None
+
+
+def test_a_sitemap_over_the_url_limit_is_flagged_not_silently_cut() -> None:
+    """Past ``max_urls`` entries (XML or text), the first ones are kept and ``error`` says the
+    listing is incomplete; exactly ``max_urls`` entries is a complete listing."""
+    xml = SITEMAP.replace(b"</urlset>", b"<url><loc>https://site.test/c</loc></url></urlset>")
+    over = parse_sitemap(xml, max_urls=2)
+    assert [u for u, _ in over.pages] == ["https://site.test/a", "https://site.test/b?x=1&y=2"]
+    assert over.error is not None and "more than 2 URLs" in over.error
+    assert parse_sitemap(SITEMAP, max_urls=2).error is None
+    text = b"https://site.test/1\nhttps://site.test/2\nhttps://site.test/3\n"
+    assert "more than 2 URLs" in (parse_sitemap(text, max_urls=2).error or "")
+    assert parse_sitemap(text, max_urls=3).error is None
+
+
+# -- sitemaps that cannot be read, against a real local server ---------------------------
+
+
+def _home() -> Reply:
+    return html_reply("<html><body><main><h1>Home</h1><p>The home page.</p></main></body></html>")
+
+
+def _urlset(*urls: str) -> Reply:
+    entries = "".join(f"<url><loc>{u}</loc></url>" for u in urls)
+    body = f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{entries}</urlset>'
+    return Reply(200, body.encode(), {"Content-Type": "application/xml"})
+
+
+async def _crawl_site(
+    web: ProgrammableServer, **options: Any
+) -> tuple[dict[str, CrawlResult], CrawlStats]:
+    stats = CrawlStats()
+    opts = CrawlOptions(allow_private=True, **options)
+    results = {r.url: r async for r in crawl([web.url("/")], options=opts, stats=stats)}
+    return results, stats
+
+
+def _failed(results: dict[str, CrawlResult]) -> dict[str, str]:
+    return {url: r.reason or "" for url, r in results.items() if r.status == "failed"}
+
+
+@pytest.mark.parametrize("named_by", ["options", "robots", "index"])
+@pytest.mark.parametrize("status", [404, 410, 403])
+async def test_a_named_sitemap_answering_4xx_makes_the_crawl_incomplete(
+    web: ProgrammableServer, named_by: str, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 4xx sitemap named by the user, robots.txt or an index is failed, logged and marks the
+    crawl incomplete."""
+    missing = web.url("/maps/pages.xml")
+    web.routes.update({"/": _home(), "/maps/pages.xml": Reply(status, b"gone")})
+    options: dict[str, Any] = {}
+    if named_by == "options":
+        options["sitemaps"] = (missing,)
+    elif named_by == "robots":
+        web.routes["/robots.txt"] = Reply(200, f"Sitemap: {missing}\n".encode())
+    else:
+        index = (
+            '<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+            f"<sitemap><loc>{missing}</loc></sitemap></sitemapindex>"
+        )
+        web.routes["/sitemap.xml"] = Reply(200, index.encode())
+    with caplog.at_level(logging.WARNING, logger="sitechat.ingest.sitemap_reader"):
+        results, stats = await _crawl_site(web, **options)
+    assert f"HTTP {status}" in _failed(results)[missing]
+    assert "incomplete" in _failed(results)[missing]
+    assert stats.truncated is not None and "/maps/pages.xml" in stats.truncated
+    assert any("/maps/pages.xml" in m and f"HTTP {status}" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        html_reply("<!DOCTYPE html><html><body><form>Please sign in</form></body></html>"),
+        Reply(200, b"", {"Content-Type": "application/xml"}),
+        Reply(200, b'{"error": "not found"}', {"Content-Type": "application/json"}),
+        Reply(200, b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code></Error>"),
+    ],
+    ids=["html-login-page", "empty", "json", "other-xml"],
+)
+async def test_a_named_sitemap_that_is_not_a_sitemap_makes_the_crawl_incomplete(
+    web: ProgrammableServer, reply: Reply
+) -> None:
+    """A sitemap robots.txt names that answers 200 with an HTML page, nothing, JSON or other
+    XML is failed and marks the crawl incomplete."""
+    web.routes.update(
+        {
+            "/": _home(),
+            "/robots.txt": Reply(200, f"Sitemap: {web.url('/sm.xml')}\n".encode()),
+            "/sm.xml": reply,
+        }
+    )
+    results, stats = await _crawl_site(web)
+    assert web.url("/sm.xml") in _failed(results)
+    assert stats.truncated is not None and "/sm.xml" in stats.truncated
+
+
+async def test_a_named_sitemap_that_cannot_be_fetched_makes_the_crawl_incomplete(
+    web: ProgrammableServer,
+) -> None:
+    """A named sitemap on a port nobody listens on is failed and marks the crawl incomplete."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/sitemap.xml"
+    web.routes["/"] = _home()
+    results, stats = await _crawl_site(web, sitemaps=(dead,), max_retries=0)
+    assert dead in _failed(results)
+    assert stats.truncated is not None and "sitemap" in stats.truncated
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(404, b"not found"), Reply(410, b"gone"), html_reply("<html><p>Not here</p></html>")],
+    ids=["404", "410", "soft-404-html"],
+)
+async def test_a_guessed_sitemap_xml_that_is_missing_leaves_the_crawl_complete(
+    web: ProgrammableServer, reply: Reply
+) -> None:
+    """``/sitemap.xml``, tried without anyone naming it, is quietly ignored when missing."""
+    web.routes.update({"/": _home(), "/sitemap.xml": reply})
+    results, stats = await _crawl_site(web)
+    assert "/sitemap.xml" in web.hits
+    assert stats.truncated is None
+    assert _failed(results) == {}
+
+
+async def test_messages_about_an_unread_sitemap_show_no_secret(
+    web: ProgrammableServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reason, the truncation note and the warning name the index and sitemap without the
+    token in their query strings."""
+    child = web.url("/child.xml?token=s3cr3t-child")
+    index = (
+        '<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        f"<sitemap><loc>{child.replace('&', '&amp;')}</loc></sitemap></sitemapindex>"
+    )
+    web.routes.update({"/": _home(), "/index.xml": Reply(200, index.encode())})
+    with caplog.at_level(logging.WARNING, logger="sitechat.ingest.sitemap_reader"):
+        results, stats = await _crawl_site(web, sitemaps=(web.url("/index.xml?key=s3cr3t-idx"),))
+    (reason,) = _failed(results).values()
+    assert "the sitemap index" in reason and "/index.xml" in reason
+    shown = [reason, stats.truncated or "", *caplog.messages]
+    assert not any("s3cr3t" in text for text in shown)
+    assert any("/child.xml" in m for m in caplog.messages)
+
+
+async def test_reingest_with_a_named_sitemap_now_404_removes_no_page(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """Re-ingesting while robots.txt's sitemap answers 404 keeps the pages only it listed and
+    reports the sitemap failed and the crawl incomplete."""
+    web.routes.update(
+        {
+            "/": _home(),
+            "/robots.txt": Reply(200, f"Sitemap: {web.url('/sm.xml')}\n".encode()),
+            "/sm.xml": _urlset(web.url("/a"), web.url("/b")),
+            "/a": html_reply("<main><h1>A</h1><p>Only the sitemap lists page A.</p></main>"),
+            "/b": html_reply("<main><h1>B</h1><p>Only the sitemap lists page B.</p></main>"),
+        }
+    )
+    options = CrawlOptions(trusted_hosts=(web.base.removeprefix("http://"),))
+
+    async def ingest() -> dict[str, Any]:
+        store, embeddings = await open_store(settings, HashingEmbeddings(), create=True)
+        try:
+            summary = await ingest_sources(
+                [web.url("/")], store, embeddings, settings, crawl_options=options
+            )
+            assert len(await store.urls()) == 3
+        finally:
+            await store.aclose()
+        return summary.to_dict()
+
+    first = await ingest()
+    assert first["crawl"]["complete"] is True
+    web.routes["/sm.xml"] = Reply(404, b"not found")
+    second = await ingest()
+    assert second["pages"]["removed"] == 0
+    assert second["crawl"]["complete"] is False
+    assert [f["url"] for f in second["failed"]] == [web.url("/sm.xml")]
