@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,7 +13,7 @@ from sitechat.config import Settings, check_endpoint_url
 from sitechat.errors import InvalidInputError
 from sitechat.factories import build_chat_service, open_store
 from sitechat.ingest.options import CrawlOptions
-from sitechat.ingest.pipeline import IngestSummary, Progress, ingest_sources
+from sitechat.ingest.pipeline import IngestSummary, Progress, check_sources, ingest_sources
 from sitechat.models import SearchHit
 from sitechat.observability.metrics import IngestMetrics
 from sitechat.retrieval.hybrid import HybridRetriever, check_k
@@ -43,7 +44,7 @@ def _check_base_url(base_url: str) -> None:
 
 
 async def ingest(
-    sources: str | Sequence[str],
+    sources: str | Path | Sequence[str | Path],
     *,
     index: str | None = None,
     settings: Settings | None = None,
@@ -54,17 +55,19 @@ async def ingest(
 ) -> IngestSummary:
     """Crawl or read ``sources`` (URLs and/or local paths) into the index; incremental.
 
-    Crawl limits come from ``settings.ingest`` unless ``crawl_options`` are given.
+    Crawl limits come from ``settings.ingest`` unless ``crawl_options`` are given. An empty
+    source is refused before the index is opened; ``"."`` is the current directory.
 
     >>> summary = await sitechat.ingest("https://docs.example.com/", index="docs-index")
     """
     if base_url is not None:
         _check_base_url(base_url)
+    checked = check_sources(sources)  # before any index is created or opened
     cfg = _settings(settings, index)
     store, embeddings = await open_store(cfg, create=True)
     try:
         summary = await ingest_sources(
-            [sources] if isinstance(sources, str) else list(sources),
+            checked,
             store,
             embeddings,
             cfg,

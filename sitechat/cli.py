@@ -21,13 +21,18 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
 from sitechat import __version__
+from sitechat._redact import redact
 from sitechat.config import Settings, describe_validation_error
 from sitechat.errors import ConfigurationError, SitechatError
+
+if TYPE_CHECKING:
+    from sitechat.ingest.pipeline import IngestSummary
 
 __all__ = ["main"]
 
@@ -152,8 +157,8 @@ _INGEST_OPTIONS = (
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.load()
     update: dict[str, Any] = {}
-    if getattr(args, "index", None):
-        update["index"] = args.index
+    if getattr(args, "index", None) is not None:
+        update["index"] = args.index  # an empty --index is refused when the index is opened
     ingest_update = {
         setting: getattr(args, option)
         for option, setting in _INGEST_OPTIONS
@@ -211,18 +216,29 @@ class _ProgressBar:
         self._progress.update(task, completed=done, total=total)
 
 
+def _masked(summary: IngestSummary) -> IngestSummary:
+    """``summary`` fit to print: credentials in its URLs, reasons and notes masked."""
+    return replace(
+        summary,
+        skipped=[(redact(url), redact(reason)) for url, reason in summary.skipped],
+        failed=[(redact(url), redact(reason)) for url, reason in summary.failed],
+        truncated=[redact(note) for note in summary.truncated],
+    )
+
+
 async def _ingest(args: argparse.Namespace, out: TextIO) -> int:
     from sitechat.api import ingest
 
     settings = _settings(args)
     with _ProgressBar(enabled=sys.stderr.isatty() and not args.json) as bar:
         summary = await ingest(
-            args.sources,
+            args.sources,  # checked (an empty one refused) before the index is opened
             settings=settings,
             allow_private=args.allow_private,
             base_url=args.base_url,
             progress=bar.update,
         )
+    summary = _masked(summary)
     if args.json:
         _print_json(summary.to_dict(), out)
         return 0

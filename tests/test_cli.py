@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -117,20 +118,25 @@ def test_unknown_source_path(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "neither an http(s) URL nor an existing" in capsys.readouterr().err
 
 
-@pytest.fixture
-def served_site(sample_site: Path) -> Iterator[str]:
-    """The sample site served over real HTTP on 127.0.0.1."""
+def _serve(folder: Path) -> Generator[str, None, None]:
+    """``folder`` served over real HTTP on 127.0.0.1 while the generator is open."""
 
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(sample_site)))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def served_site(sample_site: Path) -> Iterator[str]:
+    """The sample site served over real HTTP on 127.0.0.1."""
+    yield from _serve(sample_site)
 
 
 def test_ingest_url_with_allow_private(served_site: str, tmp_path: Path) -> None:
@@ -292,3 +298,80 @@ def test_k_and_min_recall_out_of_range_are_usage_errors(
         run(*argv)
     assert caught.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- empty sources and index
+
+
+@pytest.mark.parametrize("source", ["", "  "])
+def test_empty_source_is_refused_before_an_index_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str
+) -> None:
+    """`ingest ''` exits 1 saying what to give, creates no index; `ingest .` reads the cwd."""
+    shutil.copy(SAMPLE_SITE / "faq.html", tmp_path / "faq.html")  # tmp_path is the cwd
+    index = tmp_path / "i"
+    code, _ = run("ingest", source, "--index", str(index))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "source is empty" in err and "use . for the current directory" in err
+    assert not index.exists()
+    code, out = run("ingest", ".", "--index", str(index), "--json")
+    assert code == 0
+    assert json.loads(out)["pages"]["added"] == 1
+
+
+@pytest.mark.parametrize("command", [["ingest", str(SAMPLE_SITE)], ["search", "refund"]])
+def test_empty_index_option_is_refused_like_an_empty_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """`--index ''` fails like SITECHAT_INDEX='' instead of falling back to the default index."""
+    code, _ = run(*command, "--index", "")
+    assert code == 1
+    assert "The index location is empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no sitechat-index/ in the cwd
+
+
+def test_ingest_summary_masks_tokens_in_failed_and_skipped_urls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Failed and skipped URLs carrying ?token=... are printed masked, in text and --json."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(
+        "<title>Home</title><main><h1>Home</h1><p>The home page of a small site, with two "
+        "links that carry a token in their query.</p>"
+        '<a href="missing.html?token=s3cr3t-one">gone</a> '
+        '<a href="index.html?access_token=s3cr3t-two">again</a></main>'
+    )
+    served = _serve(site)
+    url = next(served)
+    try:
+        index = str(tmp_path / "i")
+        code, text = run("ingest", url, "--index", index, "--allow-private")
+        code_json, out = run("ingest", url, "--index", index, "--allow-private", "--json")
+    finally:
+        served.close()
+    assert code == code_json == 0
+    data = json.loads(out)
+    failed = [f["url"] for f in data["failed"]]
+    skipped = [s["url"] for s in data["skipped"]]
+    assert url + "missing.html?token=***" in failed
+    assert url + "index.html?access_token=***" in skipped
+    assert "failed: " + url + "missing.html?token=***" in text
+    assert "s3cr3t" not in text + out + capsys.readouterr().err
+
+
+def test_ingest_summary_masks_secrets_in_incomplete_notes(tmp_path: Path) -> None:
+    """A "could not be read" note naming a source path with token=... is printed masked."""
+    folder = tmp_path / "docs-token=s3cr3t-three"
+    folder.mkdir()
+    shutil.copy(SAMPLE_SITE / "faq.html", folder / "faq.html")
+    (folder / "broken.html").symlink_to(folder / "nowhere.html")  # unreadable: dangling
+    index = str(tmp_path / "i")
+    code, text = run("ingest", str(folder), "--index", index)
+    code_json, out = run("ingest", str(folder), "--index", index, "--json")
+    assert code == code_json == 0
+    notes = json.loads(out)["crawl"]["truncated"]
+    assert len(notes) == 1 and "docs-token=***" in notes[0]
+    (line,) = [line for line in text.splitlines() if "stopped early: " in line]
+    assert "docs-token=***" in line and "s3cr3t" not in line + notes[0]

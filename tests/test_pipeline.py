@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +11,14 @@ from typing import Any
 import pytest
 
 from sitechat.config import Settings
+from sitechat.embeddings.base import aembedder_info
 from sitechat.embeddings.hashing import HashingEmbeddings
+from sitechat.errors import InvalidInputError
 from sitechat.factories import open_store
 from sitechat.ingest.crawl import CrawlOptions
 from sitechat.ingest.pipeline import ingest_sources
 from sitechat.models import content_hash
+from sitechat.vectorstores.faiss import FaissVectorStore
 from tests.ingest.conftest import ProgrammableServer, Reply, serve
 
 
@@ -372,3 +376,72 @@ async def test_local_files_over_max_bytes_per_page_are_skipped(
     assert summary["pages"]["added"] == 1
     reasons = {s["url"].rsplit("/", 1)[-1]: s["reason"] for s in summary["skipped"]}
     assert reasons["big.txt"] == "too large (5000 bytes, more than 2048)"
+
+
+# -- what counts as a source ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["", "   "])
+async def test_empty_source_is_refused_not_read_as_the_current_directory(
+    tmp_path: Path, settings: Settings, source: str
+) -> None:
+    """An empty or blank source raises InvalidInputError instead of indexing the cwd."""
+    (tmp_path / "stray.html").write_text("<main><h1>Stray</h1><p>Not meant to be indexed.</p>")
+    store, embeddings = await open_store(settings, CountingEmbeddings(), create=True)
+    try:
+        with pytest.raises(InvalidInputError, match=r"use \. for the current directory"):
+            await ingest_sources([source], store, embeddings, settings)
+        assert await store.count() == 0
+    finally:
+        await store.aclose()
+
+
+async def test_path_sources_are_read_like_strings(site: Path, settings: Settings) -> None:
+    """A pathlib.Path source is ingested like its string form."""
+    store, embeddings = await open_store(settings, CountingEmbeddings(), create=True)
+    try:
+        summary = await ingest_sources([site], store, embeddings, settings)
+    finally:
+        await store.aclose()
+    assert summary.pages_added > 0
+
+
+@pytest.mark.parametrize("source", [None, b"docs", 3])
+async def test_a_source_that_is_not_text_or_a_path_is_named(
+    settings: Settings, source: object
+) -> None:
+    """A source that is neither str nor Path raises InvalidInputError naming its type."""
+    store, embeddings = await open_store(settings, CountingEmbeddings(), create=True)
+    try:
+        with pytest.raises(InvalidInputError, match=type(source).__name__):
+            await ingest_sources([source], store, embeddings, settings)  # type: ignore[list-item]
+    finally:
+        await store.aclose()
+
+
+async def test_faiss_open_path_refuses_an_empty_path(tmp_path: Path) -> None:
+    """FaissVectorStore.open_path("") raises InvalidInputError and creates nothing in the cwd."""
+    info = await aembedder_info(CountingEmbeddings())
+    with pytest.raises(InvalidInputError, match="index path is empty"):
+        await FaissVectorStore.open_path("", info, create=True)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("source", ["", " ", ["docs", ""]])
+async def test_public_ingest_refuses_an_empty_source_before_opening_the_index(
+    tmp_path: Path, source: str | list[str]
+) -> None:
+    """sitechat.ingest('') raises InvalidInputError and creates no index directory."""
+    import sitechat
+
+    with pytest.raises(InvalidInputError, match=r"use \. for the current directory"):
+        await sitechat.ingest(source, index=str(tmp_path / "index"))
+    assert os.listdir(tmp_path) == []
+
+
+async def test_public_ingest_accepts_a_path(site: Path, tmp_path: Path) -> None:
+    """sitechat.ingest(Path(...)) reads the folder like its string form."""
+    import sitechat
+
+    summary = await sitechat.ingest(site, index=str(tmp_path / "index"))
+    assert summary.pages_added > 0

@@ -20,7 +20,7 @@ from langchain_core.embeddings import Embeddings
 
 from sitechat._redact import redact
 from sitechat.config import Settings
-from sitechat.errors import FetchError, IngestError
+from sitechat.errors import FetchError, IngestError, InvalidInputError
 from sitechat.ingest.chunk import chunk_page
 from sitechat.ingest.crawl import CrawlOptions, CrawlResult, CrawlStats
 from sitechat.ingest.crawl_source import crawl_site, state_path_for
@@ -30,7 +30,7 @@ from sitechat.ingest.scope import under_prefix
 from sitechat.models import Chunk, Page
 from sitechat.vectorstores.base import VectorStore
 
-__all__ = ["IngestSummary", "Progress", "ingest_pages", "ingest_sources"]
+__all__ = ["IngestSummary", "Progress", "check_sources", "ingest_pages", "ingest_sources"]
 
 Progress = Callable[[str, int, int | None], None]
 """Called as ``progress(phase, done, total)``; ``total`` is None while unknown."""
@@ -245,8 +245,40 @@ def _read_local(
     return pages, base_url if base_url else path.resolve().as_uri() + "/"
 
 
+_WHAT_TO_GIVE = "Give a URL or a folder; use . for the current directory."
+
+
+def check_sources(sources: str | Path | Iterable[str | Path]) -> list[str]:
+    """``sources`` (one, or several) as strings; refuses an empty or non-text source.
+
+    Call it before any index is opened: an empty path would silently mean the current
+    directory, and index whatever happens to be there. ``.`` and a :class:`~pathlib.Path`
+    (``Path("")`` is ``.``) are explicit and accepted.
+    """
+    items: Iterable[object] = [sources] if isinstance(sources, (str, Path)) else sources
+    if not isinstance(items, Iterable) or isinstance(items, (bytes, bytearray)):
+        raise InvalidInputError(
+            f"The sources must be a URL or a path (str or pathlib.Path), or a list of them, "
+            f"not {type(sources).__name__}. {_WHAT_TO_GIVE}"
+        )
+    checked: list[str] = []
+    for source in items:
+        if isinstance(source, Path):
+            checked.append(str(source))
+        elif not isinstance(source, str):
+            raise InvalidInputError(
+                f"A source must be a URL or a path (str or pathlib.Path), not "
+                f"{type(source).__name__}. {_WHAT_TO_GIVE}"
+            )
+        elif not source.strip():
+            raise InvalidInputError(f"A source is empty ({source!r}). {_WHAT_TO_GIVE}")
+        else:
+            checked.append(source)
+    return checked
+
+
 async def ingest_sources(
-    sources: Sequence[str],
+    sources: Sequence[str | Path],
     store: VectorStore,
     embeddings: Embeddings,
     settings: Settings,
@@ -259,10 +291,12 @@ async def ingest_sources(
     """Ingest URLs and local paths into ``store``; see :func:`ingest_pages` for the diffing.
 
     URLs are crawled with ``crawl_options`` when given, else with the options the
-    settings describe; ``allow_private`` widens either.
+    settings describe; ``allow_private`` widens either. An empty or non-text source is
+    refused (:func:`check_sources`) before anything is read or written.
     """
+    checked = check_sources(sources)
     summary = IngestSummary()
-    for source in sources:
+    for source in checked:
         if _is_url(source):
             options = crawl_options
             if options is not None and allow_private and not options.allow_private:

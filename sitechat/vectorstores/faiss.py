@@ -137,8 +137,14 @@ class FaissVectorStore(VectorStore):
         """Open the index in directory ``path``, creating it for ``embedder`` if asked.
 
         ``embedder=None`` adopts the recorded embedder. Raises ``IndexNotFoundError``,
-        ``EmbedderMismatchError`` or ``CorruptIndexError`` with what to do next.
+        ``EmbedderMismatchError`` or ``CorruptIndexError`` with what to do next, and
+        ``InvalidInputError`` for an empty ``path`` (which would mean the current directory).
         """
+        if not str(path).strip():  # Path("") is ".", so only an empty string is refused
+            raise InvalidInputError(
+                f"The index path is empty ({path!r}). Name a directory for the index, e.g. "
+                "'sitechat-index'; use '.' for the current directory."
+            )
         params = (config or FaissConfig()).index_params()
         return await asyncio.to_thread(cls._open_sync, Path(path), embedder, create, params)
 
