@@ -391,8 +391,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     out = out or sys.stdout
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
     try:
+        _configure_logging(debug=args.debug)
         if args.command == "providers":
             return _providers(args, out)
         handler = {"ingest": _ingest, "search": _search, "ask": _ask, "eval": _eval}[args.command]
@@ -413,6 +415,28 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             "Run again with --debug for details.\n"
         )
         return EXIT_ERROR
+    finally:
+        # main() may run inside another program (a test, a notebook): leave its logging be
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
+def _configure_logging(*, debug: bool) -> None:
+    """Logs to stderr as ``SITECHAT_LOG__FORMAT`` and ``SITECHAT_LOG__LEVEL`` say.
+
+    A command line shows warnings and worse unless the level is set (``--debug`` shows
+    everything), and ``SITECHAT_LOG__FORMAT=json`` gives a scheduled ingest JSON lines.
+    """
+    from sitechat.config import load_provider_config
+    from sitechat.observability.logging import LoggingConfig, configure_logging
+
+    class CommandLineLogging(LoggingConfig):
+        level: str = "WARNING"
+
+    config = load_provider_config(CommandLineLogging, "log")
+    if debug:
+        config = config.model_copy(update={"level": "DEBUG"})
+    configure_logging(config, stream=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

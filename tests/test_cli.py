@@ -375,3 +375,41 @@ def test_ingest_summary_masks_secrets_in_incomplete_notes(tmp_path: Path) -> Non
     assert len(notes) == 1 and "docs-token=***" in notes[0]
     (line,) = [line for line in text.splitlines() if "stopped early: " in line]
     assert "docs-token=***" in line and "s3cr3t" not in line + notes[0]
+
+
+def test_a_bad_log_level_stops_the_command_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SITECHAT_LOG__LEVEL is read by the CLI: a bad value is one clear error at start."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SITECHAT_LOG__LEVEL", "verbose")
+    assert main(["search", "x", "--index", str(tmp_path / "none")]) == 1
+    assert "SITECHAT_LOG__LEVEL" in capsys.readouterr().err
+
+
+def test_json_log_format_gives_json_lines_and_main_restores_logging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SITECHAT_LOG__FORMAT=json makes every log line JSON; the root logger is left as found."""
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SITECHAT_LOG__FORMAT", "json")
+    monkeypatch.setenv("SITECHAT_LOG__LEVEL", "debug")  # asyncio logs its selector
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    assert main(["ingest", str(SAMPLE_SITE), "--index", str(tmp_path / "idx")]) == 0
+    assert (root.level, list(root.handlers)) == before
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines, "DEBUG logging produced no lines"
+    assert all(isinstance(json.loads(line), dict) for line in lines)
+
+
+def test_the_command_line_shows_warnings_only_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without SITECHAT_LOG__LEVEL the CLI stays quiet below WARNING."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SITECHAT_LOG__LEVEL", raising=False)
+    assert main(["ingest", str(SAMPLE_SITE), "--index", str(tmp_path / "idx")]) == 0
+    assert capsys.readouterr().err.strip() == ""
