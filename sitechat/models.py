@@ -174,7 +174,9 @@ class Answer:
     """A finished answer, as returned by the blocking ``SiteChat.ask``.
 
     ``error`` is None on success; on failure it holds a message safe to show and ``text``
-    keeps whatever had streamed before the failure.
+    keeps whatever had streamed before the failure, ``provider`` names the provider that
+    failed and ``retry_after`` is the wait in seconds it asked for, when it said (as on
+    :class:`~sitechat.events.ErrorEvent`).
     """
 
     question: str
@@ -186,6 +188,8 @@ class Answer:
     timings: Timings | None = None
     error: str | None = None
     error_type: str | None = None
+    provider: str | None = None
+    retry_after: float | None = None
 
     @property
     def cited_sources(self) -> tuple[Source, ...]:

@@ -102,3 +102,27 @@ def test_use_after_close_raises_a_sitechat_error(sample_index: str) -> None:
     for use in uses:
         with pytest.raises(sitechat.StoreError, match="SiteChat is closed; create a new SiteChat"):
             use()
+
+
+def test_a_failed_answer_keeps_the_provider_and_its_retry_after() -> None:
+    """ask()'s Answer carries the failing provider and its Retry-After, as ErrorEvent does."""
+    from sitechat.chat.sync import collect_answer
+
+    events: list[sitechat.ChatEvent] = [
+        sitechat.SourcesEvent(sources=(), query="q"),
+        sitechat.TokenEvent("Partial"),
+        sitechat.ErrorEvent(
+            message="Slow down.",
+            error_type="RateLimitError",
+            partial="Partial",
+            provider="openai",
+            retry_after=7.5,
+        ),
+    ]
+    answer = collect_answer("q", iter(events))
+    assert (answer.error_type, answer.provider, answer.retry_after) == (
+        "RateLimitError",
+        "openai",
+        7.5,
+    )
+    assert answer.text == "Partial"

@@ -253,5 +253,7 @@ def collect_answer(question: str, events: Iterator[ChatEvent]) -> Answer:
                 error=event.message,
                 error_type=event.error_type,
                 timings=event.timings,
+                provider=event.provider or None,
+                retry_after=event.retry_after,
             )
     return Answer(question=question, text="".join(parts), sources=sources, cited=(), covered=True)
