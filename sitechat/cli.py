@@ -172,8 +172,24 @@ def _settings(args: argparse.Namespace) -> Settings:
         try:
             update["ingest"] = type(settings.ingest).model_validate(merged)
         except ValidationError as exc:
-            raise ConfigurationError(describe_validation_error(exc, "SITECHAT_INGEST__")) from None
+            raise ConfigurationError(_describe_ingest_error(exc, ingest_update)) from None
     return settings.model_copy(update=update) if update else settings
+
+
+def _describe_ingest_error(exc: ValidationError, given: dict[str, Any]) -> str:
+    """The bad values named by the options that set them (``--max-pages: …``).
+
+    The environment's values were checked when the settings loaded, so a field no option
+    set can only fail with another (a rule across fields): then the variables are named.
+    """
+    flags = {setting: "--" + option.replace("_", "-") for option, setting in _INGEST_OPTIONS}
+    problems = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        if field not in given or field not in flags:
+            return describe_validation_error(exc, "SITECHAT_INGEST__")
+        problems.append(f"{flags[field]}: {err['msg'].removeprefix('Value error, ')}")
+    return "Invalid option: " + "; ".join(problems) + "."
 
 
 def _print_json(data: object, out: TextIO) -> None:
