@@ -11,6 +11,7 @@ from sitechat.chat.rewrite import KeywordQueryRewriter
 from sitechat.chat.service import RetrievalChatService
 from sitechat.chat.small_talk import _VOCABULARY, MAX_WORDS, small_talk_kind
 from sitechat.config import ChatSettings, RetrievalSettings
+from sitechat.errors import InvalidInputError
 from sitechat.events import DoneEvent, SourcesEvent, TokenEvent
 from sitechat.models import ChatMessage
 from sitechat.retrieval.hybrid import HybridRetriever
@@ -143,3 +144,10 @@ async def test_a_follow_up_after_thanks_takes_the_earlier_question_s_topic() -> 
     assert isinstance(events[0], SourcesEvent)
     assert "account" in events[0].query.lower()
     assert events[0].sources[0].url.startswith("https://docs.example.com/account")
+
+
+async def test_small_talk_still_refuses_a_malformed_history() -> None:
+    """A greeting is no way around the history check: a bad item is still named."""
+    service = await _service(FakeLLMService())
+    with pytest.raises(InvalidInputError):
+        [event async for event in service.stream_events("hi", [("user", "hello")])]  # type: ignore[list-item]

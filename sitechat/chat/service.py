@@ -167,6 +167,7 @@ class RetrievalChatService(ChatService):
     ) -> AsyncGenerator[ChatEvent, None]:
         question = self._validate(message)
         started = time.perf_counter()
+        turns = normalize_history(history)  # a malformed history is refused first
         if self.settings.answer_small_talk and (kind := small_talk_kind(question)):
             reply = self.prompts.small_talk_reply(kind)
             yield SourcesEvent(sources=(), query="")
@@ -174,7 +175,6 @@ class RetrievalChatService(ChatService):
             # not an answer from the site: no metrics line, so latencies stay those of answers
             yield DoneEvent(answer=reply, cited=(), timings=Timings(total_ms=_ms(started)))
             return
-        turns = normalize_history(history)
         if turns:
             # Retrieval is the slow part and runs in this task; the history is formatted
             # in a task of its own, which runs whenever retrieval waits. Not the other way
