@@ -81,17 +81,26 @@ def media_type(header: str) -> tuple[str, str | None]:
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date).
+
+    None, so that the usual backoff applies, when it says nothing usable: a malformed
+    value, or a date already past (a server whose clock is behind would otherwise be
+    retried at once, again and again, just as it is overloaded).
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    try:
+        wait = when.timestamp() - (time.time() if now is None else now)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return wait if wait > 0 else None
 
 
 class _Inflater:

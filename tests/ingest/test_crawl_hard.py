@@ -370,3 +370,25 @@ async def test_off_site_sitemaps_named_by_robots_are_not_fetched(
     skipped = results[bystander.base + "/sm.xml"]
     assert skipped.status == "skipped"
     assert skipped.reason is not None and "another site" in skipped.reason
+
+
+def test_retry_after_in_seconds_and_as_a_future_date() -> None:
+    """Retry-After is read as delta-seconds or an HTTP date still to come."""
+    from sitechat.ingest.fetch import retry_after_seconds
+
+    now = 1_700_000_000.0
+    assert retry_after_seconds("120", now=now) == 120.0
+    assert retry_after_seconds("Tue, 14 Nov 2023 22:15:20 GMT", now=now) == pytest.approx(120.0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Tue, 14 Nov 2023 22:13:20 GMT", "Mon, 01 Jan 1990 00:00:00 GMT", "soon", "١٢", "", None],
+    ids=["now", "past", "words", "arabic-digits", "empty", "absent"],
+)
+def test_retry_after_that_says_nothing_usable_leaves_the_backoff(value: str | None) -> None:
+    """A date already past (or now), or a malformed value, is None: the crawler backs off
+    instead of retrying at once."""
+    from sitechat.ingest.fetch import retry_after_seconds
+
+    assert retry_after_seconds(value, now=1_700_000_000.0) is None
