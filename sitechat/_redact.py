@@ -4,13 +4,18 @@ Configuration carries secrets (API keys, a gateway's ``user:password@`` or ``?to
 URL), and vendors quote them back: OpenAI repeats a rejected key, botocore can quote signed
 headers, httpx logs every request's full URL. Whatever sitechat shows or logs passes
 through :func:`redact`; a configured URL is shown through :func:`safe_url`.
+
+A URL can carry a secret percent-encoded (``?next=https%3A%2F%2Fuser%3Apw%40host``,
+``token%3Dabc``, a key with ``/`` or ``+`` quoted), where none of the patterns would see
+it. Every run of text holding a ``%XX`` escape is therefore also read decoded: if the
+decoded text has anything to mask, the run is shown decoded and masked.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 __all__ = ["redact", "safe_url"]
 
@@ -38,14 +43,37 @@ _SECRET_PATTERNS = (
 )
 
 
+# a run of text (up to a space or a quote) holding at least one percent escape
+_ENCODED_RUN = re.compile(r"[^\s\"'<>]*%[0-9A-Fa-f]{2}[^\s\"'<>]*")
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with known secrets and anything shaped like a key or signature masked."""
+    """``text`` with known secrets and anything shaped like a key or signature masked,
+    percent-encoded or not."""
+    known = [secret for secret in secrets if secret and len(secret) >= 4]
+    text = _mask(text, known)
+    if "%" not in text:
+        return text
+    return _ENCODED_RUN.sub(lambda run: _mask_encoded(run.group(), known), text)
+
+
+def _mask(text: str, secrets: list[str]) -> str:
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+        text = text.replace(secret, "***")
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _mask_encoded(run: str, secrets: list[str]) -> str:
+    """``run`` as is when it hides nothing, else decoded and masked (``+`` read as a plus
+    first, as in a path, then as a space, as in a form-encoded query)."""
+    for decode in (unquote, unquote_plus):
+        decoded = decode(run)
+        masked = _mask(decoded, secrets)
+        if masked != decoded:
+            return masked
+    return run
 
 
 def safe_url(url: str) -> str:

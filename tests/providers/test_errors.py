@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from urllib.parse import quote, quote_plus
 
 import httpx
 import openai
@@ -105,6 +106,38 @@ def test_redact_masks_credentials_inside_quoted_urls() -> None:
     cleaned = redact(text)
     assert "hunter2-secret" not in cleaned
     assert "10.0.0.1:8000/v1/chat" in cleaned
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Cannot open file:///srv/site/index.html?token%3Dabc123XYZ",
+        "redirected to https://login.example/?next=https%3A%2F%2Falice%3Aabc123XYZ%40api.example%2Fv1",
+        "header Authorization%3A%20Bearer%20abc123XYZ was refused",
+        "GET /v1%3Fsig%3Dabc123XYZ",
+        "form body api_key=abc123XYZ%21",
+    ],
+)
+def test_redact_masks_percent_encoded_credentials(text: str) -> None:
+    """A credential hidden behind percent escapes is masked like a plain one."""
+    assert "abc123XYZ" not in redact(text)
+
+
+@given(
+    secret=st.text(alphabet="abcdefXYZ0123456789/+=@:?&", min_size=8, max_size=30),
+    plus=st.booleans(),
+)
+def test_redact_removes_a_percent_encoded_known_secret(secret: str, plus: bool) -> None:
+    """A known secret is masked in its quoted spelling too, quote or quote_plus."""
+    quoted = (quote_plus if plus else quote)(secret, safe="")
+    shown = redact(f"GET https://gateway.example/v1?k={quoted}&x=1 failed", [secret])
+    assert quoted not in shown and secret not in shown
+
+
+def test_redact_leaves_harmless_percent_escapes_alone() -> None:
+    """Text with escapes but nothing secret is returned unchanged, escapes and all."""
+    text = "GET https://docs.example/search?q=hello%20world&page=2 -> 100% done"
+    assert redact(text) == text
 
 
 @pytest.mark.parametrize(
