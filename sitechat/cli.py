@@ -239,6 +239,7 @@ def _masked(summary: IngestSummary) -> IngestSummary:
         skipped=[(redact(url), redact(reason)) for url, reason in summary.skipped],
         failed=[(redact(url), redact(reason)) for url, reason in summary.failed],
         truncated=[redact(note) for note in summary.truncated],
+        redirects=[(redact(start), redact(target)) for start, target in summary.redirects],
     )
 
 
@@ -267,6 +268,8 @@ async def _ingest(args: argparse.Namespace, out: TextIO) -> int:
         f"Chunks: {summary.chunks_added} embedded, {summary.chunks_unchanged} unchanged, "
         f"{summary.chunks_removed} removed, {summary.chunks_total} in the index.\n"
     )
+    for start, target in summary.redirects:
+        out.write(f"  {start} redirects to {target}: crawled from there\n")
     for url, reason in summary.failed[:10]:
         out.write(f"  failed: {url} ({reason})\n")
     for note in summary.truncated:

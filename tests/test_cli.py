@@ -423,3 +423,24 @@ def test_a_bad_option_value_names_the_option(
     err = capsys.readouterr().err
     assert named in err and "SITECHAT_INGEST__" not in err
     assert not index.exists()
+
+
+def test_ingest_summary_names_a_start_url_that_redirected(
+    sample_site: Path, tmp_path: Path
+) -> None:
+    """A start URL that redirects is named with where it led, masked, in text and --json."""
+    shutil.copytree(sample_site, tmp_path / "site" / "guide")
+    served = _serve(tmp_path / "site")
+    url = next(served)
+    start = url + "guide?token=s3cr3t-four"  # the server adds the slash, keeping the query
+    try:
+        index = str(tmp_path / "i")
+        code, text = run("ingest", start, "--index", index, "--allow-private")
+        code_json, out = run("ingest", start, "--index", index, "--allow-private", "--json")
+    finally:
+        served.close()
+    assert code == code_json == 0
+    moved = {"from": url + "guide?token=***", "to": url + "guide/?token=***"}
+    assert json.loads(out)["crawl"]["redirects"] == [moved]
+    assert f"{moved['from']} redirects to {moved['to']}: crawled from there" in text
+    assert "s3cr3t" not in text + out

@@ -445,3 +445,42 @@ async def test_public_ingest_accepts_a_path(site: Path, tmp_path: Path) -> None:
 
     summary = await sitechat.ingest(site, index=str(tmp_path / "index"))
     assert summary.pages_added > 0
+
+
+# -- a start URL that redirects ----------------------------------------------------------
+
+
+def _redirect(location: str) -> Reply:
+    return Reply(301, b"", {"Location": location})
+
+
+async def test_a_start_url_that_redirects_owns_where_it_leads(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """``/docs`` moved to ``/v2/``: a page gone from ``/v2/`` is removed on the next crawl."""
+    web.routes = {
+        "/docs": _redirect(web.url("/v2/")),
+        "/v2/": _html("Home", ("/v2/a", "/v2/b")),
+        "/v2/a": _html("A"),
+        "/v2/b": _html("B"),
+    }
+    await _ingest_into(settings, web.url("/docs"), options=_options(web))
+    assert await _stored_urls(settings) == {web.url(p) for p in ("/v2/", "/v2/a", "/v2/b")}
+    web.routes["/v2/"] = _html("Home", ("/v2/a",))
+    del web.routes["/v2/b"]
+    second = await _ingest_into(settings, web.url("/docs"), options=_options(web))
+    assert second["crawl"]["complete"] is True
+    assert second["crawl"]["redirects"] == [{"from": web.url("/docs"), "to": web.url("/v2/")}]
+    assert second["pages"]["removed"] == 1
+    assert await _stored_urls(settings) == {web.url(p) for p in ("/v2/", "/v2/a")}
+
+
+async def test_a_redirecting_start_url_does_not_claim_the_rest_of_its_new_site(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """Pages of the site outside both the start path and where it leads are kept."""
+    web.routes = {"/blog/": _html("Blog"), "/docs": _redirect(web.url("/v2/")), "/v2/": _html("V2")}
+    await _ingest_into(settings, web.url("/blog/"), options=_options(web))
+    second = await _ingest_into(settings, web.url("/docs"), options=_options(web))
+    assert second["pages"]["removed"] == 0
+    assert await _stored_urls(settings) == {web.url("/blog/"), web.url("/v2/")}

@@ -138,6 +138,7 @@ class _Crawler:
             else None
         )
         self.seen: set[str] = set(roots)
+        self.start_hops = {url: url for url in roots}  # redirect hop -> the start URL it is from
         self.emitted: dict[str, PageKeys] = {}  # page URL -> its content keys
         self.by_hash: dict[str, tuple[str, str]] = {}  # fingerprint -> (page URL, fetched URL)
         self.finished: set[str] = set()  # URLs whose fetch (or refusal) is over
@@ -152,6 +153,15 @@ class _Crawler:
         return (known.etag, known.last_modified) if known is not None else None
 
     def _check_redirect(self, source: str, target: str) -> None:
+        start = self.start_hops.get(source)
+        if start is not None:
+            # A start URL's redirect names the site the user meant (``example.com/docs`` to
+            # ``docs.example.com``): its host joins the scope. Links never widen it.
+            self.start_hops[target] = start
+            self.stats.start_redirects[start] = target
+            if not self.scope.in_scope(target):
+                logger.info("start URL %s redirects to %s: crawling that site too", start, target)
+                self.scope.roots.append(target)
         if not self.scope.in_scope(target):
             raise Stop("skipped", f"redirects off-site to {target}")
         if not self.scope.wanted(target):

@@ -210,8 +210,19 @@ async def crawl_site(
             "sitemap); pages this crawl did not reach were kept"
         )
     if site.stats.truncated is None:
-        site.owns = source_owner(source, options)
+        landed = next(iter(site.stats.start_redirects.values()), None)  # one start URL
+        site.owns = _owner(source, landed, options)
     return site
+
+
+def _owner(source: str, landed: str | None, options: CrawlOptions) -> Callable[[str], bool]:
+    """What ``source`` owns, and also what the URL its redirect ``landed`` on owns: a
+    start URL that now redirects to ``/v2/`` speaks for the pages under ``/v2/``."""
+    owns = source_owner(source, options)
+    if landed is None or landed == source:
+        return owns
+    also = source_owner(landed, options)
+    return lambda url: owns(url) or also(url)
 
 
 def _strip_boilerplate(site: CrawledSite, state: CrawlState | None) -> list[Page]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sitechat.errors import InvalidInputError
 
@@ -189,6 +189,7 @@ class CrawlStats:
 
     ``truncated`` says why the crawl stopped before its frontier was empty (page limit,
     time budget), or is None when every reachable page in scope was tried.
+    ``start_redirects`` maps each start URL that redirected to where it led.
     """
 
     requests: int = 0
@@ -201,3 +202,4 @@ class CrawlStats:
     duplicate_urls_dropped: int = 0
     extract_seconds: float = 0.0
     truncated: str | None = None
+    start_redirects: dict[str, str] = field(default_factory=dict)

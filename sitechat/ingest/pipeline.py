@@ -62,6 +62,8 @@ class IngestSummary:
     trap_urls_dropped: int = 0
     duplicate_urls_dropped: int = 0
     truncated: list[str] = field(default_factory=list)
+    redirects: list[tuple[str, str]] = field(default_factory=list)
+    """Start URLs that redirected, and where to (that site and path were crawled)."""
 
     def record_crawl(self, stats: CrawlStats) -> None:
         """Add one crawl's counters (several sources add up)."""
@@ -74,6 +76,7 @@ class IngestSummary:
         self.duplicate_urls_dropped += stats.duplicate_urls_dropped
         if stats.truncated:
             self.truncated.append(stats.truncated)
+        self.redirects.extend(stats.start_redirects.items())
 
     @property
     def pages_seen(self) -> int:
@@ -113,6 +116,7 @@ class IngestSummary:
                 "duplicate_urls_dropped": self.duplicate_urls_dropped,
                 "complete": not self.truncated,
                 "truncated": list(self.truncated),
+                "redirects": [{"from": a, "to": b} for a, b in self.redirects],
             },
         }
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +14,8 @@ import pytest
 
 from sitechat.errors import InvalidInputError, UnsafeURLError
 from sitechat.ingest.crawl import CrawlOptions, CrawlResult, crawl
+from sitechat.ingest.options import CrawlStats
+from tests.ingest.conftest import ProgrammableServer, Reply, serve
 
 if TYPE_CHECKING:
     from tests.ingest.conftest import SiteServer
@@ -290,3 +294,49 @@ async def test_slow_responses_time_out(fake_dns: dict[str, str]) -> None:
             r async for r in crawl(["http://docs.example.test/"], options=opts, client=client)
         ]
     assert [(r.status, r.reason) for r in results] == [("failed", "timed out after 0.2 s")]
+
+
+@contextlib.contextmanager
+def _serving(*servers: ProgrammableServer) -> Iterator[None]:
+    """Run each programmable server on its own port (its own site) for the block."""
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            stack.enter_context(contextlib.contextmanager(serve)(server))
+        yield
+
+
+def _page(body: str) -> Reply:
+    return Reply(200, f"<main>{body}</main>".encode(), {"Content-Type": "text/html"})
+
+
+async def test_a_start_url_redirecting_to_another_site_crawls_that_site() -> None:
+    """``old`` moved to ``new``: the new site is crawled and the move is recorded, while a
+    page's link to a third site is still not followed."""
+    old, new, third = ProgrammableServer(), ProgrammableServer(), ProgrammableServer()
+    stats = CrawlStats()
+    with _serving(old, new, third):
+        old.routes = {"/": Reply(301, b"", {"Location": new.url("/start")})}
+        new.routes = {
+            "/start": _page(f"<p>Home.</p><a href='/guide'>g</a><a href='{third.url('/')}'>x</a>"),
+            "/guide": _page("<p>The guide.</p>"),
+        }
+        third.routes = {"/": _page("<p>Another site.</p>")}
+        options = CrawlOptions(allow_private=True)
+        results = [r async for r in crawl([old.url("/")], options=options, stats=stats)]
+    assert {r.url for r in results if r.status == "ok"} == {new.url("/start"), new.url("/guide")}
+    assert stats.start_redirects == {old.url("/"): new.url("/start")}
+    assert third.hits == []
+
+
+async def test_a_link_redirecting_off_site_is_still_refused() -> None:
+    """Only a start URL's redirect widens the scope; a linked page's does not."""
+    home, elsewhere = ProgrammableServer(), ProgrammableServer()
+    with _serving(home, elsewhere):
+        home.routes = {
+            "/": _page("<p>Home.</p><a href='/moved'>m</a>"),
+            "/moved": Reply(302, b"", {"Location": elsewhere.url("/")}),
+        }
+        elsewhere.routes = {"/": _page("<p>Elsewhere.</p>")}
+        results = await _crawl(home.url("/"))
+    assert results[home.url("/moved")].reason == f"redirects off-site to {elsewhere.url('/')}"
+    assert elsewhere.hits == []
