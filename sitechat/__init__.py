@@ -22,7 +22,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-from sitechat.api import ingest, open_chat, search
+from sitechat.api import ingest, open_chat, search, verify_index
 from sitechat.chat.base import ChatService
 from sitechat.chat.history import HistoryStore, InMemoryHistoryStore
 from sitechat.chat.prompts import PromptTemplates
@@ -71,7 +71,7 @@ from sitechat.models import (
 )
 from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
 from sitechat.retrieval.langchain import as_langchain_retriever
-from sitechat.vectorstores.base import EmbedderInfo, VectorStore
+from sitechat.vectorstores.base import EmbedderInfo, StoreCheck, VectorStore
 
 __all__ = [
     "Answer",
@@ -119,6 +119,7 @@ __all__ = [
     "SitechatError",
     "Source",
     "SourcesEvent",
+    "StoreCheck",
     "StoreError",
     "StreamInterruptedError",
     "Timings",
@@ -131,4 +132,5 @@ __all__ = [
     "ingest",
     "open_chat",
     "search",
+    "verify_index",
 ]

@@ -1,4 +1,5 @@
-"""The async entry points most code needs: ingest a site, search it, open a chat over it."""
+"""The async entry points most code needs: ingest a site, search it, open a chat over it,
+and check an index in full."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from urllib.parse import urlsplit
 from sitechat._redact import redact
 from sitechat.chat.base import ChatService
 from sitechat.config import Settings, check_endpoint_url
-from sitechat.errors import InvalidInputError
-from sitechat.factories import build_chat_service, open_store
+from sitechat.errors import CorruptIndexError, InvalidInputError
+from sitechat.factories import build_chat_service, check_index_location, open_store
 from sitechat.ingest.options import CrawlOptions
 from sitechat.ingest.pipeline import IngestSummary, Progress, check_sources, ingest_sources
 from sitechat.models import SearchHit
 from sitechat.observability.metrics import IngestMetrics
+from sitechat.registry import load_provider
 from sitechat.retrieval.hybrid import HybridRetriever, check_k
+from sitechat.vectorstores.base import StoreCheck, VectorStore
 
-__all__ = ["ingest", "open_chat", "search"]
+__all__ = ["ingest", "open_chat", "search", "verify_index"]
 
 
 def _settings(settings: Settings | None, index: str | None, **overrides: Any) -> Settings:
@@ -113,3 +116,22 @@ async def open_chat(index: str | None = None, *, settings: Settings | None = Non
     """
     service: ChatService = await build_chat_service(_settings(settings, index))
     return service
+
+
+async def verify_index(index: str | None = None, *, settings: Settings | None = None) -> StoreCheck:
+    """Check the index in full (see :meth:`~sitechat.VectorStore.verify`) and report what
+    is damaged. An index too damaged to open is a failed check naming why, not an error;
+    a missing one raises :class:`~sitechat.errors.IndexNotFoundError`. Needs no embedder.
+    """
+    cfg = _settings(settings, index)
+    provider = cfg.vectorstore.provider
+    check_index_location(cfg)
+    store_cls = load_provider("vectorstores", provider)
+    try:
+        store: VectorStore = await store_cls.open(cfg, None, create=False)
+    except CorruptIndexError as exc:
+        return StoreCheck(f"{provider} index at {cfg.index}", 0, None, ("opening",), (str(exc),))
+    try:
+        return await store.verify()
+    finally:
+        await store.aclose()

@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
         "(https://... or file:///...)",
     )
 
+    p = sub.add_parser("verify", help="check an index in full: vectors, chunks, keyword index")
+    index_option(p)
+
     p = sub.add_parser("providers", help="list the registered providers")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return parser
@@ -373,6 +376,29 @@ async def _eval(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+async def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    from sitechat.api import verify_index
+
+    check = await verify_index(settings=_settings(args))
+    if args.json:
+        _print_json(check.to_dict(), out)
+    elif check.ok:
+        vectors = "" if check.vectors is None else f", {check.vectors} vectors"
+        kept = f" ({check.tombstones} kept for deleted chunks)" if check.tombstones else ""
+        out.write(
+            f"The {check.store} is sound: {check.chunks} chunks{vectors}{kept}.\n"
+            f"Checked: {', '.join(check.checked)}.\n"
+        )
+    else:
+        out.write(f"The {check.store} is damaged:\n")
+        for problem in check.problems:
+            out.write(f"  - {redact(problem)}\n")
+        out.write(
+            "Re-ingest into a new index (or restore a backup) and point SITECHAT_INDEX at it.\n"
+        )
+    return 0 if check.ok else EXIT_ERROR
+
+
 def _providers(args: argparse.Namespace, out: TextIO) -> int:
     from sitechat.registry import check_providers
 
@@ -416,7 +442,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         _configure_logging(debug=args.debug)
         if args.command == "providers":
             return _providers(args, out)
-        handler = {"ingest": _ingest, "search": _search, "ask": _ask, "eval": _eval}[args.command]
+        handler = {
+            "ingest": _ingest,
+            "search": _search,
+            "ask": _ask,
+            "eval": _eval,
+            "verify": _verify,
+        }[args.command]
         return asyncio.run(handler(args, out))
     except SitechatError as exc:
         if args.debug:

@@ -22,6 +22,7 @@ __all__ = [
     "build_chat_service",
     "build_embeddings",
     "build_llm",
+    "check_index_location",
     "default_llm_provider",
     "open_store",
 ]
@@ -78,6 +79,17 @@ def _embeddings_explicitly_set(settings: Settings) -> bool:
     return "provider" in settings.embeddings.model_fields_set
 
 
+def check_index_location(settings: Settings) -> None:
+    """Refuse an empty index location: for the faiss store it would silently mean the
+    current directory."""
+    if not settings.index.strip():
+        raise ConfigurationError(
+            "The index location is empty (SITECHAT_INDEX, --index or index=). Name a "
+            "directory for the faiss store or a collection for pgvector, e.g. "
+            "SITECHAT_INDEX=sitechat-index."
+        )
+
+
 async def open_store(
     settings: Settings, embeddings: Embeddings | None = None, *, create: bool = False
 ) -> tuple[VectorStore, Embeddings]:
@@ -86,13 +98,7 @@ async def open_store(
     When no embedder is given or configured explicitly, the one recorded in the index is
     rebuilt, so ``sitechat ask --index DIR`` works with whatever built ``DIR``.
     """
-    if not settings.index.strip():
-        # an empty path would silently mean the current directory
-        raise ConfigurationError(
-            "The index location is empty (SITECHAT_INDEX, --index or index=). Name a "
-            "directory for the faiss store or a collection for pgvector, e.g. "
-            "SITECHAT_INDEX=sitechat-index."
-        )
+    check_index_location(settings)
     store_cls = load_provider("vectorstores", settings.vectorstore.provider)
     if embeddings is None and not create and not _embeddings_explicitly_set(settings):
         store: VectorStore = await store_cls.open(settings, None, create=False)

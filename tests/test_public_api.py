@@ -50,6 +50,7 @@ EXPECTED = [
     "SitechatError",
     "Source",
     "SourcesEvent",
+    "StoreCheck",
     "StoreError",
     "StreamInterruptedError",
     "Timings",
@@ -62,6 +63,7 @@ EXPECTED = [
     "ingest",
     "open_chat",
     "search",
+    "verify_index",
 ]
 
 

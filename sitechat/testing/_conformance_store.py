@@ -349,6 +349,19 @@ class VectorStoreConformance:
         assert len(urls) == len(set(urls))
         assert sorted(urls) == sorted({c.url for c in chunks})
 
+    @pytest.mark.asyncio
+    async def test_verify_finds_a_sound_store_sound(self, filled: VectorStore) -> None:
+        """verify() on a healthy store (after a delete and a persist) reports no problem and
+        the right number of chunks."""
+        assert await filled.delete(["zebra"]) == 1
+        await filled.persist()
+        check = await filled.verify()
+        assert check.problems == ()
+        assert check.ok
+        assert check.chunks == len(conformance_chunks()) - 1
+        assert check.checked, "verify() should say what it checked"
+        assert check.to_dict()["ok"] is True
+
     # ------------------------------------------------------------------ filters
 
     @pytest.mark.asyncio

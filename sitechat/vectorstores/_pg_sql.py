@@ -166,6 +166,25 @@ class Statements:
         self.has_hnsw = sql.SQL(
             "SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND indexname = %s"
         )
+        # vectors of another length, or not of length 1 (nor 0: an all-zero embedding)
+        self.odd_vectors = sql.SQL(
+            "SELECT count(*) FILTER (WHERE vector_dims(embedding) <> %s), "
+            "count(*) FILTER (WHERE vector_norm(embedding) > 0 "
+            "AND abs(vector_norm(embedding) - 1) > %s), "
+            "min(chunk_id) FILTER (WHERE vector_dims(embedding) <> %s "
+            "OR (vector_norm(embedding) > 0 AND abs(vector_norm(embedding) - 1) > %s)) "
+            "FROM {table}"
+        ).format(table=table)
+        # indexes a failed build left behind (PostgreSQL then ignores them); params:
+        # schema, table
+        self.invalid_indexes = sql.SQL(
+            "SELECT ic.relname FROM pg_index i "
+            "JOIN pg_class ic ON ic.oid = i.indexrelid "
+            "JOIN pg_class t ON t.oid = i.indrelid "
+            "JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "WHERE n.nspname = %s AND t.relname = %s AND NOT (i.indisvalid AND i.indisready) "
+            "ORDER BY 1"
+        )
 
     def create_hnsw(self, m: int, ef_construction: int) -> sql.Composed:
         """The HNSW index over the vectors, for cosine distance.

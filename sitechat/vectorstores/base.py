@@ -24,6 +24,10 @@ Member                         Contract
 ``count()``                    Number of chunks.
 ``persist()``                  Make every change durable; a crash before it returns
                                leaves the previous persisted state readable.
+``verify()``                   Read everything persisted once and report damage as
+                               a :class:`StoreCheck` (never raises for damage). The
+                               base class checks what the contract above can see;
+                               stores add their own checks.
 ``aclose()``                   Persist if needed and release resources.
 =============================  ======================================================
 
@@ -45,7 +49,7 @@ from sitechat.models import Chunk, SearchHit
 if TYPE_CHECKING:
     from sitechat.config import Settings
 
-__all__ = ["EmbedderInfo", "VectorStore"]
+__all__ = ["EmbedderInfo", "StoreCheck", "VectorStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,38 @@ class EmbedderInfo:
 
     name: str
     dimension: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCheck:
+    """What :meth:`VectorStore.verify` found: the counts, what it checked, and each
+    problem in words (none when the store is sound)."""
+
+    store: str
+    """Which store was checked, e.g. ``faiss index at docs-index``."""
+    chunks: int
+    vectors: int | None
+    """Vectors stored, tombstones included; None where the store cannot tell."""
+    checked: tuple[str, ...]
+    problems: tuple[str, ...] = ()
+    tombstones: int = 0
+    """Vectors kept for deleted chunks (an HNSW graph's), left out of every result."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready view, as printed by ``sitechat verify --json``."""
+        return {
+            "store": self.store,
+            "ok": self.ok,
+            "chunks": self.chunks,
+            "vectors": self.vectors,
+            "tombstones": self.tombstones,
+            "checked": list(self.checked),
+            "problems": list(self.problems),
+        }
 
 
 class VectorStore(ABC):
@@ -128,3 +164,45 @@ class VectorStore(ABC):
     async def aclose(self) -> None:
         """Persist pending changes and release resources."""
         await self.persist()
+
+    async def verify(self) -> StoreCheck:
+        """Check the store in full and report what is damaged; never raises for damage.
+
+        This base version checks what the contract can see: every chunk ``chunk_hashes``
+        lists can be read back with the same hash, ``count`` agrees, and every chunk's
+        page is among ``urls``. Stores override it to check their own files or tables
+        (vectors, keyword index) too.
+        """
+        hashes = await self.chunk_hashes()
+        problems: list[str] = []
+        total = await self.count()
+        if total != len(hashes):
+            problems.append(f"count() says {total} chunks, chunk_hashes() lists {len(hashes)}")
+        ids = list(hashes)
+        pages = set(await self.urls())
+        unreadable = differing = orphaned = 0
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            found = {chunk.id: chunk for chunk in await self.get(part)}
+            for chunk_id in part:
+                chunk = found.get(chunk_id)
+                if chunk is None:
+                    unreadable += 1
+                elif chunk.content_hash != hashes[chunk_id]:
+                    differing += 1
+                elif chunk.url not in pages:
+                    orphaned += 1
+        for count, what in (
+            (unreadable, "chunks listed by chunk_hashes() that get() does not return"),
+            (differing, "chunks whose content_hash differs between get() and chunk_hashes()"),
+            (orphaned, "chunks whose page is missing from urls()"),
+        ):
+            if count:
+                problems.append(f"{what}: {count}")
+        return StoreCheck(
+            f"{self.name or type(self).__name__} store",
+            chunks=len(hashes),
+            vectors=None,
+            checked=("chunks readable", "counts"),
+            problems=tuple(problems),
+        )

@@ -65,8 +65,9 @@ from sitechat.vectorstores._faiss_vectors import (
     VectorIndex,
     flat_index,
 )
+from sitechat.vectorstores._faiss_verify import verify_directory
 from sitechat.vectorstores._rows import check_chunk_text, unit_rows
-from sitechat.vectorstores.base import EmbedderInfo, VectorStore
+from sitechat.vectorstores.base import EmbedderInfo, StoreCheck, VectorStore
 
 if TYPE_CHECKING:
     from sitechat.config import Settings
@@ -206,6 +207,14 @@ class FaissVectorStore(VectorStore):
         self._txn.check()
         if self._dirty:
             await asyncio.to_thread(self._persist_sync)
+
+    async def verify(self) -> StoreCheck:
+        """Check the index as persisted on disk, in full: the database and its keyword
+        index, every vector, every payload record (see ``_faiss_verify``). Changes not
+        yet persisted are not part of it: call :meth:`persist` first to include them.
+        Searches and writes go on meanwhile; at 100k chunks it takes about a second."""
+        self._check_open()
+        return await asyncio.to_thread(verify_directory, self._directory)
 
     async def aclose(self) -> None:
         """Persist, then release the database connection and the vectors.

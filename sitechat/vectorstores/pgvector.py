@@ -51,7 +51,7 @@ from sitechat.errors import (
 from sitechat.models import Chunk, SearchHit
 from sitechat.vectorstores._pg_config import PgVectorConfig
 from sitechat.vectorstores._rows import check_chunk_text, unit_rows
-from sitechat.vectorstores.base import EmbedderInfo, VectorStore
+from sitechat.vectorstores.base import EmbedderInfo, StoreCheck, VectorStore
 
 try:
     import psycopg
@@ -70,6 +70,9 @@ if TYPE_CHECKING:
 __all__ = ["PgVectorConfig", "PgVectorStore"]
 
 logger = logging.getLogger(__name__)
+
+# how far from 1 a stored vector's length may be (float32 rounding is ~1e-7)
+_UNIT_TOLERANCE = 1e-3
 
 T = TypeVar("T")
 
@@ -292,6 +295,45 @@ class PgVectorStore(VectorStore):
 
         await self._run(build)
         self._indexed = True
+
+    async def verify(self) -> StoreCheck:
+        """The base checks (every chunk readable, counts agree), then the table's own:
+        every vector of the store's dimension and of unit length, no index left invalid
+        by a failed build, and the HNSW index present once the collection needs it."""
+        base = await super().verify()
+        problems = list(base.problems)
+        dimension, tolerance = self._embedder.dimension, _UNIT_TOLERANCE
+        rows = await self._fetch(
+            self._sql.odd_vectors, [dimension, tolerance, dimension, tolerance]
+        )
+        wrong_size, off_unit, example = rows[0]
+        named = f" (e.g. chunk {example!r})" if example else ""
+        if wrong_size:
+            problems.append(f"vectors not of dimension {dimension}: {wrong_size}{named}")
+        if off_unit:
+            problems.append(f"vectors not of unit length: {off_unit}{named}")
+        names = self._sql.names
+        invalid = await self._fetch(self._sql.invalid_indexes, [names.schema, names.table])
+        if invalid:
+            listed = ", ".join(str(row[0]) for row in invalid)
+            problems.append(f"indexes left invalid by a failed build: {listed} (drop them)")
+        await self._check_index(build=False)
+        if (
+            not self._indexed
+            and base.chunks >= self._config.hnsw_threshold
+            and dimension <= q.MAX_INDEXED_DIMENSION
+        ):
+            problems.append(
+                f"the HNSW index is missing at {base.chunks} chunks (searches are exact "
+                "and slow); persist() builds it"
+            )
+        return StoreCheck(
+            f"pgvector collection {self.table}",
+            chunks=base.chunks,
+            vectors=base.chunks,  # one per row, NOT NULL
+            checked=(*base.checked, "vectors", "indexes"),
+            problems=tuple(problems),
+        )
 
     async def aclose(self) -> None:
         """Record the count, then close every pooled connection."""

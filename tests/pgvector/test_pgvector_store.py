@@ -591,3 +591,58 @@ async def test_errors_are_sitechat_errors(store: PgVectorStore) -> None:
     """Every failure above derives from SitechatError, so apps catch one root."""
     assert issubclass(StoreError, SitechatError)
     assert issubclass(IndexNotFoundError, StoreError)
+
+
+# ---------------------------------------------------------------------- verify
+
+
+async def test_verify_names_vectors_edited_behind_the_store(
+    postgres: TemporaryPostgres, store: PgVectorStore
+) -> None:
+    """A vector rescaled by hand (not of unit length any more) is reported with its chunk,
+    and a HNSW index missing past the threshold is reported too."""
+    made = [make_chunk(f"c{i}", f"text number {i}") for i in range(4)]
+    await store.upsert(made, vectors(made))
+    await store.persist()
+    assert (await store.verify()).ok
+    sql_rows(
+        postgres.dsn,
+        f"UPDATE {store.table} SET embedding = embedding + embedding WHERE chunk_id = 'c2'",
+    )
+    check = await store.verify()
+    assert check.problems == ("vectors not of unit length: 1 (e.g. chunk 'c2')",)
+    assert check.chunks == check.vectors == 4
+    assert check.checked == ("chunks readable", "counts", "vectors", "indexes")
+
+
+async def test_verify_reports_a_missing_hnsw_index(postgres: TemporaryPostgres) -> None:
+    """Past hnsw_threshold the HNSW index should exist; dropped by hand, verify says so."""
+    opened = await open_store(postgres.dsn, unique(), hnsw_threshold=0)
+    try:
+        made = [make_chunk(f"c{i}", f"text number {i}") for i in range(3)]
+        await opened.upsert(made, vectors(made))
+        await opened.persist()
+        assert (await opened.verify()).ok and opened.indexed
+        schema = opened.table.split(".")[0]
+        hnsw = opened.table.split(".")[1] + "_hnsw"
+        sql_rows(postgres.dsn, f'DROP INDEX "{schema}"."{hnsw}"')
+        check = await opened.verify()
+        assert check.problems == (
+            "the HNSW index is missing at 3 chunks (searches are exact and slow); "
+            "persist() builds it",
+        )
+    finally:
+        await opened.aclose()
+
+
+async def test_verify_reports_an_index_a_failed_build_left_invalid(
+    postgres: TemporaryPostgres, store: PgVectorStore
+) -> None:
+    """An index whose concurrent build failed (PostgreSQL keeps it, invalid) is named."""
+    made = [make_chunk(f"c{i}", f"text number {i}") for i in range(2)]  # one url: duplicates
+    await store.upsert(made, vectors(made))
+    await store.persist()
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        sql_rows(postgres.dsn, f"CREATE UNIQUE INDEX CONCURRENTLY by_url ON {store.table} (url)")
+    check = await store.verify()
+    assert check.problems == ("indexes left invalid by a failed build: by_url (drop them)",)
