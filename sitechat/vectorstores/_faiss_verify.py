@@ -23,7 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from sitechat.errors import CorruptIndexError, IndexNotFoundError
+from sitechat.errors import CorruptIndexError
 from sitechat.vectorstores import _faiss_sql as sql
 from sitechat.vectorstores._faiss_open import LoadedIndex, load_directory
 from sitechat.vectorstores.base import StoreCheck
@@ -61,10 +61,8 @@ def verify_directory(directory: Path) -> StoreCheck:
     where = f"faiss index at {directory}"
     try:
         loaded = load_directory(directory)
-    except IndexNotFoundError:
-        raise
-    except CorruptIndexError as exc:
-        return StoreCheck(where, 0, 0, ("opening",), (str(exc),))
+    except CorruptIndexError as exc:  # a missing index (IndexNotFoundError) propagates
+        return StoreCheck(where, 0, None, ("opening",), (str(exc),))
     problems = _Problems()
     checked = ["opening"]
     live = np.zeros(0, dtype=np.int64)
@@ -134,8 +132,8 @@ def _check_vectors(loaded: LoadedIndex, live: np.ndarray, problems: _Problems) -
     index = loaded.vectors.index
     ids = faiss.vector_to_array(index.id_map).astype(np.int64)
     unique, counts = np.unique(ids, return_counts=True)
-    for fid in unique[counts > 1][:_EXAMPLES]:
-        problems.add("vector ids held twice", f"fid {int(fid)}")
+    for fid in unique[counts > 1].tolist():
+        problems.add("vector ids held twice", f"fid {fid}")
     missing = live[~np.isin(live, ids)]
     for fid in missing.tolist():
         problems.add("chunks without a vector", f"fid {fid}")

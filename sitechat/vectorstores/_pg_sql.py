@@ -167,13 +167,13 @@ class Statements:
             "SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND indexname = %s"
         )
         # vectors of another length, or not of length 1 (nor 0: an all-zero embedding)
+        # params: dimension, tolerance; returns both counts and one chunk id as an example
         self.odd_vectors = sql.SQL(
-            "SELECT count(*) FILTER (WHERE vector_dims(embedding) <> %s), "
-            "count(*) FILTER (WHERE vector_norm(embedding) > 0 "
-            "AND abs(vector_norm(embedding) - 1) > %s), "
-            "min(chunk_id) FILTER (WHERE vector_dims(embedding) <> %s "
-            "OR (vector_norm(embedding) > 0 AND abs(vector_norm(embedding) - 1) > %s)) "
-            "FROM {table}"
+            "SELECT count(*) FILTER (WHERE wrong_size), count(*) FILTER (WHERE off_unit), "
+            "min(chunk_id) FILTER (WHERE wrong_size OR off_unit) FROM ("
+            "SELECT chunk_id, vector_dims(embedding) <> %s AS wrong_size, "
+            "vector_norm(embedding) > 0 AND abs(vector_norm(embedding) - 1) > %s AS off_unit "
+            "FROM {table}) AS checked"
         ).format(table=table)
         # indexes a failed build left behind (PostgreSQL then ignores them); params:
         # schema, table

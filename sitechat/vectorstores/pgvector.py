@@ -303,9 +303,7 @@ class PgVectorStore(VectorStore):
         base = await super().verify()
         problems = list(base.problems)
         dimension, tolerance = self._embedder.dimension, _UNIT_TOLERANCE
-        rows = await self._fetch(
-            self._sql.odd_vectors, [dimension, tolerance, dimension, tolerance]
-        )
+        rows = await self._fetch(self._sql.odd_vectors, [dimension, tolerance])
         wrong_size, off_unit, example = rows[0]
         named = f" (e.g. chunk {example!r})" if example else ""
         if wrong_size:
