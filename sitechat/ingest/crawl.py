@@ -47,6 +47,7 @@ from sitechat.ingest._crawl_pages import (
 from sitechat.ingest.extract import is_link_list, looks_binary
 from sitechat.ingest.fetch import BUDGET_SPENT, Fetcher, Response, Stop, page_kind
 from sitechat.ingest.options import DEFAULT_USER_AGENT, CrawlOptions, CrawlStats
+from sitechat.ingest.robots import origin_of
 from sitechat.ingest.scope import LinkTrapGuard, QueryLearner, Scope, bare_url
 from sitechat.ingest.sitemap_reader import read_sitemaps
 from sitechat.ingest.transport import crawler_client, host_is_trusted
@@ -139,6 +140,9 @@ class _Crawler:
         )
         self.seen: set[str] = set(roots)
         self.start_hops = {url: url for url in roots}  # redirect hop -> the start URL it is from
+        # Origins whose sitemaps are (being) read, and start-redirect targets on new ones.
+        self.sitemap_origins = {origin_of(url) for url in roots}
+        self.moved_sites: list[str] = []
         self.emitted: dict[str, PageKeys] = {}  # page URL -> its content keys
         self.by_hash: dict[str, tuple[str, str]] = {}  # fingerprint -> (page URL, fetched URL)
         self.finished: set[str] = set()  # URLs whose fetch (or refusal) is over
@@ -162,6 +166,9 @@ class _Crawler:
             if not self.scope.in_scope(target):
                 logger.info("start URL %s redirects to %s: crawling that site too", start, target)
                 self.scope.roots.append(target)
+            if origin_of(target) not in self.sitemap_origins:
+                self.sitemap_origins.add(origin_of(target))
+                self.moved_sites.append(target)  # its sitemaps are read as a start site's
         if not self.scope.in_scope(target):
             raise Stop("skipped", f"redirects off-site to {target}")
         if not self.scope.wanted(target):
@@ -384,16 +391,14 @@ class _Crawler:
     async def run(self) -> AsyncGenerator[CrawlResult, None]:
         frontier: deque[tuple[str, int]] = deque((url, 0) for url in dict.fromkeys(self.roots))
         running: dict[asyncio.Future[CrawlResult | _Claim], tuple[str, int]] = {}
-        sitemap_task: asyncio.Future[tuple[list[str], list[CrawlResult]]] | None = None
+        sitemap_tasks: set[asyncio.Future[tuple[list[str], list[CrawlResult]]]] = set()
         if self.sitemaps or self.options.use_sitemaps:
-            sitemap_task = asyncio.ensure_future(
-                read_sitemaps(self.fetcher, self.roots, self.sitemaps, self.options, self.executor)
-            )
+            sitemap_tasks.add(self._read_sitemaps(self.roots, self.sitemaps))
         limit = self.options.max_pages
         beyond: set[str] = set()  # links of pages at max_depth, not followed from there
         loop = asyncio.get_running_loop()
         try:
-            while frontier or running or sitemap_task is not None:
+            while frontier or running or sitemap_tasks:
                 while frontier and len(running) < self.options.concurrency:
                     if self.pages_done + len(running) >= limit:
                         break
@@ -406,21 +411,19 @@ class _Crawler:
                         url, depth = picked
                         self.in_flight[bare_url(url)] = self.in_flight.get(bare_url(url), 0) + 1
                         running[asyncio.ensure_future(self.visit(url))] = picked
-                if not running and sitemap_task is None:
+                if not running and not sitemap_tasks:
                     break
                 remaining = None if self.deadline is None else self.deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     self.stats.truncated = self._budget_note()
                     break
-                waiting_on: set[asyncio.Future[Any]] = set(running)
-                if sitemap_task is not None:
-                    waiting_on.add(sitemap_task)
+                waiting_on: set[asyncio.Future[Any]] = {*running, *sitemap_tasks}
                 done, _ = await asyncio.wait(
                     waiting_on, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                 )
-                if sitemap_task is not None and sitemap_task in done:
+                for sitemap_task in [t for t in sitemap_tasks if t in done]:
+                    sitemap_tasks.discard(sitemap_task)
                     urls, problems = sitemap_task.result()
-                    sitemap_task = None
                     for problem in problems:
                         yield problem
                     for url in urls:
@@ -456,6 +459,9 @@ class _Crawler:
                             yield refused
                             for settled in self._release({refused.url}):
                                 yield settled
+                if self.moved_sites and self.options.use_sitemaps:
+                    sitemap_tasks.add(self._read_sitemaps(self.moved_sites, []))
+                self.moved_sites = []
             # Claims whose canonical URL was never fetched (cut short, refused): own URLs.
             for settled in self._release(set(self.claims)):
                 yield settled
@@ -464,14 +470,20 @@ class _Crawler:
             if self.stats.truncated is None and any(self._would_admit(u) for u in beyond):
                 self.stats.truncated = f"max_depth ({self.options.max_depth}) reached"
         finally:
-            pending: list[asyncio.Future[Any]] = [*running]
-            if sitemap_task is not None:
-                pending.append(sitemap_task)
+            pending: list[asyncio.Future[Any]] = [*running, *sitemap_tasks]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             if self.executor is not None:
                 self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+    def _read_sitemaps(
+        self, sites: Sequence[str], named: Sequence[str]
+    ) -> asyncio.Future[tuple[list[str], list[CrawlResult]]]:
+        """Read the sitemaps of ``sites`` (and the ``named`` ones) in the background."""
+        reading = read_sitemaps(self.fetcher, list(sites), named, self.options, self.executor)
+        return asyncio.ensure_future(reading)
 
 
 async def crawl(

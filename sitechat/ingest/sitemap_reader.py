@@ -1,8 +1,10 @@
 """Finding and reading a site's sitemaps through the crawler's fetcher.
 
 Where to look: the sitemaps the user named, the ``Sitemap:`` lines of each start site's
-robots.txt, and, when robots.txt names none, ``/sitemap.xml``. Sitemap indexes are
-followed (a few levels, a bounded number of files), so one URL reaches every listed page.
+robots.txt, and, when robots.txt names none, ``/sitemap.xml``. A site a start URL
+redirects to counts as a start site (the crawler reads its sitemaps once it sees the
+move). Sitemap indexes are followed (a few levels, a bounded number of files), so one URL
+reaches every listed page.
 
 A sitemap someone named (the user, robots.txt or a sitemap index) that cannot be read (an
 HTTP error, a failed fetch, a body that is not a sitemap) is reported failed, logged as a

@@ -340,3 +340,25 @@ async def test_a_link_redirecting_off_site_is_still_refused() -> None:
         results = await _crawl(home.url("/"))
     assert results[home.url("/moved")].reason == f"redirects off-site to {elsewhere.url('/')}"
     assert elsewhere.hits == []
+
+
+async def test_the_sitemap_of_the_site_a_start_url_redirects_to_is_read() -> None:
+    """A page only the new site's sitemap lists (nothing links to it) is crawled too."""
+    old, new = ProgrammableServer(), ProgrammableServer()
+    with _serving(old, new):
+        sitemap = (
+            '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+            f"<url><loc>{new.url('/docs/orphan')}</loc></url></urlset>"
+        )
+        old.routes = {"/": Reply(301, b"", {"Location": new.url("/docs/")})}
+        new.routes = {
+            "/docs/": _page("<p>Home.</p>"),
+            "/docs/orphan": _page("<p>Linked from nowhere.</p>"),
+            "/sitemap.xml": Reply(200, sitemap.encode(), {"Content-Type": "application/xml"}),
+        }
+        options = CrawlOptions(allow_private=True)
+        results = [r async for r in crawl([old.url("/")], options=options)]
+    assert {r.url for r in results if r.status == "ok"} == {
+        new.url("/docs/"),
+        new.url("/docs/orphan"),
+    }
