@@ -477,7 +477,6 @@ class _Crawler:
             if self.executor is not None:
                 self.executor.shutdown(wait=False, cancel_futures=True)
 
-
     def _read_sitemaps(
         self, sites: Sequence[str], named: Sequence[str]
     ) -> asyncio.Future[tuple[list[str], list[CrawlResult]]]:
