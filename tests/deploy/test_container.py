@@ -6,9 +6,11 @@ No Docker engine runs here, so the image is checked by hadolint and by reading i
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,23 @@ def test_multi_stage_with_a_slim_runtime() -> None:
     runtime = final_stage()
     assert not any(keyword == "RUN" and "pip install" in args for keyword, args in runtime)
     assert any(keyword == "COPY" and args.startswith("--from=build") for keyword, args in runtime)
+
+
+def test_the_build_ingests_and_verifies_the_baked_index(tmp_path: Path) -> None:
+    """The build stage's index step, run here as written, builds a sound index."""
+    step = next(args for keyword, args in instructions() if keyword == "RUN" and "ingest" in args)
+    assert "sitechat verify --index /opt/index" in step
+    command = step.replace("/opt/index", str(tmp_path / "index")).replace(
+        '"${SITE_SOURCE}"', str(ROOT / "examples" / "sample_site")
+    )
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    env = {k: v for k, v in env.items() if not k.startswith("SITECHAT_")}
+    result = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "index" / "manifest.json").is_file()
 
 
 def test_runs_as_a_numeric_non_root_user() -> None:
