@@ -296,6 +296,22 @@ def test_citation_parsing_never_raises_and_stays_in_range(answer: str, count: in
     assert len(set(cited)) == len(cited)
 
 
+@pytest.mark.parametrize(
+    ("answer", "cited"),
+    [
+        ("Reset it [2]. Then sign in [1][3].", (2, 1, 3)),
+        ("Both say so [1, 2].", (1, 2)),
+        ("All three agree [1-3], and [2–3] again.", (1, 2, 3)),
+        ("Mixed [3, 1-2].", (3, 1, 2)),
+        ("Out of range [4], [0], [2-9] and backwards [3-1].", (2, 3)),
+        ("Not citations: [a], [1,], [-2], [1 - ].", ()),
+    ],
+)
+def test_grouped_and_ranged_citations_are_parsed(answer: str, cited: tuple[int, ...]) -> None:
+    """[1, 2] and [1-3], as models often write them, cite each number they hold."""
+    assert parse_citations(answer, 3) == cited
+
+
 async def test_follow_up_is_rewritten_before_retrieval() -> None:
     """With history, the LLM rewrites the follow-up into the query; its text never streams."""
     llm = FakeLLMService(["delete Lumen account", "Open Settings and press Delete account [1]."])

@@ -27,6 +27,7 @@ from itertools import pairwise
 from urllib.parse import quote, unquote, urlsplit
 
 from sitechat import ChatMessage, Source
+from sitechat.chat.prompts import CITATION_RE, cited_numbers
 
 __all__ = [
     "Turn",
@@ -120,7 +121,8 @@ _LINK = re.compile(
 _REFERENCE_DEFINITION = re.compile(r"^[ ]{0,3}\[[^\]\n]+\]:[ \t]*<?([^\s>]*)>?.*$", re.MULTILINE)
 _DANGLING_LINK = re.compile(r"\]\((?!\s*<?https?://)", re.IGNORECASE)
 _STREAMLIT_DIRECTIVE = re.compile(r":([A-Za-z][\w-]*)\[")
-_CITATION = re.compile(r"(?<![\]\\])\[(\d{1,3})\](?![(:])")
+# [n], [1, 2] or [1-3], unless it is the text or label of a Markdown link
+_CITATION = re.compile(r"(?<![\]\\])" + CITATION_RE.pattern + r"(?![(:])")
 
 
 def _split_code(text: str) -> list[tuple[bool, str]]:
@@ -179,8 +181,13 @@ def _sanitize_prose(text: str, citation_links: Mapping[int, str]) -> str:
     text = _STREAMLIT_DIRECTIVE.sub(r":\1\\[", text)
 
     def cite(match: re.Match[str]) -> str:
-        url = citation_links.get(int(match.group(1)))
-        return f"[\\[{match.group(1)}\\]]({_link_target(url)})" if url else match.group(0)
+        numbers = cited_numbers(match.group(1), 999)
+        if not any(n in citation_links for n in numbers) or len(numbers) > 20:
+            return match.group(0)  # nothing to link, or not a plausible citation
+        return "".join(
+            f"[\\[{n}\\]]({_link_target(url)})" if (url := citation_links.get(n)) else f"\\[{n}\\]"
+            for n in numbers
+        )
 
     return _CITATION.sub(cite, text) if citation_links else text
 

@@ -19,10 +19,12 @@ from sitechat.chat.small_talk import SmallTalk
 from sitechat.models import ChatMessage, Source
 
 __all__ = [
+    "CITATION_RE",
     "DEFAULT_PROMPTS",
     "ParsedPrompt",
     "PromptTemplates",
     "build_messages",
+    "cited_numbers",
     "parse_citations",
     "parse_prompt",
 ]
@@ -79,7 +81,9 @@ _SOURCE_RE = re.compile(
     r'url="(?P<url>[^"]*)">\n(?P<text>.*?)\n</source>',
     re.DOTALL,
 )
-_CITATION_RE = re.compile(r"\[(\d{1,3})\]")
+# A citation as answers write them: [3], [1, 2], [1-3], [2–4, 6] (hyphen or en dash).
+_CITED_ITEM = r"\d{1,3}(?:\s*[-–]\s*\d{1,3})?"
+CITATION_RE = re.compile(rf"\[({_CITED_ITEM}(?:\s*,\s*{_CITED_ITEM})*)\]")
 _SOURCE_TAG_RE = re.compile(r"</?\s*(source|sources)\b", re.IGNORECASE)
 
 
@@ -159,14 +163,26 @@ def parse_prompt(messages: Sequence[BaseMessage]) -> ParsedPrompt:
     return ParsedPrompt(question=question, sources=sources)
 
 
+def cited_numbers(inside: str, source_count: int) -> tuple[int, ...]:
+    """The source numbers one citation's brackets hold (``"1, 3-4"``: 1, 3 and 4), in
+    order, keeping only those from 1 to ``source_count``; a backward range names none."""
+    numbers: list[int] = []
+    for item in inside.split(","):
+        first, _, last = item.replace("–", "-").partition("-")
+        low = int(first)
+        high = int(last) if last else low
+        numbers.extend(range(max(low, 1), min(high, source_count) + 1))
+    return tuple(numbers)
+
+
 def parse_citations(answer: str, source_count: int) -> tuple[int, ...]:
-    """The distinct source numbers ``[n]`` cited in ``answer``, in first-cited order.
+    """The distinct source numbers cited in ``answer``, in first-cited order: ``[n]`` and
+    the grouped forms ``[1, 2]`` and ``[1-3]``.
 
     Numbers that do not match a given source are dropped.
     """
     seen: dict[int, None] = {}
-    for match in _CITATION_RE.finditer(answer):
-        n = int(match.group(1))
-        if 1 <= n <= source_count:
+    for match in CITATION_RE.finditer(answer):
+        for n in cited_numbers(match.group(1), source_count):
             seen.setdefault(n, None)
     return tuple(seen)

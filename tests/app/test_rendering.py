@@ -66,6 +66,13 @@ def test_citations_link_to_web_sources_only() -> None:
     assert "file:" not in out
 
 
+def test_grouped_citations_link_each_web_source() -> None:
+    """[1, 2] and [1-2] link every web source they name; a local one stays plain text."""
+    out = sanitize("Both [1, 2]. Range [1-2].", sources=[WEB, LOCAL])
+    link = "[\\[1\\]](https://docs.example.com/account#delete)"
+    assert out == f"Both {link}\\[2\\]. Range {link}\\[2\\]."
+
+
 def test_parentheses_in_urls_cannot_end_the_link() -> None:
     """A URL with parentheses is percent-encoded so the Markdown link stays whole."""
     source = Source(1, "Wiki", "https://en.example.org/wiki/Foo_(bar)", "", 1.0)
