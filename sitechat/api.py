@@ -58,8 +58,10 @@ async def ingest(
 ) -> IngestSummary:
     """Crawl or read ``sources`` (URLs and/or local paths) into the index; incremental.
 
-    Crawl limits come from ``settings.ingest`` unless ``crawl_options`` are given. An empty
-    source is refused before the index is opened; ``"."`` is the current directory.
+    Crawl limits come from ``settings.ingest`` unless ``crawl_options`` are given. No
+    source at all, an empty one and a local path that does not exist are refused before
+    the index is opened (so no empty index is left behind); ``"."`` is the current
+    directory.
 
     >>> summary = await sitechat.ingest("https://docs.example.com/", index="docs-index")
     """

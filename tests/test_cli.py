@@ -112,10 +112,11 @@ def test_bad_option_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_unknown_source_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A source that is neither a URL nor a path is refused clearly."""
+    """A source that is neither a URL nor a path is refused clearly, creating no index."""
     code, _ = run("ingest", "no/such/folder", "--index", str(tmp_path / "i"))
     assert code == 1
     assert "neither an http(s) URL nor an existing" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists()
 
 
 def _serve(folder: Path) -> Generator[str, None, None]:

@@ -13,7 +13,7 @@ import pytest
 from sitechat.config import Settings
 from sitechat.embeddings.base import aembedder_info
 from sitechat.embeddings.hashing import HashingEmbeddings
-from sitechat.errors import InvalidInputError
+from sitechat.errors import IngestError, InvalidInputError
 from sitechat.factories import open_store
 from sitechat.ingest.crawl import CrawlOptions
 from sitechat.ingest.pipeline import ingest_sources
@@ -436,6 +436,30 @@ async def test_public_ingest_refuses_an_empty_source_before_opening_the_index(
 
     with pytest.raises(InvalidInputError, match=r"use \. for the current directory"):
         await sitechat.ingest(source, index=str(tmp_path / "index"))
+    assert os.listdir(tmp_path) == []
+
+
+async def test_public_ingest_refuses_a_missing_path_before_opening_the_index(
+    tmp_path: Path,
+) -> None:
+    """A local source that does not exist is named, and no empty index is left behind."""
+    import sitechat
+
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(
+        IngestError, match="no-such-folder' is neither an http\\(s\\) URL nor an existing"
+    ):
+        await sitechat.ingest(missing, index=str(tmp_path / "index"))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("sources", [[], ()])
+async def test_public_ingest_refuses_no_sources_at_all(tmp_path: Path, sources: list[str]) -> None:
+    """An empty list of sources raises InvalidInputError instead of building an empty index."""
+    import sitechat
+
+    with pytest.raises(InvalidInputError, match="No source was given"):
+        await sitechat.ingest(sources, index=str(tmp_path / "index"))
     assert os.listdir(tmp_path) == []
 
 

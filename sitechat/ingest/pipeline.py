@@ -11,6 +11,7 @@ the server reports unchanged (304) is neither downloaded nor extracted nor chunk
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -221,11 +222,8 @@ def _read_local(
         summary.failed.append((url, reason))
 
     path = Path(source).expanduser()
-    if not path.exists():
-        raise IngestError(
-            f"Source '{source}' is neither an http(s) URL nor an existing file or folder. "
-            "Pass a URL like https://docs.example.com/ or a path to HTML/Markdown files."
-        )
+    if not path.exists():  # checked before the index opened, but it may have gone since
+        raise _missing_source(source)
     pages = list(
         iter_local_pages(
             path,
@@ -253,7 +251,8 @@ _WHAT_TO_GIVE = "Give a URL or a folder; use . for the current directory."
 
 
 def check_sources(sources: str | Path | Iterable[str | Path]) -> list[str]:
-    """``sources`` (one, or several) as strings; refuses an empty or non-text source.
+    """``sources`` (one, or several) as strings; refuses no source at all, an empty or
+    non-text one, and a local path that does not exist.
 
     Call it before any index is opened: an empty path would silently mean the current
     directory, and index whatever happens to be there. ``.`` and a :class:`~pathlib.Path`
@@ -278,7 +277,19 @@ def check_sources(sources: str | Path | Iterable[str | Path]) -> list[str]:
             raise InvalidInputError(f"A source is empty ({source!r}). {_WHAT_TO_GIVE}")
         else:
             checked.append(source)
+    if not checked:
+        raise InvalidInputError(f"No source was given. {_WHAT_TO_GIVE}")
+    for source in checked:
+        if not _is_url(source) and not os.path.exists(os.path.expanduser(source)):
+            raise _missing_source(source)
     return checked
+
+
+def _missing_source(source: str) -> IngestError:
+    return IngestError(
+        f"Source '{source}' is neither an http(s) URL nor an existing file or folder. "
+        "Pass a URL like https://docs.example.com/ or a path to HTML/Markdown files."
+    )
 
 
 async def ingest_sources(
