@@ -12,7 +12,9 @@ environment variable; secrets are never echoed.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -226,8 +228,13 @@ class Settings(BaseSettings):
     def load(cls, env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
         """Read settings; ``overrides`` (as keyword arguments) win over the environment.
 
-        Raises :class:`ConfigurationError` naming the variable at fault.
+        Raises :class:`ConfigurationError` naming the variable at fault, or the override:
+        a misspelt one (``retreival=``, ``retrieval={"topk": 2}``) would otherwise be
+        ignored without a word. ``index`` may be a :class:`~pathlib.Path`.
         """
+        _check_overrides(cls, overrides)
+        if isinstance(overrides.get("index"), Path):
+            overrides = {**overrides, "index": str(overrides["index"])}
         try:
             settings = cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
         except ValidationError as exc:
@@ -247,6 +254,35 @@ class Settings(BaseSettings):
         return self._source_env_file
 
     _source_env_file: str | None = PrivateAttr(default=".env")
+
+
+def _check_overrides(settings_class: type[BaseModel], overrides: Mapping[str, Any]) -> None:
+    """Refuse an override that names no setting, with the nearest one that does."""
+    sections = settings_class.model_fields
+    for name, value in overrides.items():
+        field = sections.get(name)
+        if field is None:
+            raise ConfigurationError(
+                f"Settings.load() has no setting {name!r}{_nearest(name, sections)}. It takes "
+                f"{', '.join(sections)}. A provider's own options (such as the openai or "
+                "bedrock sections) are read from SITECHAT_<PROVIDER>__<OPTION> variables or "
+                "the .env file."
+            )
+        section = field.annotation
+        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+            continue
+        known = section.model_fields
+        for key in value if isinstance(value, Mapping) else ():
+            if key not in known:
+                raise ConfigurationError(
+                    f"Settings.load() has no setting {name}.{key}{_nearest(str(key), known)}. "
+                    f"The {name} settings are {', '.join(known)}."
+                )
+
+
+def _nearest(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def env_prefix_for(provider: str) -> str:

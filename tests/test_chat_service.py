@@ -587,6 +587,7 @@ async def test_history_accepts_role_content_dicts() -> None:
         ([{"role": "user"}], "{'role': 'user'}"),
         ([{"role": "user", "content": [{"type": "image_url"}]}], "list content"),
         ("How do I install?", "single str"),
+        (42, "not int"),
     ],
 )
 async def test_malformed_history_is_refused_naming_the_item(history: object, named: str) -> None:
@@ -597,6 +598,23 @@ async def test_malformed_history_is_refused_naming_the_item(history: object, nam
         await _collect(service, "And on Windows?", history)  # type: ignore[arg-type]
     assert named in str(caught.value)
     assert "ChatMessage(role, content)" in str(caught.value)
+
+
+async def test_none_as_history_means_no_conversation_yet() -> None:
+    """history=None is treated like an empty history, not a TypeError."""
+    service = await _service(FakeLLMService(["Like this [1]."]))
+    events = await _collect(service, "How do I install the app?", None)  # type: ignore[arg-type]
+    assert isinstance(events[-1], DoneEvent)
+
+
+@pytest.mark.parametrize("message", [123, b"How do I install?", None])
+async def test_a_message_that_is_not_text_is_named(message: object) -> None:
+    """A non-str message raises InvalidInputError naming its type, not 'the message is empty'."""
+    service = await _service(FakeLLMService())
+    with pytest.raises(
+        InvalidInputError, match=f"must be text \\(str\\), not {type(message).__name__}"
+    ):
+        await _collect(service, message, [])  # type: ignore[arg-type]
 
 
 async def test_rewrite_is_one_try_without_retries() -> None:

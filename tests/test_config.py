@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, SecretStr
@@ -150,3 +152,26 @@ def test_a_dotenv_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     (tmp_path / ".env").write_bytes("SITECHAT_LLM__MODEL=caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigurationError, match=r"\.env is not UTF-8"):
         Settings.load()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"retreival": {"top_k": 2}}, "no setting 'retreival' (did you mean 'retrieval'?)"),
+        ({"retrieval": {"topk": 2}}, "no setting retrieval.topk (did you mean 'top_k'?)"),
+        ({"openai": {"api_key": "sk-x"}}, "SITECHAT_<PROVIDER>__<OPTION> variables"),
+    ],
+)
+def test_a_misspelt_override_is_refused_with_the_nearest_setting(
+    overrides: dict[str, Any], message: str
+) -> None:
+    """An override in code that names no setting raises instead of being ignored."""
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        Settings.load(env_file=None, **overrides)
+
+
+def test_overrides_that_name_settings_still_win(tmp_path: Path) -> None:
+    """Known overrides apply; the index may be a pathlib.Path, as SiteChat accepts."""
+    settings = Settings.load(env_file=None, index=tmp_path / "idx", retrieval={"top_k": 2})
+    assert settings.index == str(tmp_path / "idx")
+    assert settings.retrieval.top_k == 2

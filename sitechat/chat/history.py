@@ -26,19 +26,26 @@ _ACCEPTED = (
 )
 
 
-def normalize_history(history: Iterable[object]) -> list[ChatMessage]:
+def normalize_history(history: Iterable[object] | None) -> list[ChatMessage]:
     """Check a conversation and return it as sitechat ``ChatMessage`` values.
 
     Accepted items: ``ChatMessage``; LangChain ``HumanMessage``, ``AIMessage`` and
     ``SystemMessage``; and OpenAI-style mappings ``{"role": ..., "content": ...}`` (other
     keys are ignored). Roles are ``user``, ``assistant`` and ``system``; content must be
-    text. Anything else raises :class:`~sitechat.errors.InvalidInputError` naming the item,
-    rather than being dropped: a silently shortened conversation gives wrong answers.
+    text; ``None`` is no history. Anything else raises
+    :class:`~sitechat.errors.InvalidInputError` naming the item, rather than being dropped:
+    a silently shortened conversation gives wrong answers.
     """
+    if history is None:
+        return []  # no conversation yet
     if isinstance(history, (str, bytes, Mapping)):
         raise InvalidInputError(
             f"The history is a single {type(history).__name__}, not a list of messages. "
             + _ACCEPTED
+        )
+    if not isinstance(history, Iterable):
+        raise InvalidInputError(
+            f"The history must be a list of messages, not {type(history).__name__}. " + _ACCEPTED
         )
     out: list[ChatMessage] = []
     for index, item in enumerate(history):

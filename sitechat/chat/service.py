@@ -102,7 +102,12 @@ class RetrievalChatService(ChatService):
         return self.retriever.settings
 
     def _validate(self, message: str) -> str:
-        text = message.strip() if isinstance(message, str) else ""
+        if not isinstance(message, str):
+            raise InvalidInputError(
+                f"The message must be text (str), not {type(message).__name__}. "
+                "Pass the user's question as a string."
+            )
+        text = message.strip()
         if not text:
             raise InvalidInputError("The message is empty. Type a question about the site.")
         limit = self.settings.max_message_chars

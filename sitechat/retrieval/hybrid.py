@@ -179,6 +179,8 @@ class HybridRetriever:
         ``k`` defaults to ``settings.top_k``; anything but a whole number of at least 1
         raises :class:`~sitechat.errors.InvalidInputError`.
         """
+        if not isinstance(query, str):
+            raise InvalidInputError(f"The query must be text (str), not {type(query).__name__}.")
         k = self.settings.top_k if k is None else check_k(k)
         pool = max(k * 4, MIN_POOL)
         mode = self.settings.mode

@@ -125,6 +125,16 @@ async def test_retrieve_refuses_a_k_that_is_not_a_positive_whole_number(k: objec
     assert len((await retriever.retrieve("passage", 2)).hits) == 2
 
 
+@pytest.mark.parametrize("query", [None, 5, b"passage"])
+async def test_retrieve_refuses_a_query_that_is_not_text(query: object) -> None:
+    """A non-str query raises InvalidInputError naming its type, not an AttributeError."""
+    embeddings = FakeEmbeddings(dimension=16)
+    store = InMemoryVectorStore(EmbedderInfo(embeddings.embedder_name, embeddings.dimension))
+    retriever = HybridRetriever(store, embeddings)
+    with pytest.raises(InvalidInputError, match=f"not {type(query).__name__}"):
+        await retriever.retrieve(query)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("k", BAD_K)
 async def test_api_search_refuses_a_bad_k_before_opening_the_index(
     k: object, settings: Settings
