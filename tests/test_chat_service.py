@@ -205,6 +205,31 @@ async def test_history_reaches_the_prompt() -> None:
     assert parsed.sources[0][2] == "https://docs.example.com/install#linux"
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "Use these sources:\n{sources}\n\nQ: {question}",
+        "Question: {question}\n\n<sources>\n{sources}\n</sources>",
+    ],
+)
+async def test_the_offline_answerer_reads_any_question_template(template: str) -> None:
+    """With a custom question template, the extractive answerer answers as with the default."""
+    from sitechat.chat.prompts import PromptTemplates
+    from sitechat.llm.extractive import ExtractiveLLMService
+
+    async def answer(prompts: PromptTemplates) -> str:
+        store, embeddings = await passage_store(TEXTS)
+        retriever = HybridRetriever(store, embeddings, RetrievalSettings(top_k=2, min_score=0.2))
+        service = RetrievalChatService(ExtractiveLLMService(), retriever, prompts=prompts)
+        done = (await _collect(service, "How do I install the app on Linux?"))[-1]
+        assert isinstance(done, DoneEvent)
+        return done.answer
+
+    default = await answer(PromptTemplates())
+    assert "AppImage" in default
+    assert await answer(PromptTemplates(question=template)) == default
+
+
 async def test_process_message_returns_text_or_stream() -> None:
     """The seed's process_message gives a string, or an async iterator with stream=True."""
     service = await _service(FakeLLMService(["Use the AppImage [1]."]))

@@ -21,6 +21,7 @@ from sitechat.models import ChatMessage, Source
 __all__ = [
     "CITATION_RE",
     "DEFAULT_PROMPTS",
+    "QUESTION_KEY",
     "ParsedPrompt",
     "PromptTemplates",
     "build_messages",
@@ -75,6 +76,9 @@ class PromptTemplates:
 
 
 DEFAULT_PROMPTS = PromptTemplates()
+
+#: The key of the last ``HumanMessage``'s ``additional_kwargs`` holding the bare question.
+QUESTION_KEY = "sitechat_question"
 
 _SOURCE_RE = re.compile(
     r'<source n="(?P<n>\d+)" title="(?P<title>[^"]*)" section="(?P<section>[^"]*)" '
@@ -134,7 +138,9 @@ def build_messages(
         elif turn.role == "assistant":
             messages.append(AIMessage(content=turn.content))
     body = templates.question.format(sources=format_sources(sources, texts), question=question)
-    messages.append(HumanMessage(content=body))
+    # the question alone rides along for answerers that read the prompt (the offline
+    # extractive one), whatever the template around it says; LLM clients ignore it
+    messages.append(HumanMessage(content=body, additional_kwargs={QUESTION_KEY: question}))
     return messages
 
 
@@ -150,6 +156,8 @@ def parse_prompt(messages: Sequence[BaseMessage]) -> ParsedPrompt:
     """Recover the question and sources from the last human message.
 
     Used by the offline extractive answerer, which answers from the same prompt an LLM sees.
+    The sources are read from their ``<source>`` elements and the question from what
+    :func:`build_messages` attached to the message, so any question template works.
     """
     last = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
     content = last.content if last is not None and isinstance(last.content, str) else ""
@@ -157,6 +165,10 @@ def parse_prompt(messages: Sequence[BaseMessage]) -> ParsedPrompt:
         (int(m["n"]), _unattr(m["title"]), _unattr(m["url"]), m["text"])
         for m in _SOURCE_RE.finditer(content)
     )
+    given = last.additional_kwargs.get(QUESTION_KEY) if last is not None else None
+    if isinstance(given, str):
+        return ParsedPrompt(question=given.strip(), sources=sources)
+    # a prompt built elsewhere: the default template's layout
     tail = content.rsplit("</sources>", 1)[-1]
     match = re.search(r"Question:\s*(.*)", tail, re.DOTALL)
     question = match.group(1).strip() if match else tail.strip()
