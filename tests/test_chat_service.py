@@ -380,6 +380,33 @@ async def test_failed_rewrite_falls_back_to_the_question() -> None:
     assert isinstance(events[-1], DoneEvent)
 
 
+@pytest.mark.parametrize(
+    "question", ["Is there an API rate limit?", "Are there keyboard shortcuts?"]
+)
+async def test_keyword_rewriter_leaves_is_there_questions_alone(question: str) -> None:
+    """ "Is there …" asks whether something exists: it does not refer to the last topic."""
+    from sitechat.chat.rewrite import KeywordQueryRewriter
+
+    history = [ChatMessage("user", "How do I export my notes?"), ChatMessage("assistant", "…")]
+    assert await KeywordQueryRewriter().rewrite(question, history) == question
+
+
+async def test_keyword_rewriter_keeps_the_topic_through_a_chain_of_follow_ups() -> None:
+    """export → "what about PDF?" → "and Markdown?" searches for exporting Markdown."""
+    from sitechat.chat.rewrite import KeywordQueryRewriter
+
+    history = [
+        ChatMessage("user", "How do I export my notes?"),
+        ChatMessage("assistant", "Use File > Export."),
+        ChatMessage("user", "what about PDF?"),
+        ChatMessage("assistant", "PDF export is limited to 50 pages."),
+    ]
+    query = await KeywordQueryRewriter().rewrite("and Markdown?", history)
+    assert query == "and Markdown? export notes"
+    referring = await KeywordQueryRewriter().rewrite("Is there one for Windows?", history)
+    assert "export" in referring
+
+
 async def test_keyword_rewriter_carries_the_topic_over() -> None:
     """The offline rewriter adds the previous question's topic words to a referring or
     one-topic-word follow-up, and leaves a question with its own topic alone."""

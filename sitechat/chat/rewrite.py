@@ -54,8 +54,22 @@ _REFERRING = re.compile(
     re.IGNORECASE,
 )
 
+# "Is there …", "there are …": "there" asking whether something exists refers to nothing.
+_EXISTENTIAL_THERE = re.compile(
+    r"\b(?:(?:is|are|was|were|will|would|can|could|should|be)\s+there|there\s*(?:is|are|was|"
+    r"were|will|would|'s|’s|'re))\b",
+    re.IGNORECASE,
+)
 # Topic words that make a question without referring words stand alone.
 _STANDALONE_TERMS = 2
+
+
+def _stands_alone(question: str) -> bool:
+    """Whether ``question`` names its own topic: two topic words or more, and no word that
+    refers back ("it", "that", "and", "what about …" is one topic word short)."""
+    if len(content_terms(question)) < _STANDALONE_TERMS:
+        return False
+    return not _REFERRING.search(_EXISTENTIAL_THERE.sub(" ", question))
 
 
 class QueryRewriter(ABC):
@@ -132,24 +146,27 @@ class LLMQueryRewriter(QueryRewriter):
 
 
 class KeywordQueryRewriter(QueryRewriter):
-    """Adds the previous question's topic words to a question that refers back to it.
+    """Adds the conversation's topic words to a question that refers back to it.
 
-    A question with no pronoun or connective ("it", "that", "and", …) and at least two topic
-    words of its own ("How do I export my notes?") stands alone and is left as it is: the
-    previous topic's words would pull the search back to the previous page. A referring or
-    one-topic-word question ("what about PDF?") gets them.
+    A question with no pronoun or connective ("it", "that", "and", …; "is there" asks, it
+    does not refer) and at least two topic words of its own ("How do I export my notes?",
+    "Is there an API rate limit?") stands alone and is left as it is: the previous topic's
+    words would pull the search back to the previous page. A referring or one-topic-word
+    question ("what about PDF?") gets the words of the latest question that stood alone, so
+    a chain of follow-ups keeps its topic.
     """
 
     def __init__(self, max_added_terms: int = 8) -> None:
         self.max_added_terms = max_added_terms
 
     async def rewrite(self, question: str, history: Sequence[ChatMessage]) -> str:
-        previous = next((t.content for t in reversed(history) if t.role == "user"), None)
-        if previous is None:
+        asked = [t.content for t in history if t.role == "user"]
+        if not asked or _stands_alone(question):
             return question
+        # the topic is that of the latest question that stood alone: in "How do I export
+        # my notes?", "what about PDF?", "and Markdown?", the last one is about exporting
+        previous = next((q for q in reversed(asked) if _stands_alone(q)), asked[0])
         own = content_terms(question)
-        if len(own) >= _STANDALONE_TERMS and not _REFERRING.search(question):
-            return question
         words = re.findall(r"[^\W_]+(?:['’][^\W_]+)?", previous)
         stems = set(own)
         added: list[str] = []
