@@ -5,7 +5,7 @@ Scripts rely on these forms and on ``--json`` output staying stable::
     sitechat ingest SOURCE [SOURCE...] --index DIR [--json]
     sitechat search QUERY --index DIR [-k N] [--json]
     sitechat ask QUESTION --index DIR [--json]
-    sitechat eval QUESTIONS.jsonl --index DIR [-k 5] [--min-recall X] [--json]
+    sitechat eval QUESTIONS.jsonl --index DIR [-k 5] [--min-recall X] [--min-declined X] [--json]
     sitechat providers [--json]
 
 Failures print one line to stderr and exit non-zero (1 for errors, 2 for bad usage); the
@@ -128,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
         type=_fraction,
         metavar="X",
         help="exit 1 when recall@k is below X (0 to 1)",
+    )
+    p.add_argument(
+        "--min-declined",
+        type=_fraction,
+        metavar="X",
+        help='exit 1 when under X (0 to 1) of the off-topic questions ("expected": []) '
+        "are judged not covered",
     )
     p.add_argument(
         "--base-url",
@@ -368,12 +375,25 @@ async def _eval(args: argparse.Namespace, out: TextIO) -> int:
             )
     else:
         out.write(report.format() + "\n")
+    failed = False
     if args.min_recall is not None and not report.meets(args.min_recall):
         sys.stderr.write(
             f"sitechat: error: recall@{args.k} {report.recall:.3f} is below {args.min_recall}\n"
         )
-        return EXIT_ERROR
-    return 0
+        failed = True
+    if args.min_declined is not None and not report.off_topic:
+        sys.stderr.write(
+            'sitechat: error: --min-declined needs off-topic questions ("expected": []) '
+            f"in {args.questions}, and it has none\n"
+        )
+        failed = True
+    elif args.min_declined is not None and not report.declines_enough(args.min_declined):
+        sys.stderr.write(
+            f"sitechat: error: {report.declined_rate:.3f} of the off-topic questions were "
+            f"declined, below {args.min_declined}\n"
+        )
+        failed = True
+    return EXIT_ERROR if failed else 0
 
 
 async def _verify(args: argparse.Namespace, out: TextIO) -> int:

@@ -11,6 +11,13 @@ it must be an absolute ``http(s)://`` or ``file://`` URL. An entry's ``#fragment
 dropped (``billing.html#refunds`` expects the page ``billing.html``), because scoring is at
 page level. Blank lines and lines starting with ``#`` are ignored.
 
+An empty ``expected`` (``[]``) says the site does not cover the question ("How do I reset
+my router?" on a notes app's docs). Such *off-topic* questions check the other half of
+retrieval, the "not covered" judgement that lets the chat decline instead of answering
+from unrelated passages: one is **declined** when retrieval judges it not covered. They
+take no part in recall and MRR, which count the answerable questions only; an answerable
+question judged not covered is counted as **refused**, since the chat would decline it.
+
 Scoring is at page level, because a user is helped by a link to the right page whichever
 of its passages was picked:
 
@@ -72,11 +79,17 @@ class Retriever(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EvalQuestion:
-    """One question and the pages (or URL prefixes) that answer it."""
+    """One question and the pages (or URL prefixes) that answer it; none when the site does
+    not cover it."""
 
     question: str
     expected: tuple[str, ...]
     line: int = 0
+
+    @property
+    def off_topic(self) -> bool:
+        """Whether the site does not cover this question (``expected`` is empty)."""
+        return not self.expected
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +132,23 @@ class EvalReport:
     unmatched: tuple[UnmatchedEntry, ...] = ()
 
     @property
+    def answerable(self) -> tuple[QuestionResult, ...]:
+        """The results of questions with expected pages: what recall and MRR count."""
+        return tuple(r for r in self.results if not r.question.off_topic)
+
+    @property
+    def off_topic(self) -> tuple[QuestionResult, ...]:
+        """The results of questions the site does not cover (``"expected": []``)."""
+        return tuple(r for r in self.results if r.question.off_topic)
+
+    @property
     def total(self) -> int:
-        return len(self.results)
+        """Answerable questions (off-topic ones are counted by :attr:`declined`)."""
+        return len(self.answerable)
 
     @property
     def hits(self) -> int:
-        return sum(r.hit for r in self.results)
+        return sum(r.hit for r in self.answerable)
 
     @property
     def recall(self) -> float:
@@ -134,11 +158,33 @@ class EvalReport:
     @property
     def mrr(self) -> float:
         """Mean reciprocal rank of the first right passage (a miss counts 0)."""
-        return statistics.fmean(r.reciprocal_rank for r in self.results) if self.results else 0.0
+        answerable = self.answerable
+        return statistics.fmean(r.reciprocal_rank for r in answerable) if answerable else 0.0
 
     @property
     def misses(self) -> tuple[QuestionResult, ...]:
-        return tuple(r for r in self.results if not r.hit)
+        return tuple(r for r in self.answerable if not r.hit)
+
+    @property
+    def declined(self) -> int:
+        """Off-topic questions retrieval judged not covered, as it should."""
+        return sum(not r.covered for r in self.off_topic)
+
+    @property
+    def declined_rate(self) -> float:
+        """Share of off-topic questions declined (1.0 when there are none)."""
+        off_topic = self.off_topic
+        return self.declined / len(off_topic) if off_topic else 1.0
+
+    @property
+    def wrongly_covered(self) -> tuple[QuestionResult, ...]:
+        """Off-topic questions judged covered: the chat would answer them from the passages."""
+        return tuple(r for r in self.off_topic if r.covered)
+
+    @property
+    def refused(self) -> tuple[QuestionResult, ...]:
+        """Answerable questions judged not covered: the chat would decline them."""
+        return tuple(r for r in self.answerable if not r.covered)
 
     @property
     def median_ms(self) -> float:
@@ -147,6 +193,10 @@ class EvalReport:
     def meets(self, min_recall: float) -> bool:
         """Whether recall@k reaches ``min_recall`` (the CI gate of ``sitechat eval``)."""
         return self.recall >= min_recall
+
+    def declines_enough(self, min_declined: float) -> bool:
+        """Whether the share of off-topic questions declined reaches ``min_declined``."""
+        return self.declined_rate >= min_declined
 
     def format(self, *, max_misses: int | None = None) -> str:
         """A human-readable summary: the figures, then each miss with what was retrieved."""
@@ -165,6 +215,31 @@ class EvalReport:
             lines.append(f"      got:      {retrieved}")
         if len(misses) < len(self.misses):
             lines.append(f"  … and {len(self.misses) - len(misses)} more")
+        if self.off_topic:
+            lines.append(
+                f"off-topic declined: {self.declined_rate:.3f} "
+                f"({self.declined}/{len(self.off_topic)})"
+            )
+            wrong = self.wrongly_covered
+            shown = wrong if max_misses is None else wrong[:max_misses]
+            if shown:
+                lines.append(f"judged covered, though the site does not cover them ({len(wrong)}):")
+            for result in shown:
+                where = f"line {result.question.line}: " if result.question.line else ""
+                lines.append(f"  - {where}{result.question.question}")
+                retrieved = ", ".join(result.retrieved) if result.retrieved else "(nothing)"
+                lines.append(f"      got:      {retrieved}")
+            if len(shown) < len(wrong):
+                lines.append(f"  … and {len(wrong) - len(shown)} more")
+        if self.refused:
+            lines.append(
+                f"answerable but judged not covered (the chat would decline them): "
+                f"{len(self.refused)}"
+            )
+            refused = self.refused if max_misses is None else self.refused[:max_misses]
+            for result in refused:
+                where = f"line {result.question.line}: " if result.question.line else ""
+                lines.append(f"  - {where}{result.question.question}")
         if self.unmatched:
             lines.append(self.unmatched_warning())
             for entry in self.unmatched:
@@ -190,6 +265,9 @@ class EvalReport:
             "recall": round(self.recall, 6),
             "mrr": round(self.mrr, 6),
             "median_ms": round(self.median_ms, 3),
+            "off_topic": len(self.off_topic),
+            "declined": self.declined,
+            "refused": len(self.refused),
             "results": [
                 {
                     "question": r.question.question,
@@ -199,6 +277,7 @@ class EvalReport:
                     "rank": r.rank,
                     "hit": r.hit,
                     "covered": r.covered,
+                    "off_topic": r.question.off_topic,
                 }
                 for r in self.results
             ],
@@ -277,13 +356,12 @@ def parse_questions(
         expected = data.get("expected")
         if isinstance(expected, str):
             expected = [expected]
-        if (
-            not isinstance(expected, list)
-            or not expected
-            or not all(isinstance(e, str) and e.strip() for e in expected)
+        if not isinstance(expected, list) or not all(
+            isinstance(e, str) and e.strip() for e in expected
         ):
             raise InvalidInputError(
-                f'{where}: "expected" must be a non-empty list of URLs or URL prefixes.'
+                f'{where}: "expected" must be a list of URLs or URL prefixes ([] for a '
+                "question the site does not cover)."
             )
         try:
             resolved = tuple(_resolve(e.strip(), base_url, number) for e in expected)

@@ -235,6 +235,30 @@ def test_eval_matches_expected_entries_with_a_fragment(built_index: Path, tmp_pa
     assert data["unmatched_expected"] == []
 
 
+def test_eval_gates_on_the_share_of_off_topic_questions_declined(
+    built_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--min-declined exits 1 when too few "expected": [] questions are judged not covered,
+    and refuses to pass on a file that has none."""
+    base = SAMPLE_SITE.resolve().as_uri() + "/"
+    questions = _questions(
+        tmp_path,
+        '{"question": "How do I delete my account?", "expected": ["account.html"]}',
+        '{"question": "How do I bake sourdough bread?", "expected": []}',
+    )
+    args = ["eval", questions, "--index", str(built_index), "--base-url", base]
+    code, out = run(*args, "--min-declined", "1")
+    assert code == 0
+    assert "recall@5: 1.000 (1/1)" in out and "off-topic declined: 1.000 (1/1)" in out
+    only_answerable = _questions(
+        tmp_path, '{"question": "How do I delete my account?", "expected": ["account.html"]}'
+    )
+    code, _ = run("eval", only_answerable, "--index", str(built_index), "--base-url", base,
+                  "--min-declined", "0.5")  # fmt: skip
+    assert code == 1
+    assert "--min-declined needs off-topic questions" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("base", [str(SAMPLE_SITE), "examples/sample_site/", "sample_site"])
 def test_eval_base_url_must_be_absolute(
     built_index: Path, tmp_path: Path, base: str, capsys: pytest.CaptureFixture[str]
@@ -280,6 +304,7 @@ def test_eval_warns_about_expected_pages_missing_from_the_index(
         (["eval", "q.jsonl", "--min-recall", "2"], "--min-recall: must be a number from 0 to 1"),
         (["eval", "q.jsonl", "--min-recall", "-1"], "--min-recall: must be a number from 0 to 1"),
         (["eval", "q.jsonl", "--min-recall", "nan"], "--min-recall: must be a number from 0 to 1"),
+        (["eval", "q.jsonl", "--min-declined", "2"], "--min-declined: must be a number from 0"),
     ],
 )
 def test_k_and_min_recall_out_of_range_are_usage_errors(

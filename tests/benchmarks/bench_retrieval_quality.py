@@ -19,6 +19,10 @@ Question sets are in ``examples/eval``. Configurations:
 * ``local hybrid`` / ``local dense`` — all-MiniLM-L6-v2 via the ``local`` provider
   (with ``--local``; embedding the Python docs takes 10-25 minutes on 2 CPU cores)
 
+The off-topic columns ask questions the site does not cover (``"expected": []``) and count
+those retrieval judged not covered ("declined"), so the chat would say so instead of
+answering from unrelated passages.
+
 The "held-out" column pools the held-out questions of both documentation sites.
 
 Usage: python tests/benchmarks/bench_retrieval_quality.py [--local] [--keep DIR] [-k 5]
@@ -124,7 +128,15 @@ class Site:
     splits: tuple[tuple[str, str], ...]  # (column, question file in examples/eval)
 
 
-SPLITS = ("python tuning", "python held-out", "rust held-out", "held-out", "sample")
+SPLITS = (
+    "python tuning",
+    "python held-out",
+    "rust held-out",
+    "held-out",
+    "sample",
+    "python off-topic",
+    "sample off-topic",
+)
 
 
 def rust_book(given: str | None) -> Path | None:
@@ -143,9 +155,15 @@ def sites(args: argparse.Namespace) -> list[Site]:
             (
                 ("python tuning", "python-docs-dev.jsonl"),
                 ("python held-out", "python-docs-heldout.jsonl"),
+                ("python off-topic", "python-docs-off-topic.jsonl"),
             ),
         ),
-        Site("sample-site", SAMPLE_SITE, None, (("sample", "sample-site.jsonl"),)),
+        Site(
+            "sample-site",
+            SAMPLE_SITE,
+            None,
+            (("sample", "sample-site.jsonl"), ("sample off-topic", "sample-site-off-topic.jsonl")),
+        ),
     ]
     book = rust_book(args.rust_book)
     if book is None:
@@ -194,11 +212,18 @@ async def measure_site(
                 )
                 if args.misses and "held-out" not in column:
                     print(f"--- {name} {mode} / {column}\n{report.format()}", file=sys.stderr)
+                if report.off_topic:  # a set the site does not cover: declined or not
+                    results[mode][column] = {
+                        "declined": report.declined,
+                        "n": len(report.off_topic),
+                    }
+                    continue
                 results[mode][column] = {
                     "recall": round(report.recall, 3),
                     "mrr": round(report.mrr, 3),
                     "n": report.total,
                     "found": report.hits,
+                    "refused": len(report.refused),
                     "median_ms": round(report.median_ms, 1),
                     "warm_ms": round(warm_ms, 1),
                 }
@@ -250,6 +275,8 @@ def print_table(rows: list[dict[str, Any]], k: int) -> None:
             cell = row.get(column)
             if cell is None:
                 cells.append("")
+            elif "declined" in cell:
+                cells.append(f"{cell['declined']}/{cell['n']} declined")
             elif "mrr" in cell:
                 timing = f"{cell['median_ms']:>4} / {cell['warm_ms']:>4}"
                 cells.append(f"{cell['recall']:.3f} / {cell['mrr']:.3f} ({timing})")
@@ -258,6 +285,14 @@ def print_table(rows: list[dict[str, Any]], k: int) -> None:
         print(f"{row['config']:<16} " + " ".join(f"{c:>28}" for c in cells))
     counts = {c: n for row in rows for c, v in row.items() if c in SPLITS for n in [v["n"]]}
     print("questions: " + ", ".join(f"{c} {counts[c]}" for c in columns))
+    refused = [
+        f"{row['config']} {sum(v.get('refused', 0) for c, v in row.items() if c in SPLITS)}"
+        for row in rows
+    ]
+    print(
+        "answerable questions judged not covered (the chat would decline them): "
+        + ", ".join(refused)
+    )
     for row in rows:
         if row["config"].endswith("hybrid"):
             built = ", ".join(f"{site} {s} s" for site, s in row["ingest_s"].items() if s)

@@ -97,7 +97,7 @@ def test_relative_expectations_resolve_against_the_base_url(tmp_path: Path) -> N
         ('{"expected": ["https://x/"]}', 'line 2: "question" must be'),
         ('{"question": "  ", "expected": ["https://x/"]}', 'line 2: "question" must be'),
         ('{"question": "q"}', 'line 2: "expected" must be'),
-        ('{"question": "q", "expected": []}', 'line 2: "expected" must be'),
+        ('{"question": "q", "expected": [""]}', 'line 2: "expected" must be'),
         ('{"question": "q", "expected": [3]}', 'line 2: "expected" must be'),
         ('{"question": "q", "expected": ["page.html"]}', "line 2: the expected entry"),
     ],
@@ -224,8 +224,43 @@ async def test_report_text_and_json() -> None:
         "rank": None,
         "hit": False,
         "covered": True,
+        "off_topic": False,
     }
     assert report.meets(0.5) and not report.meets(0.51)
+
+
+def test_an_empty_expected_list_marks_a_question_the_site_does_not_cover(
+    tmp_path: Path,
+) -> None:
+    """ "expected": [] loads as an off-topic question, not an error."""
+    path = write(tmp_path, '{"question": "How do I reset my router?", "expected": []}')
+    [question] = load_questions(path)
+    assert question.off_topic and question.expected == ()
+
+
+async def test_off_topic_questions_are_scored_by_whether_they_are_declined() -> None:
+    """Off-topic questions count as declined when judged not covered; recall and MRR count
+    only answerable ones; answerable questions judged not covered are listed as refused."""
+    questions = [
+        EvalQuestion("found", ("https://d/a",), 1),
+        EvalQuestion("unanswered", ("https://d/b",), 2),
+        EvalQuestion("router", (), 3),
+        EvalQuestion("pasta", (), 4),
+    ]
+    retriever = ScriptedRetriever({"found": ["https://d/a"], "router": ["https://d/reset"]})
+    report = await evaluate(questions, retriever, k=3)
+    assert (report.total, report.hits, report.recall, report.mrr) == (2, 1, 0.5, 0.5)
+    assert report.declined == 1 and report.declined_rate == 0.5
+    assert [r.question.question for r in report.wrongly_covered] == ["router"]
+    assert [r.question.question for r in report.refused] == ["unanswered"]
+    assert report.declines_enough(0.5) and not report.declines_enough(0.51)
+    text = report.format()
+    assert "off-topic declined: 0.500 (1/2)" in text
+    assert "line 3: router" in text and "https://d/reset" in text
+    assert "answerable but judged not covered (the chat would decline them): 1" in text
+    data = report.to_dict()
+    assert (data["off_topic"], data["declined"], data["refused"]) == (2, 1, 1)
+    assert [r["off_topic"] for r in data["results"]] == [False, False, True, True]
 
 
 async def test_expected_entries_matching_no_indexed_page_are_reported() -> None:
