@@ -150,6 +150,7 @@ class ParsedPrompt:
 
     question: str
     sources: tuple[tuple[int, str, str, str], ...]  # (n, title, url, text)
+    sections: tuple[str, ...] = ()  # each source's section heading, in the same order
 
 
 def parse_prompt(messages: Sequence[BaseMessage]) -> ParsedPrompt:
@@ -161,18 +162,17 @@ def parse_prompt(messages: Sequence[BaseMessage]) -> ParsedPrompt:
     """
     last = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
     content = last.content if last is not None and isinstance(last.content, str) else ""
-    sources = tuple(
-        (int(m["n"]), _unattr(m["title"]), _unattr(m["url"]), m["text"])
-        for m in _SOURCE_RE.finditer(content)
-    )
+    found = list(_SOURCE_RE.finditer(content))
+    sources = tuple((int(m["n"]), _unattr(m["title"]), _unattr(m["url"]), m["text"]) for m in found)
+    sections = tuple(_unattr(m["section"]) for m in found)
     given = last.additional_kwargs.get(QUESTION_KEY) if last is not None else None
     if isinstance(given, str):
-        return ParsedPrompt(question=given.strip(), sources=sources)
-    # a prompt built elsewhere: the default template's layout
-    tail = content.rsplit("</sources>", 1)[-1]
-    match = re.search(r"Question:\s*(.*)", tail, re.DOTALL)
-    question = match.group(1).strip() if match else tail.strip()
-    return ParsedPrompt(question=question, sources=sources)
+        question = given.strip()
+    else:  # a prompt built elsewhere: the default template's layout
+        tail = content.rsplit("</sources>", 1)[-1]
+        match = re.search(r"Question:\s*(.*)", tail, re.DOTALL)
+        question = match.group(1).strip() if match else tail.strip()
+    return ParsedPrompt(question=question, sources=sources, sections=sections)
 
 
 def cited_numbers(inside: str, source_count: int) -> tuple[int, ...]:

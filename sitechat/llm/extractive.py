@@ -32,8 +32,12 @@ __all__ = ["ExtractiveLLMService"]
 
 _TOKEN_RE = re.compile(r"\S+\s*|\s+")
 _HOW_RE = re.compile(r"\s*(how\b|what are the steps|steps to\b|where (do|can) i\b)", re.IGNORECASE)
+# A sentence that tells the reader what to do: a list item, a menu path, or an imperative
+# verb first ("Download the installer…", "Run setup…") or among the usual UI verbs.
 _STEP_RE = re.compile(
-    r"^\s*(\d+\.|[-*])\s|→|->|\bclick\b|\bgo to\b|\bopen\b|\bchoose\b|\bselect\b", re.I
+    r"^\s*(\d+\.|[-*])\s|→|->|\bclick\b|\bgo to\b|\bopen\b|\bchoose\b|\bselect\b|\btap\b|"
+    r"\bpress\b|^\s*(?:download|run|install|enter|type|copy|add|set|use)\b",
+    re.I,
 )
 _NO_SOURCES = "The site does not seem to cover this: no passage matched the question."
 
@@ -67,7 +71,15 @@ class ExtractiveLLMService(BaseLLMService):
     async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[LLMDelta]:
         prompt = parse_prompt(messages)
         earlier = [str(m.content) for m in messages[:-1] if isinstance(m, HumanMessage)]
-        answer = self.compose(prompt.question, prompt.sources, context=earlier[-1:])
+        # a passage is about its section as much as its page: "Download the installer"
+        # under "Install on Windows" answers how to install on Windows
+        sources = [
+            (n, f"{title} {section}".strip(), url, text)
+            for (n, title, url, text), section in zip(
+                prompt.sources, prompt.sections or [""] * len(prompt.sources), strict=True
+            )
+        ]
+        answer = self.compose(prompt.question, sources, context=earlier[-1:])
         output_tokens = 0
         for match in _TOKEN_RE.finditer(answer):
             output_tokens += 1

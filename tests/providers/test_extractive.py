@@ -39,3 +39,24 @@ def test_a_sentence_must_share_a_word_with_the_question() -> None:
     source = (1, "Pricing and refunds", "https://d/p", "Our team is based in Lisbon.")
     answer = ExtractiveLLMService().compose("How do refunds work?", [source])
     assert answer.startswith("The closest passage I found")
+
+
+async def test_the_section_heading_in_the_prompt_counts_like_the_title() -> None:
+    """Through a real prompt, a step under "Install on Windows" answers installing on
+    Windows, though the step itself says "Download the installer" (not "install")."""
+    from sitechat.chat.prompts import build_messages
+    from sitechat.models import Source
+
+    windows = Source(
+        1, "Guide", "https://d/install.html#windows", "", 0.9, heading="Install on Windows"
+    )
+    platforms = Source(
+        2, "Overview", "https://d/index.html#platforms", "", 0.8, heading="Platforms"
+    )
+    texts = [
+        "Download the Lumen setup file from the download page and run LumenSetup.exe.",
+        "Lumen has native apps for Windows, macOS and Linux.",
+    ]
+    messages = build_messages("How do I install Lumen on Windows?", [windows, platforms], texts, [])
+    answer = await ExtractiveLLMService().generate_response(messages)
+    assert answer.startswith("Download the Lumen setup file"), answer
