@@ -18,6 +18,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from sitechat.ingest.html_content import main_sections
 from sitechat.ingest.markdown import extract_markdown, extract_text
+from sitechat.ingest.nesting import flatten_deep_nesting
 from sitechat.ingest.options import DEFAULT_MAX_LINK_SHARE
 from sitechat.ingest.urls import canonicalize_url
 from sitechat.models import Page, content_hash
@@ -176,7 +177,7 @@ def extract_html(
     Never raises on bad markup or undecodable bytes.
     """
     text = decode_html(html, encoding) if isinstance(html, bytes) else html
-    tree = _parse(text)
+    tree = _parse(flatten_deep_nesting(text))  # parsing deep nesting is quadratic
 
     base = url
     base_tag = tree.css_first("base[href]")

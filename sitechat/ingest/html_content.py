@@ -65,6 +65,9 @@ _LINK_JUNK = re.compile(
 #: below every heading, one deeper per nested list (methods inside a class).
 ENTRY_LEVEL = 7
 _MAX_ENTRY_TITLE = 300
+# Nesting deeper than this is indented as this deep: every line of a list nested 60,000
+# levels deep would otherwise carry 120,000 spaces (text growing with the depth squared).
+_MAX_LIST_INDENT = 8
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _HEADING_SEL = "h1,h2,h3,h4,h5,h6"
 _INLINE = frozenset(
@@ -206,7 +209,7 @@ class _SectionBuilder:
             text = self.item_prefix + text
             self.item_prefix = None
         else:
-            text = "  " * len(self.list_counters) + text
+            text = "  " * min(len(self.list_counters), _MAX_LIST_INDENT) + text
         self.list_lines.append(text)
 
     def open_list(self, ordered: bool) -> None:
@@ -223,7 +226,7 @@ class _SectionBuilder:
             marker = f"{counter + 1}. "
         else:
             marker = "- "
-        self.item_prefix = "  " * (len(self.list_counters) - 1) + marker
+        self.item_prefix = "  " * min(len(self.list_counters) - 1, _MAX_LIST_INDENT) + marker
 
     def close_item(self) -> None:
         self.flush_inline()

@@ -243,6 +243,16 @@ def test_deeply_nested_markup_does_not_overflow() -> None:
     assert sections == (Section(("Deep",), "deep", "bottom"),)
 
 
+def test_deeply_nested_lists_stay_linear_in_size() -> None:
+    """A list nested 5,000 deep extracts to text proportional to the page, not its square
+    (indentation stops growing past a few levels)."""
+    html = "<main><h1>D</h1>" + "<ul><li>x" * 5000 + "</li></ul>" * 5000 + "</main>"
+    text = "".join(s.text for s in extract_html(html, "http://a.test/").page.sections)
+    assert text.count("x") == 5000
+    assert len(text) < 30 * 5000  # unbounded indentation made it ~25 million characters
+    assert "\n  - x\n    - x" in text  # shallow levels are still indented
+
+
 @given(st.binary(max_size=2000))
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 def test_random_bytes_never_raise(data: bytes) -> None:
