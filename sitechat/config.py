@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -283,6 +284,25 @@ def _check_overrides(settings_class: type[BaseModel], overrides: Mapping[str, An
 def _nearest(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def env_value(name: str, env_file: str | Path | None = ".env") -> str | None:
+    """The value of the variable ``name``: the environment's, else the ``.env`` file's (as
+    the settings read it: the environment wins, names match whatever their case); None
+    when neither sets it, or sets it empty."""
+    for key, value in os.environ.items():
+        if key.upper() == name.upper() and value:
+            return value
+    if not env_file or not os.path.isfile(env_file):
+        return None
+    try:
+        values = dotenv_values(env_file, encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # the settings themselves report an unreadable file
+    for key, found in values.items():
+        if key.upper() == name.upper() and found:
+            return found
+    return None
 
 
 def env_prefix_for(provider: str) -> str:

@@ -6,12 +6,11 @@ so a plugin installed with pip is selected exactly like a built-in.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
-from sitechat.config import Settings, env_prefix_for
+from sitechat.config import Settings, env_prefix_for, env_value
 from sitechat.embeddings.base import aembedder_info
 from sitechat.errors import ConfigurationError
 from sitechat.llm.base import BaseLLMService
@@ -31,13 +30,16 @@ __all__ = [
 def default_llm_provider(settings: Settings) -> str:
     """The LLM used when ``SITECHAT_LLM__PROVIDER`` is unset.
 
-    ``openai`` when an OpenAI key is configured and that provider is installed, otherwise the
-    offline ``extractive`` answerer, so sitechat works with no key at all.
+    ``openai`` when an OpenAI key is configured (in the environment or the ``.env`` file)
+    and that provider is installed, otherwise the offline ``extractive`` answerer, so
+    sitechat works with no key at all.
     """
     if settings.llm.provider:
         return settings.llm.provider
+    env_file = settings.env_file
     has_key = bool(
-        os.environ.get(env_prefix_for("openai") + "API_KEY") or os.environ.get("OPENAI_API_KEY")
+        env_value(env_prefix_for("openai") + "API_KEY", env_file)
+        or env_value("OPENAI_API_KEY", env_file)
     )
     if has_key and "openai" in available("llm"):
         return "openai"

@@ -110,7 +110,7 @@ class OpenAITextEmbeddings(Embeddings):
         config = load_provider_config(OpenAIConfig, cls.name, settings.env_file)
         return cls(
             model=settings.embeddings.model or DEFAULT_MODEL,
-            api_key=resolve_openai_key(config),
+            api_key=resolve_openai_key(config, settings.env_file),
             base_url=config.base_url,
             organization=config.organization,
             headers=config.headers,

@@ -12,8 +12,8 @@ so that nothing is retried after the first token.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -21,7 +21,7 @@ from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from sitechat._redact import redact, safe_url
-from sitechat.config import RetrySettings, check_endpoint_url, load_provider_config
+from sitechat.config import RetrySettings, check_endpoint_url, env_value, load_provider_config
 from sitechat.errors import ConfigurationError, MissingDependencyError, ProviderError
 from sitechat.llm._errors import map_openai_error
 from sitechat.llm._langchain import chunk_piece, message_delta, model_for
@@ -91,11 +91,12 @@ def _is_openai_host(base_url: str | None) -> bool:
     return base_url is None or (urlsplit(base_url).hostname or "").endswith("openai.com")
 
 
-def resolve_openai_key(config: OpenAIConfig) -> SecretStr:
-    """The key from the section, else ``OPENAI_API_KEY``; optional for compatible servers."""
+def resolve_openai_key(config: OpenAIConfig, env_file: str | Path | None = ".env") -> SecretStr:
+    """The key from the section, else ``OPENAI_API_KEY`` (from the environment or
+    ``env_file``); optional for compatible servers."""
     if config.api_key is not None and config.api_key.get_secret_value():
         return config.api_key
-    standard = os.environ.get(STANDARD_KEY_ENV_VAR)
+    standard = env_value(STANDARD_KEY_ENV_VAR, env_file)
     if standard:
         return SecretStr(standard)
     if not _is_openai_host(config.base_url):
@@ -192,7 +193,7 @@ class OpenAILLMService(BaseLLMService):
         config = load_provider_config(OpenAIConfig, cls.name, settings.env_file)
         return cls(
             model=model_for(settings, config.model, cls.name, DEFAULT_MODEL),
-            api_key=resolve_openai_key(config),
+            api_key=resolve_openai_key(config, settings.env_file),
             base_url=config.base_url,
             organization=config.organization,
             headers=config.headers,

@@ -396,6 +396,23 @@ def test_standard_openai_api_key_is_the_fallback(monkeypatch: pytest.MonkeyPatch
     assert service.model == "gpt-4o-mini"
 
 
+@pytest.mark.parametrize("variable", ["SITECHAT_OPENAI__API_KEY", "OPENAI_API_KEY"])
+def test_a_key_in_the_env_file_selects_and_configures_openai(
+    tmp_path: Path, variable: str
+) -> None:
+    """With the provider unset, an OpenAI key in .env (not exported) picks openai, as one
+    in the environment does, and the service is built with it."""
+    from sitechat.factories import default_llm_provider
+
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"{variable}={KEY}\n", encoding="utf-8")
+    settings = Settings.load(env_file=env_file)
+    assert default_llm_provider(settings) == "openai"
+    service = OpenAILLMService.from_settings(settings)
+    assert service._api_key.get_secret_value() == KEY
+    assert default_llm_provider(Settings.load(env_file=None)) == "extractive"
+
+
 def test_missing_key_names_both_variables() -> None:
     """No key for api.openai.com fails at start-up naming where to put one."""
     with pytest.raises(ConfigurationError) as caught:
