@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from selectolax.lexbor import LexborHTMLParser
 
+from sitechat.ingest.charsets import codec_for, decode_unlabelled
 from sitechat.ingest.html_content import main_sections
 from sitechat.ingest.markdown import extract_markdown, extract_text
 from sitechat.ingest.nesting import flatten_deep_nesting
@@ -103,7 +104,9 @@ def _collapse(text: str) -> str:
 
 
 def decode_html(data: bytes, declared: str | None = None) -> str:
-    """Decode bytes as a browser would: BOM, then the HTTP charset, then ``<meta>``, else UTF-8."""
+    """Decode bytes as a browser would: BOM, then the HTTP charset, then ``<meta>``, else
+    UTF-8 if valid, else windows-1252; Latin-1 and ASCII labels mean windows-1252 (see
+    :mod:`sitechat.ingest.charsets`)."""
     for bom, name in (
         (codecs.BOM_UTF8, "utf-8"),
         (codecs.BOM_UTF16_LE, "utf-16-le"),
@@ -115,16 +118,13 @@ def decode_html(data: bytes, declared: str | None = None) -> str:
     match = _META_CHARSET.search(data, 0, 4096)
     if match:
         candidates.append(match.group(1).decode("ascii", errors="replace"))
-    for name in candidates:
-        try:
-            info = codecs.lookup(name)
-        except (LookupError, ValueError):
-            continue
+    for label in candidates:
+        codec = codec_for(label)
         # A page that says utf-16 in ASCII-compatible bytes is lying (the HTML spec agrees).
-        if info.name.startswith("utf-16") or info.name.startswith("utf-32"):
+        if codec is None or codec.startswith(("utf-16", "utf-32")):
             continue
-        return data.decode(info.name, errors="replace")
-    return data.decode("utf-8", errors="replace")
+        return data.decode(codec, errors="replace")
+    return decode_unlabelled(data)
 
 
 def _meta_robots(tree: LexborHTMLParser) -> tuple[bool, bool]:

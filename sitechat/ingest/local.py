@@ -13,6 +13,7 @@ reason.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import stat
@@ -21,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sitechat.errors import IngestError
+from sitechat.ingest.charsets import decode_unlabelled
 from sitechat.ingest.extract import extract_html, extract_markdown, extract_text
 from sitechat.ingest.options import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINK_SHARE
 from sitechat.ingest.urls import canonicalize_url
@@ -63,10 +65,8 @@ def _page_url(relative: str, path: Path, base_url: str | None) -> str:
 
 
 def _decode(data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("utf-8", errors="replace")
+    """A text or Markdown file: UTF-8 (a BOM allowed), else windows-1252."""
+    return decode_unlabelled(data.removeprefix(codecs.BOM_UTF8))
 
 
 def _refusal(path: Path, inside: Path | None, max_bytes: int) -> str | None:

@@ -13,6 +13,7 @@ import codecs
 import re
 from urllib.parse import unquote, urlsplit
 
+from sitechat.ingest.charsets import codec_for, decode_unlabelled
 from sitechat.models import Page, Section
 
 __all__ = ["decode_text", "extract_markdown", "extract_text", "github_slug", "title_from_url"]
@@ -68,13 +69,12 @@ def title_from_url(url: str) -> str:
 
 
 def decode_text(body: bytes, charset: str | None = None) -> str:
-    """Decode a served text or Markdown file: BOM, then the HTTP charset, else UTF-8."""
+    """Decode a served text or Markdown file: BOM, then the HTTP charset, else UTF-8 if
+    valid, else windows-1252 (see :mod:`sitechat.ingest.charsets`)."""
     if body.startswith(codecs.BOM_UTF8):
         return body[3:].decode("utf-8", errors="replace")
-    try:
-        return body.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # a charset name Python does not know
-        return body.decode("utf-8", errors="replace")
+    name = codec_for(charset) if charset else None  # None too for a name Python lacks
+    return body.decode(name, errors="replace") if name else decode_unlabelled(body)
 
 
 def _normalise_newlines(text: str) -> str:

@@ -13,6 +13,7 @@ from sitechat.ingest.chunk import chunk_page
 from sitechat.ingest.extract import (
     ExtractedPage,
     common_title_suffix,
+    decode_html,
     extract_html,
     remove_boilerplate,
     strip_title_suffix,
@@ -232,8 +233,25 @@ def test_bytes_are_decoded_with_the_declared_charset() -> None:
     assert "Grüße" in extract_html(header, "http://a.test/", encoding="iso-8859-1").page.text
     bom = "\ufeff<p>€ sign</p>".encode("utf-16-le")
     assert "€ sign" in extract_html(bom, "http://a.test/").page.text
-    junk = b"<meta charset='no-such-codec'><p>ok \xff</p>"
-    assert "ok \ufffd" in extract_html(junk, "http://a.test/").page.text
+    junk = b"<meta charset='no-such-codec'><p>ok \xff</p>"  # an unknown label is ignored:
+    assert "ok ÿ" in extract_html(junk, "http://a.test/").page.text  # not UTF-8, so cp1252
+
+
+@pytest.mark.parametrize(
+    ("data", "declared", "text"),
+    [
+        ("café crème".encode("latin-1"), None, "café crème"),  # no label, not UTF-8
+        ("naïve – “ok”".encode(), None, "naïve – “ok”"),  # no label, valid UTF-8
+        ("It’s €20 “Pro”".encode("cp1252"), "ISO-8859-1", "It’s €20 “Pro”"),
+        ("It’s €20".encode("cp1252"), "us-ascii", "It’s €20"),
+        ("Grüße".encode("latin-1"), "latin1", "Grüße"),
+    ],
+)
+def test_latin1_labels_and_unlabelled_legacy_bytes_decode_as_browsers_do(
+    data: bytes, declared: str | None, text: str
+) -> None:
+    """Latin-1 and ASCII labels mean windows-1252; unlabelled non-UTF-8 bytes are cp1252."""
+    assert decode_html(data, declared) == text
 
 
 def test_deeply_nested_markup_does_not_overflow() -> None:

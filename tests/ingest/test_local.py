@@ -76,6 +76,13 @@ def test_single_file() -> None:
     assert pages[0].sections[0].anchor == "installing-the-widget"
 
 
+def test_a_legacy_encoded_text_file_keeps_its_accents(tmp_path: Path) -> None:
+    """A Markdown file saved in windows-1252 (not valid UTF-8) reads as windows-1252."""
+    (tmp_path / "notes.md").write_bytes("# Café\n\nIt’s €20 for the crème.\n".encode("cp1252"))
+    [page] = iter_local_pages(tmp_path / "notes.md")
+    assert "It’s €20 for the crème." in page.text
+
+
 def test_missing_path_is_an_ingest_error(tmp_path: Path) -> None:
     """A path that does not exist raises IngestError naming it."""
     with pytest.raises(IngestError, match="nope"):

@@ -397,9 +397,7 @@ def test_standard_openai_api_key_is_the_fallback(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize("variable", ["SITECHAT_OPENAI__API_KEY", "OPENAI_API_KEY"])
-def test_a_key_in_the_env_file_selects_and_configures_openai(
-    tmp_path: Path, variable: str
-) -> None:
+def test_a_key_in_the_env_file_selects_and_configures_openai(tmp_path: Path, variable: str) -> None:
     """With the provider unset, an OpenAI key in .env (not exported) picks openai, as one
     in the environment does, and the service is built with it."""
     from sitechat.factories import default_llm_provider
