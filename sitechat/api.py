@@ -3,6 +3,8 @@ and check an index in full."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,9 @@ async def ingest(
         _check_base_url(base_url)
     checked = check_sources(sources)  # before any index is created or opened
     cfg = _settings(settings, index)
+    created = _new_index_directory(cfg)
     store, embeddings = await open_store(cfg, create=True)
+    finished = False
     try:
         summary = await ingest_sources(
             checked,
@@ -81,10 +85,32 @@ async def ingest(
             progress=progress,
             crawl_options=crawl_options,
         )
+        finished = True
     finally:
+        left_empty = not finished and created is not None and await _holds_nothing(store)
         await store.aclose()
+        if left_empty and created is not None:
+            # an index this call made and filled with nothing: an empty one would later
+            # open fine and answer "not covered" to everything, hiding the failure
+            shutil.rmtree(created, ignore_errors=True)
     IngestMetrics.from_settings(cfg).record(summary)  # one EMF line, when enabled
     return summary
+
+
+def _new_index_directory(settings: Settings) -> Path | None:
+    """The FAISS index directory an ingest is about to create, or None (it exists, or the
+    store is not a directory)."""
+    if settings.vectorstore.provider != "faiss":
+        return None
+    path = Path(settings.index).expanduser()
+    return None if os.path.lexists(path) else path
+
+
+async def _holds_nothing(store: VectorStore) -> bool:
+    try:
+        return await store.count() == 0
+    except Exception:  # a store that cannot even count: leave it for the user to see
+        return False
 
 
 async def search(

@@ -463,6 +463,24 @@ async def test_public_ingest_refuses_no_sources_at_all(tmp_path: Path, sources: 
     assert os.listdir(tmp_path) == []
 
 
+async def test_a_first_ingest_that_fails_leaves_no_empty_index(
+    site: Path, tmp_path: Path
+) -> None:
+    """An ingest that fails into a new index removes it (an empty index would answer "not
+    covered" to everything); a failure on an existing index leaves that index alone."""
+    import sitechat
+
+    unreachable = "http://127.0.0.1:1/"  # nothing listens on port 1: refused at once
+    index = tmp_path / "index"
+    with pytest.raises(IngestError, match="Could not ingest any page"):
+        await sitechat.ingest(unreachable, index=str(index), allow_private=True)
+    assert not index.exists()
+    await sitechat.ingest(site, index=str(index))
+    with pytest.raises(IngestError):
+        await sitechat.ingest(unreachable, index=str(index), allow_private=True)
+    assert (await sitechat.search("install", index=str(index), k=1))
+
+
 async def test_public_ingest_accepts_a_path(site: Path, tmp_path: Path) -> None:
     """sitechat.ingest(Path(...)) reads the folder like its string form."""
     import sitechat
