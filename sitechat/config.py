@@ -20,7 +20,14 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from sitechat._redact import redact
@@ -193,12 +200,27 @@ class IngestSettings(BaseModel):
         "are followed but not indexed; 1 indexes every page.",
     )
     chunk_size: int = Field(default=1200, ge=200, description="Maximum characters per chunk.")
-    chunk_overlap: int = Field(default=150, ge=0)
+    chunk_overlap: int = Field(
+        default=150,
+        ge=0,
+        description="Characters a chunk repeats from the one before; less than half of chunk_size.",
+    )
 
     @field_validator("trusted_hosts")
     @classmethod
     def _check_trusted_hosts(cls, value: list[str]) -> list[str]:
         return [normalize_trusted_host(entry) for entry in value]
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> IngestSettings:
+        # checked here, at start-up, not by the chunker halfway through an ingest
+        if self.chunk_overlap * 2 >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be less than half of chunk_size "
+                f"({self.chunk_size}): lower {ENV_PREFIX}INGEST__CHUNK_OVERLAP or raise "
+                f"{ENV_PREFIX}INGEST__CHUNK_SIZE"
+            )
+        return self
 
 
 class Settings(BaseSettings):

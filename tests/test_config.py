@@ -175,3 +175,18 @@ def test_overrides_that_name_settings_still_win(tmp_path: Path) -> None:
     settings = Settings.load(env_file=None, index=tmp_path / "idx", retrieval={"top_k": 2})
     assert settings.index == str(tmp_path / "idx")
     assert settings.retrieval.top_k == 2
+
+
+def test_a_chunk_overlap_of_half_the_chunk_size_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CHUNK_SIZE=250 with the default overlap of 150 fails at start-up naming both
+    variables, not halfway through an ingest."""
+    monkeypatch.setenv("SITECHAT_INGEST__CHUNK_SIZE", "250")
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load(env_file=None)
+    message = str(caught.value)
+    assert "SITECHAT_INGEST__CHUNK_OVERLAP" in message
+    assert "SITECHAT_INGEST__CHUNK_SIZE" in message
+    monkeypatch.setenv("SITECHAT_INGEST__CHUNK_OVERLAP", "100")
+    assert Settings.load(env_file=None).ingest.chunk_size == 250
