@@ -463,9 +463,7 @@ async def test_public_ingest_refuses_no_sources_at_all(tmp_path: Path, sources: 
     assert os.listdir(tmp_path) == []
 
 
-async def test_a_first_ingest_that_fails_leaves_no_empty_index(
-    site: Path, tmp_path: Path
-) -> None:
+async def test_a_first_ingest_that_fails_leaves_no_empty_index(site: Path, tmp_path: Path) -> None:
     """An ingest that fails into a new index removes it (an empty index would answer "not
     covered" to everything); a failure on an existing index leaves that index alone."""
     import sitechat
@@ -478,7 +476,7 @@ async def test_a_first_ingest_that_fails_leaves_no_empty_index(
     await sitechat.ingest(site, index=str(index))
     with pytest.raises(IngestError):
         await sitechat.ingest(unreachable, index=str(index), allow_private=True)
-    assert (await sitechat.search("install", index=str(index), k=1))
+    assert await sitechat.search("install", index=str(index), k=1)
 
 
 async def test_public_ingest_accepts_a_path(site: Path, tmp_path: Path) -> None:

@@ -122,6 +122,9 @@ class VectorIndex:
         self._excluded_batch: faiss.IDSelector | None = None  # what _excluded wraps
         self._excluded_of = -1
         self._graph_params: Any = None  # reused while the search needs no selector
+        # The largest id held. Ids only grow, so a filter's id above it names a chunk saved
+        # by another process after this index was read (its vector is not here).
+        self._max_id = int(faiss.vector_to_array(index.id_map).max()) if index.ntotal else -1
 
     # ------------------------------------------------------------------ sizes
 
@@ -157,6 +160,8 @@ class VectorIndex:
 
     def add(self, matrix: FloatArray, ids: IdArray) -> None:
         self.index.add_with_ids(matrix, ids)
+        if len(ids):
+            self._max_id = max(self._max_id, int(np.max(ids)))
 
     def remove(self, ids: Sequence[int]) -> None:
         """Remove from a flat index; tombstone in a graph (caller passes live ids only)."""
@@ -217,6 +222,8 @@ class VectorIndex:
         if k < 1 or live == 0:
             return [], []
         if allowed is not None:
+            if allowed and max(allowed) > self._max_id:  # saved elsewhere since: not here
+                allowed = [i for i in allowed if i <= self._max_id]
             if not allowed:
                 return [], []
             if self.kind == "hnsw" and len(allowed) <= _EXACT_FILTER_LIMIT:
@@ -302,7 +309,13 @@ class VectorIndex:
         self, query: FloatArray, k: int, allowed: Sequence[int]
     ) -> tuple[list[int], list[float]]:
         ids = np.asarray(allowed, dtype=np.int64)
-        vectors = self.index.reconstruct_batch(ids)
+        try:
+            vectors = self.index.reconstruct_batch(ids)
+        except RuntimeError:  # an id without a vector here: keep those that have one
+            ids = ids[np.isin(ids, faiss.vector_to_array(self.index.id_map))]
+            if not len(ids):
+                return [], []
+            vectors = self.index.reconstruct_batch(ids)
         scores = vectors @ query[0]
         top = min(k, len(ids))
         best = np.argpartition(-scores, top - 1)[:top]

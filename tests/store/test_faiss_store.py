@@ -933,3 +933,61 @@ async def test_read_only_directory_is_searchable_but_not_writable(
     with pytest.raises(StoreError, match="read-only"):
         await reader.delete(["install"])
     await reader.aclose()
+
+
+_OTHER_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from sitechat.embeddings.hashing import HashingEmbeddings
+    from sitechat.models import Chunk
+    from sitechat.embeddings.base import aembedder_info
+    from sitechat.vectorstores.faiss import FaissConfig, FaissVectorStore
+
+    async def main():
+        embedder = HashingEmbeddings(dimension=64)
+        config = FaissConfig(hnsw_threshold=int(sys.argv[2]))
+        store = await FaissVectorStore.open_path(
+            sys.argv[1], await aembedder_info(embedder), config=config
+        )
+        chunks = [
+            Chunk(f"new-{i}", "https://d/new", "New", (), None, f"fresh text {i}", f"n{i}",
+                  metadata={"group": "new"})
+            for i in range(20)
+        ]
+        await store.upsert(chunks, embedder.embed_documents([c.text for c in chunks]))
+        await store.aclose()
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("threshold", [5, 50_000], ids=["hnsw", "flat"])
+async def test_a_filtered_search_by_a_reader_survives_another_process_saving(
+    index_dir: Path, threshold: int
+) -> None:
+    """A reader opened before another process saved new chunks matching its filter finds
+    none of them (their vectors are not in what it read) instead of raising FAISS's error."""
+    from sitechat.vectorstores.faiss import FaissConfig
+
+    config = FaissConfig(hnsw_threshold=threshold)
+    writer = await FaissVectorStore.open_path(index_dir, INFO, create=True, config=config)
+    old = [make_chunk(f"old-{i}", f"old text {i}", metadata={"group": "old"}) for i in range(20)]
+    await writer.upsert(old, vectors(old))
+    await writer.aclose()
+    reader = await FaissVectorStore.open_path(index_dir, None, config=config)
+    try:
+        assert reader.vector_index == ("hnsw" if threshold == 5 else "flat")
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", _OTHER_WRITER, str(index_dir), str(threshold)],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+        )
+        assert result.returncode == 0, result.stderr
+        query = EMBEDDER.embed_query("fresh text 3")
+        assert await reader.search(query, 5, {"group": "new"}) == []
+        assert len(await reader.search(query, 5, {"group": "old"})) == 5
+    finally:
+        await reader.aclose()
