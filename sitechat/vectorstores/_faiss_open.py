@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import sqlite3
 import tempfile
@@ -110,12 +111,25 @@ def _replace_empty(directory: Path, embedder: EmbedderInfo) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def _new_staging_directory(directory: Path) -> Path:
+    """An empty directory beside ``directory`` to build it in, with the permissions the
+    umask gives (``mkdtemp`` would make it 0700, and the renamed index unreadable to the
+    other users a container image or a shared server runs readers as)."""
+    while True:
+        staging = directory.parent / f".{directory.name}.creating-{secrets.token_hex(6)}"
+        try:
+            staging.mkdir()
+        except FileExistsError:
+            continue
+        return staging
+
+
 def create_directory(
     directory: Path, embedder: EmbedderInfo, new_index: Callable[[int], faiss.Index]
 ) -> None:
     """Build a complete empty index aside, then rename it into place in one step."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.creating-", dir=directory.parent))
+    staging = _new_staging_directory(directory)
     try:
         now = files.utc_now()
         conn = sql.connect(staging, read_only=False)

@@ -116,10 +116,14 @@ def connect(directory: Path, *, read_only: bool) -> sqlite3.Connection:
 
     One connection serves every thread of a store (under its lock), so a reader sees the
     writer's not-yet-persisted rows, matching the in-memory vectors. A read-only
-    directory (a baked container image) is opened ``immutable``: no WAL files needed.
+    directory (a baked container image) is opened ``immutable``: no WAL files needed,
+    unless its write-ahead log holds saves, which are then read through it.
     """
     path = directory / DATABASE_NAME
     if read_only:
+        wal = path.with_name(path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            return _connect_read_only_wal(directory, path, wal)
         uri = path.resolve().as_uri() + "?immutable=1"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     else:
@@ -131,6 +135,24 @@ def connect(directory: Path, *, read_only: bool) -> sqlite3.Connection:
         except BaseException:
             conn.close()
             raise
+    return conn
+
+
+def _connect_read_only_wal(directory: Path, path: Path, wal: Path) -> sqlite3.Connection:
+    """A read-only connection that reads the saves still in the write-ahead log (a writer
+    is running, or was stopped before it checkpointed): ``immutable`` would skip them and
+    see an older generation, whose vectors file may already be gone."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM meta").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(
+            f"The index at {directory} has saves in {wal.name} that cannot be read from this "
+            f"read-only location ({exc}). Open it once where it is writable (any sitechat "
+            "command does, and folds them in), or copy the directory somewhere writable."
+        ) from None
     return conn
 
 

@@ -922,6 +922,18 @@ async def test_closed_store_refuses_work(store: FaissVectorStore) -> None:
         await store.upsert([CORPUS[0]], vectors(CORPUS[:1]))
 
 
+async def test_a_new_index_directory_follows_the_umask(tmp_path: Path) -> None:
+    """With umask 022 a new index is 0755, readable by the other users a container or a
+    shared server runs readers as (it was built in a 0700 temporary directory)."""
+    previous = os.umask(0o022)
+    try:
+        created = await FaissVectorStore.open_path(tmp_path / "shared", INFO, create=True)
+        await created.aclose()
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared").stat().st_mode & 0o777 == 0o755
+
+
 async def test_read_only_directory_is_searchable_but_not_writable(
     store: FaissVectorStore, index_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -933,6 +945,53 @@ async def test_read_only_directory_is_searchable_but_not_writable(
     with pytest.raises(StoreError, match="read-only"):
         await reader.delete(["install"])
     await reader.aclose()
+
+
+_KILLED_AFTER_SAVING = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from sitechat.embeddings.hashing import HashingEmbeddings
+    from sitechat.models import Chunk
+    from sitechat.embeddings.base import aembedder_info
+    from sitechat.vectorstores.faiss import FaissVectorStore
+
+    async def main():
+        embedder = HashingEmbeddings(dimension=64)
+        store = await FaissVectorStore.open_path(sys.argv[1], await aembedder_info(embedder))
+        for n in range(2):
+            chunks = [Chunk(f"saved-{n}-{i}", "https://d/s", "S", (), None, f"saved {n} {i}",
+                            f"s{n}{i}") for i in range(10)]
+            await store.upsert(chunks, embedder.embed_documents([c.text for c in chunks]))
+            await store.persist()  # durable once it returns
+        os.kill(os.getpid(), signal.SIGKILL)  # gone before closing: the saves stay in the WAL
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_read_only_open_reads_saves_still_in_the_write_ahead_log(
+    store: FaissVectorStore, index_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer killed after persist() leaves its saves in the WAL; a read-only open (a
+    mount or user that cannot write) reads them instead of calling the index corrupt."""
+    await store.aclose()
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _KILLED_AFTER_SAVING, str(index_dir)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
+    assert result.returncode == -9, result.stderr
+    assert (index_dir / "chunks.sqlite3-wal").stat().st_size > 0
+    monkeypatch.setattr(_faiss_open, "is_writable", lambda directory: False)
+    reader = await FaissVectorStore.open_path(index_dir, None)
+    try:
+        assert await reader.count() == len(CORPUS) + 20
+        assert await reader.get(["saved-1-9"])
+    finally:
+        await reader.aclose()
 
 
 _OTHER_WRITER = textwrap.dedent(
