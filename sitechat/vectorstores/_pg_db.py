@@ -150,6 +150,13 @@ def parse_target(dsn: str) -> Target:
     )
 
 
+def rolled_back(exc: BaseException) -> bool:
+    """Whether PostgreSQL rolled the transaction back for a conflict (SQLSTATE class 40: a
+    deadlock, a serialization failure), so running it again may well succeed. psycopg
+    does not make every such error a ``TransactionRollback``, hence the SQLSTATE."""
+    return str(getattr(exc, "sqlstate", None) or "").startswith("40")
+
+
 def describe_failure(target: Target, exc: BaseException) -> StoreError:
     """One wording per kind of failure, with what to do about it; no password."""
     detail = target.redact(" ".join(str(exc).split()))[:500]
@@ -169,6 +176,17 @@ def describe_failure(target: Target, exc: BaseException) -> StoreError:
         return CorruptIndexError(
             f"A table of the sitechat collection is missing on {where} ({detail}). It was "
             "dropped outside sitechat: re-ingest into a new collection."
+        )
+    if rolled_back(exc):
+        return StoreError(
+            f"A write to {where} conflicted with another one and was rolled back, changing "
+            f"nothing ({detail}). Run it again; if it keeps happening, have fewer processes "
+            "write the same pages at once."
+        )
+    if isinstance(exc, pg_errors.QueryCanceled):  # statement_timeout, or a cancel
+        return StoreError(
+            f"{where} cancelled a statement ({detail}). If it hit the server's "
+            "statement_timeout, raise it for the sitechat user, or write in smaller batches."
         )
     if isinstance(exc, psycopg.OperationalError):
         lowered = detail.lower()

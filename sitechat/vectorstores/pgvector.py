@@ -73,6 +73,8 @@ logger = logging.getLogger(__name__)
 
 # how far from 1 a stored vector's length may be (float32 rounding is ~1e-7)
 _UNIT_TOLERANCE = 1e-3
+# tries of an upsert that PostgreSQL rolled back for a deadlock or a serialization failure
+_WRITE_ATTEMPTS = 3
 
 T = TypeVar("T")
 
@@ -218,11 +220,19 @@ class PgVectorStore(VectorStore):
         matrix = unit_rows(vectors, self._embedder)
         # last one wins; ids are compared as stored, without NUL characters
         latest = {q.without_nul(chunk.id): position for position, chunk in enumerate(chunks)}
-        rows = [q.chunk_params(chunks[p], matrix[p]) for p in latest.values()]
+        # in id order, so that writers upserting the same chunks lock their rows in the same
+        # order: in the order given, two ingests of one page deadlock
+        rows = [q.chunk_params(chunks[p], matrix[p]) for _, p in sorted(latest.items())]
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> None:
-            async with conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(self._sql.upsert, rows)
+            for attempt in range(_WRITE_ATTEMPTS):
+                try:
+                    async with conn.transaction(), conn.cursor() as cur:
+                        await cur.executemany(self._sql.upsert, rows)
+                    return
+                except psycopg.Error as exc:
+                    if not db.rolled_back(exc) or attempt == _WRITE_ATTEMPTS - 1:
+                        raise  # a deadlock rolls back the whole upsert: safe to run again
 
         await self._run(write)
         self._dirty = True

@@ -256,6 +256,39 @@ async def test_concurrent_searches_share_a_small_pool(postgres: TemporaryPostgre
         await store.aclose()
 
 
+async def test_concurrent_upserts_of_the_same_chunks_do_not_deadlock(
+    postgres: TemporaryPostgres,
+) -> None:
+    """Two writers upserting the same 300 chunks in opposite orders, ten times over, all
+    succeed (rows given in caller order deadlocked about a third of them)."""
+    first = await open_store(postgres.dsn, unique("race"))
+    second = await PgVectorStore.open_dsn(
+        postgres.dsn, first.collection, INFO, create=False, config=PgVectorConfig(pool_max=4)
+    )
+    try:
+        chunks = [make_chunk(f"c{i:03}", f"text {i}") for i in range(300)]
+        rows = vectors(chunks)
+        backwards = (chunks[::-1], rows[::-1])
+        for _ in range(10):
+            await asyncio.gather(first.upsert(chunks, rows), second.upsert(*backwards))
+        assert await first.count() == 300
+    finally:
+        await second.aclose()
+        await first.aclose()
+
+
+def test_a_rolled_back_write_is_not_called_a_connection_failure() -> None:
+    """A deadlock is reported as a conflicting write to run again, not "could not reach"."""
+    from psycopg import errors as pg_errors
+
+    from sitechat.vectorstores._pg_db import describe_failure, parse_target
+
+    target = parse_target("postgresql://u@db/x")
+    error = describe_failure(target, pg_errors.DeadlockDetected("deadlock"))
+    assert "conflicted with another one" in str(error)
+    assert "Could not reach" not in str(error)
+
+
 async def test_reads_survive_a_dropped_connection(postgres: TemporaryPostgres) -> None:
     """A read whose pooled connection was killed (failover, idle kill) is retried once."""
     store = await open_store(postgres.dsn, unique("retry"), pool_min=1, pool_max=1)
