@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from sitechat._redact import redact
 from sitechat.chat.base import ChatService
@@ -45,6 +45,15 @@ def _check_base_url(base_url: str) -> None:
             f"base_url {redact(base_url)[:200]!r} is not an http:// or https:// URL with a host "
             "(and no user:password@). It is where the pages are published, e.g. "
             "https://docs.example.com/: citations link to it."
+        )
+    parts = urlsplit(base_url)
+    if parts.query or parts.fragment or base_url.rstrip().endswith(("?", "#")):
+        # each file's path is appended to it: after a ?query it lands in the query, and
+        # after a #fragment every page would get the same URL and replace the others
+        raise InvalidInputError(
+            f"base_url {redact(base_url)[:200]!r} has a ?query or #fragment. Give the address "
+            f"the pages are published under without it, e.g. "
+            f"{redact(urlunsplit(parts._replace(query='', fragment='')))!r}."
         )
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -38,14 +40,13 @@ __all__ = ["main"]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+# as a tool killed by SIGPIPE exits: the reader of the output went away
+EXIT_BROKEN_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own message, without the usage dump
-        self.exit(
-            EXIT_USAGE,
-            f"sitechat: error: {message} (see 'sitechat {self.prog.split()[-1]} --help')\n",
-        )
+        self.exit(EXIT_USAGE, f"sitechat: error: {message} (see '{self.prog} --help')\n")
 
 
 def _positive_int(text: str) -> int:
@@ -478,6 +479,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("sitechat: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # the reader went away (`sitechat search … | head -1`): stop quietly, as Unix tools
+        # do, and keep Python from complaining again when it flushes stdout at exit
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         if args.debug:
             raise

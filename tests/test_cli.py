@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -196,6 +197,53 @@ def test_base_url_must_be_a_plain_web_address(
     assert code == 1
     assert "base_url" in err and "http://" in err and "pw@" not in err
     assert not index.exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize(
+    "base_url", ["https://docs.example.com/v1/#top", "https://docs.example.com/v1?x=1"]
+)
+def test_base_url_with_a_query_or_fragment_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], base_url: str
+) -> None:
+    """A #fragment would give every page one URL (all but one lost) and a ?query would
+    swallow the paths: both are refused, naming the address without them."""
+    sample = Path(__file__).resolve().parents[1] / "examples" / "sample_site"
+    index = tmp_path / "i"
+    code, _ = run("ingest", str(sample), "--index", str(index), "--base-url", base_url)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "?query or #fragment" in err and "https://docs.example.com/v1" in err
+    assert not index.exists()
+
+
+def test_a_usage_error_points_at_the_right_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """No command at all points at 'sitechat --help'; a subcommand's error at its own help."""
+    with pytest.raises(SystemExit):
+        main([])
+    assert "(see 'sitechat --help')" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["ingest"])
+    assert "(see 'sitechat ingest --help')" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_stops_quietly(built_index: Path) -> None:
+    """`sitechat search … | head -1`: the reader going away ends the command with 141 (as
+    SIGPIPE would) and no "unexpected error"."""
+    exe = Path(sys.executable).parent / "sitechat"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # a reader that is already gone: the first write fails
+    try:
+        result = subprocess.run(
+            [str(exe), "search", "notes", "--index", str(built_index), "-k", "20"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141, result.stderr
+    assert "unexpected error" not in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
