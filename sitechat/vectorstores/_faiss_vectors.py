@@ -243,8 +243,40 @@ class VectorIndex:
         values: list[float] = scores[0].tolist()
         if fids and fids[-1] < 0:  # fewer than k matches: FAISS pads the end with -1
             kept = [i for i, fid in enumerate(fids) if fid >= 0]
-            return [fids[i] for i in kept], [values[i] for i in kept]
+            fids, values = [fids[i] for i in kept], [values[i] for i in kept]
+            wanted = min(k, live if allowed is None else len(allowed))
+            if self.kind == "hnsw" and self._tombstones and len(fids) < wanted:
+                return self._search_past_tombstones(query, k, allowed)
         return fids, values
+
+    def _search_past_tombstones(
+        self, query: FloatArray, k: int, allowed: Sequence[int] | None
+    ) -> tuple[list[int], list[float]]:
+        """A graph walk came back short although enough vectors qualify: deleted vectors
+        (kept in the graph until the next ``persist()`` rebuilds it) filled the efSearch
+        candidates it looks at. Score the qualifying vectors exactly when they are few,
+        else walk again looking at proportionally more candidates."""
+        if allowed is None:
+            ids = faiss.vector_to_array(self.index.id_map)
+            dead = np.fromiter(self._tombstones, dtype=np.int64, count=len(self._tombstones))
+            candidates: Sequence[int] = ids[~np.isin(ids, dead)].tolist()
+        else:
+            candidates = allowed
+        if len(candidates) <= _EXACT_FILTER_LIMIT:
+            return self._exact_among(query, k, candidates)
+        ef = max(self.params.hnsw_ef_search, k)
+        params = self._new_graph_params(min(self.ntotal, ef * self.ntotal // len(candidates) + k))
+        selector = _batch_selector(allowed) if allowed is not None else self._live_selector()
+        params.sel = selector  # referenced by ``selector`` until the search is done
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            scores, found = self._run(query, min(k, len(candidates)), params)
+        finally:
+            faiss.omp_set_num_threads(threads)
+        pairs = zip(found[0].tolist(), scores[0].tolist(), strict=True)
+        kept = [(f, v) for f, v in pairs if f >= 0]
+        return [f for f, _ in kept], [v for _, v in kept]
 
     def _search_flat(
         self, query: FloatArray, k: int, allowed: Sequence[int] | None, live: int

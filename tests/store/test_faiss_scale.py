@@ -136,6 +136,25 @@ async def test_deleted_chunks_never_come_back_from_the_graph(store: FaissVectorS
     assert await top_id(store, 150) == ["c150"]
 
 
+@pytest.mark.parametrize("where", [{}, {"parity": "even"}], ids=["all", "filtered"])
+async def test_a_graph_mostly_deleted_still_returns_k_hits_before_it_is_rebuilt(
+    store: FaissVectorStore, where: dict[str, str]
+) -> None:
+    """With 4,980 of 5,000 graph vectors deleted (not yet persisted, so not rebuilt away),
+    a search still returns k of the 20 live chunks, the best one first (the graph walk
+    alone came back short: its efSearch candidates were nearly all deleted)."""
+    batch = chunks(0, 5000)
+    rows = unit_vectors(5000, seed=11)
+    await store.upsert(batch, rows.tolist())
+    assert store.vector_index == "hnsw"
+    await store.delete([f"c{i}" for i in range(20, 5000)])
+    live = range(20) if not where else range(0, 20, 2)
+    for i in live:
+        hits = await store.search(rows[i].tolist(), 5, where or None)
+        found = [h.chunk.id for h in hits]
+        assert len(found) == 5 and found[0] == f"c{i}", found
+
+
 async def test_replacing_a_chunk_in_the_graph(store: FaissVectorStore) -> None:
     """An upsert of a known id hides the old vector and finds the new one."""
     await add(store, 0, 2 * THRESHOLD)
