@@ -32,6 +32,7 @@ __all__ = ["verify_directory"]
 
 _VECTOR_BATCH = 16_384  # vectors copied out of FAISS at a time (24 MB at dimension 384)
 _ROW_BATCH = 500
+_SNAPSHOT_TRIES = 5  # loads to try when other processes keep saving during the check
 _UNIT_TOLERANCE = 1e-3
 _EXAMPLES = 3  # ids named per kind of problem
 
@@ -59,17 +60,29 @@ class _Problems:
 def verify_directory(directory: Path) -> StoreCheck:
     """Check the index in ``directory`` in full; damage is reported, never raised."""
     where = f"faiss index at {directory}"
-    try:
-        loaded = load_directory(directory)
-    except CorruptIndexError as exc:  # a missing index (IndexNotFoundError) propagates
-        return StoreCheck(where, 0, None, ("opening",), (str(exc),))
+    for _ in range(_SNAPSHOT_TRIES):
+        try:
+            loaded = load_directory(directory)
+        except CorruptIndexError as exc:  # a missing index (IndexNotFoundError) propagates
+            return StoreCheck(where, 0, None, ("opening",), (str(exc),))
+        conn = loaded.conn
+        try:
+            conn.execute("BEGIN")  # one snapshot: rows, vectors and payload of one generation
+        except sqlite3.DatabaseError:
+            break  # reported below, with the other reads of the database
+        if _same_state(sql.read_meta(conn), loaded.meta):
+            break
+        # another process saved between loading the vectors and this snapshot: the rows
+        # would belong to a newer generation than the vectors, so load again
+        conn.execute("COMMIT")
+        conn.close()
     problems = _Problems()
     checked = ["opening"]
     live = np.zeros(0, dtype=np.int64)
     tombstones = 0
-    conn = loaded.conn
     try:
-        conn.execute("BEGIN")  # one snapshot: rows, vectors and payload of one generation
+        if not conn.in_transaction:
+            conn.execute("BEGIN")
         try:
             checked.append("database integrity")
             _check_database(conn, problems)
@@ -99,6 +112,12 @@ def verify_directory(directory: Path) -> StoreCheck:
         problems=problems.lines(),
         tombstones=tombstones,
     )
+
+
+def _same_state(now: dict[str, str], loaded: dict[str, str]) -> bool:
+    """Whether the database still describes the generation and payload that were loaded."""
+    keys = ("generation", "payload_epoch", "payload_fids", "next_id")
+    return all(now.get(key) == loaded.get(key) for key in keys)
 
 
 def _check_database(conn: sqlite3.Connection, problems: _Problems) -> None:

@@ -213,3 +213,50 @@ def test_settings_pick_the_index_to_verify(
     monkeypatch.setenv("SITECHAT_INDEX", str(tmp_path / "missing"))
     assert run("verify")[0] == 1
     assert f"No sitechat index at {tmp_path / 'missing'}" in capsys.readouterr().err
+
+
+_SAVE_MORE = """
+import asyncio, sys
+from sitechat.embeddings.hashing import HashingEmbeddings
+from sitechat.models import Chunk
+from sitechat.vectorstores.faiss import FaissVectorStore
+
+async def main():
+    embedder = HashingEmbeddings(dimension=32)
+    store = await FaissVectorStore.open_path(sys.argv[1], None)
+    new = [Chunk(f"n{i}", "https://docs.example.com/new", "New", (), None, f"new {i}", f"n{i}")
+           for i in range(8)]
+    await store.upsert(new, embedder.embed_documents([c.text for c in new]))
+    await store.delete(["c7"])
+    await store.aclose()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_save_by_another_process_during_verify_is_not_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process saving between verify's loading of the vectors and its reading of
+    the rows is not reported as chunks without vectors: verify loads again."""
+    import subprocess
+    import sys
+
+    from sitechat.vectorstores import _faiss_verify
+
+    await build(tmp_path)
+    real_load = _faiss_verify.load_directory
+    calls: list[int] = []
+
+    def load_then_let_another_process_save(directory: Path) -> object:
+        loaded = real_load(directory)
+        if not calls:
+            subprocess.run([sys.executable, "-c", _SAVE_MORE, str(directory)], check=True)
+        calls.append(1)
+        return loaded
+
+    monkeypatch.setattr(_faiss_verify, "load_directory", load_then_let_another_process_save)
+    check = await asyncio.to_thread(_faiss_verify.verify_directory, tmp_path)
+    assert check.ok, check.problems
+    assert check.chunks == 40 - 2 + 8 - 1
+    assert len(calls) == 2
