@@ -147,6 +147,27 @@ async def _ingest_http(
     return summary.to_dict(), CountingEmbeddings.embedded
 
 
+async def test_a_crawl_state_that_cannot_be_written_is_a_store_error(
+    web: ProgrammableServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only index directory (a read-only mount) is reported as such, naming what
+    to do, rather than as an "unexpected" OSError from the crawl-state file."""
+    import errno
+
+    from sitechat.errors import StoreError
+    from sitechat.ingest.state import CrawlState
+
+    _site_routes(web, {"/": "Welcome.", "/p1": "One."})
+    await _ingest_http(web, settings)
+
+    def refuse(self: CrawlState, path: Path) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(CrawlState, "save", refuse)
+    with pytest.raises(StoreError, match="read-only file system, copy it to a writable"):
+        await _ingest_http(web, settings)
+
+
 async def test_recrawl_uses_conditional_get_and_reembeds_only_the_edit(
     web: ProgrammableServer, settings: Settings
 ) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sitechat.config import Settings
+from sitechat.errors import StoreError
 from sitechat.ingest.crawl import (
     CrawlOptions,
     CrawlResult,
@@ -152,7 +153,16 @@ class CrawledSite:
         """Remember validators and links for the next crawl (no-op without a directory)."""
         if self._state is None or self._state_path is None:
             return
-        self._state.merged(self._fresh, set(stored_urls)).save(self._state_path)
+        try:
+            self._state.merged(self._fresh, set(stored_urls)).save(self._state_path)
+        except OSError as exc:
+            where = self._state_path.parent
+            raise StoreError(
+                f"The index at {where} cannot be written ({exc.strerror or exc}: "
+                f"{self._state_path.name}). If it is on a read-only file system, copy it to a "
+                "writable directory and ingest there; otherwise check its permissions and "
+                "free space."
+            ) from None
 
 
 async def crawl_site(

@@ -25,7 +25,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from sitechat.errors import EmbedderMismatchError, IndexNotFoundError
+from sitechat.errors import EmbedderMismatchError, IndexNotFoundError, StoreError
 from sitechat.vectorstores import _faiss_files as files
 from sitechat.vectorstores import _faiss_sql as sql
 from sitechat.vectorstores._faiss_payload import Payload, load_payload, missing_payload
@@ -73,7 +73,14 @@ def open_directory(
                 f"sitechat ingest <URL> --index {directory}"
             )
         # a new index starts exact; it moves to HNSW when it grows (``_faiss_vectors``)
-        create_directory(directory, embedder, flat_index)
+        try:
+            create_directory(directory, embedder, flat_index)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot create an index at {directory} ({exc.strerror or exc}). Choose a "
+                "directory you can write to (a read-only file system or a folder of another "
+                "user cannot hold a new index)."
+            ) from None
     loaded = load_directory(directory, params)
     recorded = loaded.embedder
     if embedder is not None and embedder != recorded and create and _holds_nothing(loaded):

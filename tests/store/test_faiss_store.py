@@ -934,6 +934,20 @@ async def test_a_new_index_directory_follows_the_umask(tmp_path: Path) -> None:
     assert (tmp_path / "shared").stat().st_mode & 0o777 == 0o755
 
 
+async def test_an_index_that_cannot_be_created_is_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new index in a read-only place raises StoreError naming the place, not OSError."""
+    import errno
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(_faiss_open, "create_directory", refuse)
+    with pytest.raises(StoreError, match="Cannot create an index at .*Read-only file system"):
+        await FaissVectorStore.open_path(tmp_path / "new", INFO, create=True)
+
+
 async def test_read_only_directory_is_searchable_but_not_writable(
     store: FaissVectorStore, index_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
