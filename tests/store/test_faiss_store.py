@@ -944,7 +944,7 @@ async def test_an_index_that_cannot_be_created_is_a_store_error(
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(_faiss_open, "create_directory", refuse)
-    with pytest.raises(StoreError, match="Cannot create an index at .*Read-only file system"):
+    with pytest.raises(StoreError, match=r"Cannot create an index at .*Read-only file system"):
         await FaissVectorStore.open_path(tmp_path / "new", INFO, create=True)
 
 
