@@ -168,6 +168,42 @@ async def test_a_crawl_state_that_cannot_be_written_is_a_store_error(
         await _ingest_http(web, settings)
 
 
+async def test_one_unreachable_source_among_several_is_named_and_the_rest_ingested(
+    web: ProgrammableServer, settings: Settings, site: Path
+) -> None:
+    """A failing second source is reported with its own cause (not the first source's
+    404), and the third source is still ingested."""
+    from sitechat.errors import FetchError
+
+    _site_routes(web, {"/": "Welcome.", "/p1": "One."})
+    home = "<main><h1>Home</h1><p>Welcome.</p><a href='/p1'>1</a><a href='/missing'>m</a></main>"
+    web.routes["/"] = Reply(200, home.encode(), {"Content-Type": "text/html"})
+    web.routes["/missing"] = Reply(404, b"gone", {"Content-Type": "text/plain"})
+    unreachable = "http://127.0.0.1:1/"
+    options = CrawlOptions(
+        trusted_hosts=(web.base.removeprefix("http://"), "127.0.0.1:1"),
+    )
+    store, embeddings = await open_store(settings, CountingEmbeddings(), create=True)
+    try:
+        with pytest.raises(FetchError) as caught:
+            await ingest_sources(
+                [web.url("/"), unreachable, str(site)],
+                store,
+                embeddings,
+                settings,
+                crawl_options=options,
+            )
+        message = str(caught.value)
+        assert "1 of 3 sources could not be ingested" in message
+        assert f"Could not ingest any page from {unreachable}" in message
+        assert "/missing" not in message  # the first source's 404 is not this one's cause
+        urls = await store.urls()
+        assert web.url("/") in urls
+        assert any(u.startswith("file://") for u in urls)  # the folder, after the failure
+    finally:
+        await store.aclose()
+
+
 async def test_recrawl_uses_conditional_get_and_reembeds_only_the_edit(
     web: ProgrammableServer, settings: Settings
 ) -> None:

@@ -149,6 +149,7 @@ async def _crawl_source(
         if progress:
             progress("fetch", pages, None)
 
+    failed_before, skipped_before = len(summary.failed), len(summary.skipped)
     site = await crawl_site(
         source,
         settings,
@@ -162,7 +163,8 @@ async def _crawl_source(
     summary.add_time("extract", site.stats.extract_seconds)
     summary.record_crawl(site.stats)
     if not site.pages and not site.unchanged:
-        reasons = summary.failed or summary.skipped
+        # this source's own failures, not an earlier source's
+        reasons = summary.failed[failed_before:] or summary.skipped[skipped_before:]
         why = f"{reasons[0][0]}: {reasons[0][1]}" if reasons else "no page was found"
         raise FetchError(
             f"Could not ingest any page from {redact(source)} ({redact(why)}). Check that the "
@@ -311,21 +313,27 @@ async def ingest_sources(
     """
     checked = check_sources(sources)
     summary = IngestSummary()
+    unreachable: list[str] = []
     for source in checked:
         if _is_url(source):
             options = crawl_options
             if options is not None and allow_private and not options.allow_private:
                 options = replace(options, allow_private=True)
-            await _crawl_source(
-                source,
-                store,
-                embeddings,
-                settings,
-                summary,
-                allow_private=allow_private,
-                options=options,
-                progress=progress,
-            )
+            try:
+                await _crawl_source(
+                    source,
+                    store,
+                    embeddings,
+                    settings,
+                    summary,
+                    allow_private=allow_private,
+                    options=options,
+                    progress=progress,
+                )
+            except FetchError as exc:
+                if len(checked) == 1:
+                    raise
+                unreachable.append(str(exc))  # the other sources are still ingested
             continue
         pages, owned = await _local_pages(source, base_url, settings, summary)
         await ingest_pages(
@@ -338,6 +346,13 @@ async def ingest_sources(
             progress=progress,
         )
     summary.chunks_total = await store.count()
+    if unreachable:
+        done = len(checked) - len(unreachable)
+        raise FetchError(
+            f"{len(unreachable)} of {len(checked)} sources could not be ingested; the other "
+            f"{done} were ({summary.pages_added} pages added, {summary.pages_updated} "
+            f"updated, {summary.chunks_total} chunks in the index). " + " ".join(unreachable)
+        )
     return summary
 
 
