@@ -72,6 +72,10 @@ def _decode(data: bytes) -> str:
 def _refusal(path: Path, inside: Path | None, max_bytes: int) -> str | None:
     """Why ``path`` is not read (a link out of ``inside``, not a regular file, too
     large), or None. ``inside`` is the resolved folder being read (None for one file)."""
+    if path.is_symlink() and not path.exists():
+        # nothing to read, now or later: a refusal, not an unreadable file (which would
+        # mark the folder incomplete, so that no file deleted from it is ever removed)
+        return "broken symbolic link (it points at nothing)"
     if inside is not None and path.is_symlink():
         target = path.resolve()
         if not target.is_relative_to(inside):

@@ -83,6 +83,27 @@ def test_a_legacy_encoded_text_file_keeps_its_accents(tmp_path: Path) -> None:
     assert "It’s €20 for the crème." in page.text
 
 
+def test_a_broken_symbolic_link_is_skipped_not_failed(tmp_path: Path) -> None:
+    """A link to nothing is a skip (reported), not an unreadable file, which would mark
+    the folder incomplete and keep deleted files in the index for good."""
+    (tmp_path / "page.html").write_text("<main><h1>Page</h1><p>Text.</p></main>")
+    (tmp_path / "gone.html").symlink_to(tmp_path / "deleted.html")
+    skipped: list[tuple[str, str]] = []
+    errors: list[tuple[str, str]] = []
+    pages = list(
+        iter_local_pages(
+            tmp_path,
+            on_skip=lambda url, why: skipped.append((url, why)),
+            on_error=lambda url, why: errors.append((url, why)),
+        )
+    )
+    assert [p.title for p in pages] == ["Page"]
+    assert errors == []
+    assert [(url.rsplit("/", 1)[-1], why) for url, why in skipped] == [
+        ("gone.html", "broken symbolic link (it points at nothing)")
+    ]
+
+
 def test_missing_path_is_an_ingest_error(tmp_path: Path) -> None:
     """A path that does not exist raises IngestError naming it."""
     with pytest.raises(IngestError, match="nope"):
