@@ -165,6 +165,11 @@ _INGEST_OPTIONS = (
 )
 
 
+class _BadOption(ConfigurationError):
+    """An option's value out of range (``--max-pages -1``): bad usage, exit code 2, like
+    ``-k 0``. The same value from the environment stays a settings error (exit 1)."""
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.load()
     update: dict[str, Any] = {}
@@ -183,7 +188,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         try:
             update["ingest"] = type(settings.ingest).model_validate(merged)
         except ValidationError as exc:
-            raise ConfigurationError(_describe_ingest_error(exc, ingest_update)) from None
+            raise _BadOption(_describe_ingest_error(exc, ingest_update)) from None
     return settings.model_copy(update=update) if update else settings
 
 
@@ -475,7 +480,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if args.debug:
             raise
         sys.stderr.write(f"sitechat: error: {exc}\n")
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(exc, _BadOption) else EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("sitechat: interrupted\n")
         return 130

@@ -426,12 +426,24 @@ def test_ingest_summary_masks_tokens_in_failed_and_skipped_urls(
     assert "s3cr3t" not in text + out + capsys.readouterr().err
 
 
-def test_ingest_summary_masks_secrets_in_incomplete_notes(tmp_path: Path) -> None:
+def test_ingest_summary_masks_secrets_in_incomplete_notes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A "could not be read" note naming a source path with token=... is printed masked."""
+    from sitechat.ingest import local
+
     folder = tmp_path / "docs-token=s3cr3t-three"
     folder.mkdir()
     shutil.copy(SAMPLE_SITE / "faq.html", folder / "faq.html")
-    (folder / "broken.html").symlink_to(folder / "nowhere.html")  # unreadable: dangling
+    (folder / "broken.html").write_text("<p>unreadable</p>")
+    real_read = local._read_bytes
+
+    def read(path: Path, max_bytes: int) -> bytes | None:
+        if path.name == "broken.html":  # root reads any file: refuse this one by hand
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path, max_bytes)
+
+    monkeypatch.setattr(local, "_read_bytes", read)
     index = str(tmp_path / "i")
     code, text = run("ingest", str(folder), "--index", index)
     code_json, out = run("ingest", str(folder), "--index", index, "--json")
@@ -485,15 +497,17 @@ def test_the_command_line_shows_warnings_only_by_default(
     [
         (["--max-pages", "0"], "--max-pages:"),
         (["--trusted-host", "http://docs.internal/"], "--trusted-host:"),
+        (["--max-seconds", "-5"], "--max-seconds:"),
+        (["--delay", "nan"], "--delay:"),
     ],
 )
 def test_a_bad_option_value_names_the_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], named: str
 ) -> None:
     """A bad value given on the command line is reported by its option, not by a variable
-    the user never set, and no index is made."""
+    the user never set, as bad usage (exit 2, like -k 0), and no index is made."""
     index = tmp_path / "idx"
-    assert main(["ingest", str(SAMPLE_SITE), "--index", str(index), *options]) == 1
+    assert main(["ingest", str(SAMPLE_SITE), "--index", str(index), *options]) == 2
     err = capsys.readouterr().err
     assert named in err and "SITECHAT_INGEST__" not in err
     assert not index.exists()
