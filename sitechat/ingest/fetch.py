@@ -22,6 +22,7 @@ from typing import Literal
 
 import httpx
 
+from sitechat._redact import safe_url
 from sitechat.errors import FetchError, UnsafeURLError
 from sitechat.ingest.options import CrawlOptions, CrawlStats
 from sitechat.ingest.robots import RobotsCache
@@ -233,6 +234,7 @@ class Fetcher:
     ) -> Response:
         """GET ``url``, following up to five redirects by hand so each hop is checked."""
         current = url
+        chain = [url]
         for _ in range(MAX_REDIRECTS + 1):
             if not current.startswith(("http://", "https://")):
                 raise Stop("skipped", f"redirects to a non-http URL {current!r}")
@@ -247,10 +249,14 @@ class Fetcher:
             if isinstance(response, Response):
                 return response
             target = canonicalize_url(response, current)
+            if target in chain:
+                loop = " → ".join(safe_url(hop) for hop in [*chain[chain.index(target) :], target])
+                raise Stop("failed", f"redirect loop: {loop}")
             if target.startswith(("http://", "https://")):
                 await self.check_host(target)  # safety first, so the reason says so
             if redirect_check is not None:
                 redirect_check(current, target)
+            chain.append(target)
             current = target
         raise Stop("failed", f"more than {MAX_REDIRECTS} redirects")
 

@@ -132,6 +132,23 @@ async def test_redirect_loop_fails_after_five_hops(site_server: SiteServer) -> N
     assert "/loop/6" not in site_server.requests
 
 
+async def test_a_redirect_loop_is_named_as_one() -> None:
+    """/a → /b → /a fails as a redirect loop, listing the hops, on the first repeat (it was
+    reported as "redirects to /a, crawled on its own")."""
+    server = ProgrammableServer()
+    with _serving(server):
+        server.routes = {
+            "/a": Reply(302, b"", {"Location": server.url("/b")}),
+            "/b": Reply(302, b"", {"Location": server.url("/a")}),
+        }
+        results = await _crawl(server.url("/a"))
+    (result,) = results.values()
+    assert result.status == "failed"
+    assert result.reason == f"redirect loop: {server.url('/a')} → {server.url('/b')} → " + (
+        server.url("/a")
+    )
+
+
 async def test_crawl_delay_spaces_requests(site_server: SiteServer) -> None:
     """A robots.txt Crawl-delay separates consecutive page requests to the host."""
     site_server.robots = "User-agent: *\nCrawl-delay: 1\n"
