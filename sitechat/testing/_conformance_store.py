@@ -398,6 +398,23 @@ class VectorStoreConformance:
             assert await filled.search(self._query(0), k=10, where=where) == []
         assert await filled.count() == total
 
+    @pytest.mark.asyncio
+    async def test_reads_naming_invalid_unicode_match_nothing(self, filled: VectorStore) -> None:
+        """A lone surrogate (``"\\ud800"``) in an id, a URL, a filter or a keyword query
+        names nothing a store can hold: reads and deletes match nothing, never raise."""
+        bad = "page\ud800"
+        total = await filled.count()
+        assert await filled.get([bad]) == []
+        assert await filled.chunk_hashes(bad) == {}
+        assert await filled.delete([bad]) == 0
+        assert await filled.delete_by_url(bad) == 0
+        if self.supports_metadata_filter:
+            assert await filled.search(self._query(0), k=3, where={"lang": bad}) == []
+        keyword = self.supports_keyword_search
+        if keyword if keyword is not None else type(filled).supports_keyword_search:
+            assert isinstance(await filled.keyword_search(f"zebra {bad}", k=3), list)
+        assert await filled.count() == total
+
     # ------------------------------------------------------------------ keyword search
 
     @pytest.mark.asyncio

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,24 @@ def check_chunk_text(chunks: Sequence[Chunk]) -> None:
                         "surrogate that is not valid Unicode text. Decode the source with "
                         "errors='replace' (or remove the character) before upserting."
                     ) from None
+
+
+def storable(value: str) -> bool:
+    """Whether ``value`` is valid Unicode text (no lone surrogate), as every stored string
+    is: a read asking for anything else matches nothing. A value that is not a string at
+    all is left to the caller's own checks (True)."""
+    if not isinstance(value, str) or value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable_filter(where: Mapping[str, str] | None) -> bool:
+    """Whether a metadata filter can match anything (its keys and values are storable)."""
+    return not where or all(storable(k) and storable(v) for k, v in where.items())
 
 
 def unit_rows(

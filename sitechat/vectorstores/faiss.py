@@ -66,7 +66,7 @@ from sitechat.vectorstores._faiss_vectors import (
     flat_index,
 )
 from sitechat.vectorstores._faiss_verify import verify_directory
-from sitechat.vectorstores._rows import check_chunk_text, unit_rows
+from sitechat.vectorstores._rows import check_chunk_text, storable, storable_filter, unit_rows
 from sitechat.vectorstores.base import EmbedderInfo, StoreCheck, VectorStore
 
 if TYPE_CHECKING:
@@ -192,6 +192,7 @@ class FaissVectorStore(VectorStore):
         await asyncio.to_thread(self._upsert_sync, list(chunks), matrix)
 
     async def delete(self, ids: Sequence[str]) -> int:
+        ids = [i for i in ids if storable(i)]  # a lone surrogate names no stored chunk
         if not ids:
             return 0
         self._check_writable()
@@ -199,6 +200,8 @@ class FaissVectorStore(VectorStore):
 
     async def delete_by_url(self, url: str) -> int:
         self._check_writable()
+        if not storable(url):
+            return 0
         return await asyncio.to_thread(self._delete_sync, None, url)
 
     async def persist(self) -> None:
@@ -390,7 +393,7 @@ class FaissVectorStore(VectorStore):
         ~170 µs, and every wrapper is a visible share of that.
         """
         query = query_row(vector, self._embedder)
-        if k < 1 or query is None:
+        if k < 1 or query is None or not storable_filter(where):
             return []
         row, scale = query
         vectors = self._vectors
@@ -416,17 +419,20 @@ class FaissVectorStore(VectorStore):
         documentation site matches every chunk and would take 11 ms of a 12 ms query).
         """
         words = sql.query_words(query)
-        if k < 1 or not words:
+        if k < 1 or not words or not storable_filter(where):
             return []
         inline = self._vectors.live <= _INLINE_KEYWORD_CHUNKS
         return await self._read(lambda: self._keyword_locked(words, k, where), inline=inline)
 
     async def get(self, ids: Sequence[str]) -> list[Chunk]:
+        ids = [i for i in ids if storable(i)]
         if not ids:
             return []
         return await self._read(lambda: sql.chunks_by_id(self._conn, self._directory, ids))
 
     async def chunk_hashes(self, url: str | None = None) -> dict[str, str]:
+        if url is not None and not storable(url):
+            return {}
         return await self._read(lambda: sql.chunk_hashes(self._conn, url))
 
     async def urls(self) -> list[str]:

@@ -50,7 +50,7 @@ from sitechat.errors import (
 )
 from sitechat.models import Chunk, SearchHit
 from sitechat.vectorstores._pg_config import PgVectorConfig
-from sitechat.vectorstores._rows import check_chunk_text, unit_rows
+from sitechat.vectorstores._rows import check_chunk_text, storable, storable_filter, unit_rows
 from sitechat.vectorstores.base import EmbedderInfo, StoreCheck, VectorStore
 
 try:
@@ -239,6 +239,7 @@ class PgVectorStore(VectorStore):
         self._changed_rows += len(rows)
 
     async def delete(self, ids: Sequence[str]) -> int:
+        ids = [i for i in ids if storable(i)]  # a lone surrogate names no stored chunk
         if not ids:
             return 0
         removed = await self._rowcount(self._sql.delete_ids, [[q.without_nul(i) for i in ids]])
@@ -246,6 +247,9 @@ class PgVectorStore(VectorStore):
         return removed
 
     async def delete_by_url(self, url: str) -> int:
+        self._check_open()
+        if not storable(url):
+            return 0
         removed = await self._rowcount(self._sql.delete_url, [q.without_nul(url)])
         self._note_removed(removed)
         return removed
@@ -364,7 +368,7 @@ class PgVectorStore(VectorStore):
         passing rows are scanned exactly instead, so a selective filter still finds all.
         """
         query = unit_rows([vector], self._embedder)[0]
-        if k < 1 or not query.any():
+        if k < 1 or not query.any() or not storable_filter(where):
             return []
         condition, params = q.filter_clause(where)
         params.update(vector=query, k=k)
@@ -404,8 +408,8 @@ class PgVectorStore(VectorStore):
         Scores are a rarity-weighted count of matched words plus their ``ts_rank``: higher
         is better, comparable within one query only.
         """
-        words = q.keyword_terms(query)
-        if k < 1 or not words:
+        words = [w for w in q.keyword_terms(query) if storable(w)]
+        if k < 1 or not words or not storable_filter(where):
             return []
         condition, params = q.filter_clause(where)
         params.update(words=words, k=k)
@@ -418,6 +422,7 @@ class PgVectorStore(VectorStore):
         return await self._read(ranked)
 
     async def get(self, ids: Sequence[str]) -> list[Chunk]:
+        ids = [i for i in ids if storable(i)]
         if not ids:
             return []
         stored = [q.without_nul(i) for i in ids]
@@ -428,6 +433,8 @@ class PgVectorStore(VectorStore):
     async def chunk_hashes(self, url: str | None = None) -> dict[str, str]:
         if url is None:
             rows = await self._fetch(self._sql.hashes_all, [])
+        elif not storable(url):
+            return {}
         else:
             rows = await self._fetch(self._sql.hashes_url, [q.without_nul(url)])
         return {str(chunk_id): str(digest) for chunk_id, digest in rows}
