@@ -377,10 +377,13 @@ class VectorStoreConformance:
 
     @pytest.mark.asyncio
     async def test_filter_by_url(self, filled: VectorStore) -> None:
-        """The ``url`` key filters on the chunk's page."""
+        """The ``url`` key filters on the chunk's page; a deep link (``page#section``, as
+        ``Source.url`` holds) names its page."""
         self._require_filters()
         hits = await filled.search(self._query(4), k=10, where={"url": INSTALL_URL})
         assert {h.chunk.id for h in hits} == {"install-linux", "install-windows"}
+        deep = await filled.search(self._query(4), k=10, where={"url": INSTALL_URL + "#linux"})
+        assert {h.chunk.id for h in deep} == {"install-linux", "install-windows"}
 
     @pytest.mark.asyncio
     async def test_filter_values_are_data_not_code(self, filled: VectorStore) -> None:

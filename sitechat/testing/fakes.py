@@ -25,7 +25,7 @@ from sitechat.errors import (
 )
 from sitechat.llm.base import BaseLLMService, LLMDelta
 from sitechat.models import Chunk, SearchHit, Usage
-from sitechat.vectorstores.base import EmbedderInfo, VectorStore
+from sitechat.vectorstores.base import EmbedderInfo, VectorStore, page_of
 
 __all__ = ["FakeEmbeddings", "FakeLLMService", "InMemoryVectorStore"]
 
@@ -135,7 +135,7 @@ class InMemoryVectorStore(VectorStore):
         if not where:
             return True
         return all(
-            (chunk.url if key == "url" else chunk.metadata.get(key)) == value
+            (chunk.url == page_of(value)) if key == "url" else chunk.metadata.get(key) == value
             for key, value in where.items()
         )
 

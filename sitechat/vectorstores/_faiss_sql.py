@@ -26,6 +26,7 @@ from sitechat.errors import InvalidInputError, StoreError
 from sitechat.models import Chunk
 from sitechat.vectorstores._faiss_files import DATABASE_NAME, corrupt
 from sitechat.vectorstores._faiss_hits import new_chunk
+from sitechat.vectorstores.base import page_of
 
 Row = Sequence[Any]
 
@@ -283,7 +284,7 @@ def filter_sql(
             )
         if key == "url":
             clauses.append(f"{fid} IN (SELECT fid FROM chunks WHERE url = ?)")  # noqa: S608
-            params.append(value)
+            params.append(page_of(value))
         else:
             by_metadata = "SELECT fid FROM chunk_metadata WHERE key = ? AND value = ?"
             clauses.append(f"{fid} IN ({by_metadata})")

@@ -30,6 +30,7 @@ from psycopg.types.json import Jsonb
 from sitechat._text import ENGLISH_STOPWORDS
 from sitechat.errors import InvalidInputError
 from sitechat.models import Chunk
+from sitechat.vectorstores.base import page_of
 
 __all__ = [
     "FORMAT_NAME",
@@ -419,7 +420,7 @@ def filter_clause(where: Mapping[str, str] | None) -> tuple[Condition, dict[str,
                 "Pass values as strings."
             )
         if key == "url":
-            url = without_nul(value)
+            url = without_nul(page_of(value))
         else:
             metadata[without_nul(key)] = without_nul(value)
     clauses: list[sql.Composable] = []

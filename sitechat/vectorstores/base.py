@@ -13,7 +13,8 @@ Member                         Contract
                                each (same order, dimension ``embedder.dimension``).
 ``search(vector, k, where)``   Up to ``k`` hits, best first, higher score is better.
                                ``where`` keeps chunks whose metadata (and ``url``)
-                               equal every given value.
+                               equal every given value; a ``url`` with a
+                               ``#section`` names its page.
 ``keyword_search(query, ...)``  Up to ``k`` hits ranked by a keyword model (BM25).
 ``get(ids)``                   The stored chunks for these ids (unknown ids skipped).
 ``delete(ids)``                Remove chunks by id; returns how many were removed.
@@ -49,7 +50,13 @@ from sitechat.models import Chunk, SearchHit
 if TYPE_CHECKING:
     from sitechat.config import Settings
 
-__all__ = ["EmbedderInfo", "StoreCheck", "VectorStore"]
+__all__ = ["EmbedderInfo", "StoreCheck", "VectorStore", "page_of"]
+
+
+def page_of(url: str) -> str:
+    """The page a ``url`` filter names: a deep link's ``#section`` is dropped, since chunks
+    store their page's URL (``Source.url`` and ``Chunk.link`` carry the anchor)."""
+    return url.split("#", 1)[0] if "#" in url else url
 
 
 @dataclass(frozen=True, slots=True)
