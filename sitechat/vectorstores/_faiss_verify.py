@@ -60,7 +60,7 @@ class _Problems:
 def verify_directory(directory: Path) -> StoreCheck:
     """Check the index in ``directory`` in full; damage is reported, never raised."""
     where = f"faiss index at {directory}"
-    for _ in range(_SNAPSHOT_TRIES):
+    for attempt in range(_SNAPSHOT_TRIES):
         try:
             loaded = load_directory(directory)
         except CorruptIndexError as exc:  # a missing index (IndexNotFoundError) propagates
@@ -68,9 +68,10 @@ def verify_directory(directory: Path) -> StoreCheck:
         conn = loaded.conn
         try:
             conn.execute("BEGIN")  # one snapshot: rows, vectors and payload of one generation
+            moved_on = not _same_state(sql.read_meta(conn), loaded.meta)
         except sqlite3.DatabaseError:
             break  # reported below, with the other reads of the database
-        if _same_state(sql.read_meta(conn), loaded.meta):
+        if not moved_on or attempt == _SNAPSHOT_TRIES - 1:
             break
         # another process saved between loading the vectors and this snapshot: the rows
         # would belong to a newer generation than the vectors, so load again
