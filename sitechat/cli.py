@@ -296,7 +296,10 @@ async def _ingest(args: argparse.Namespace, out: TextIO) -> int:
 async def _search(args: argparse.Namespace, out: TextIO) -> int:
     from sitechat.api import search
 
-    hits = await search(args.query, k=args.k, settings=_settings(args))
+    settings = _settings(args)
+    hits = await search(args.query, k=args.k, settings=settings)
+    if not hits:
+        await _warn_if_empty(settings)
     if args.json:
         _print_json(
             [
@@ -320,13 +323,38 @@ async def _search(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+async def _warn_if_empty(settings: Settings) -> None:
+    """Say so on stderr when a search found nothing because the index holds nothing."""
+    from sitechat.factories import open_store
+
+    store, _ = await open_store(settings)
+    try:
+        empty = await store.count() == 0
+    finally:
+        await store.aclose()
+    if empty:
+        _empty_index_warning(settings)
+
+
+def _empty_index_warning(settings: Settings) -> None:
+    sys.stderr.write(
+        f"sitechat: warning: the index {settings.index} holds no passages yet, so nothing "
+        f"can be found: build it first (sitechat ingest <URL or folder> --index "
+        f"{settings.index})\n"
+    )
+
+
 async def _ask(args: argparse.Namespace, out: TextIO) -> int:
     from sitechat.api import open_chat
     from sitechat.events import DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
 
-    chat = await open_chat(settings=_settings(args))
+    settings = _settings(args)
+    chat = await open_chat(settings=settings)
     sources: tuple[Any, ...] = ()
     parts: list[str] = []
+    store = getattr(getattr(chat, "retriever", None), "store", None)
+    if store is not None and await store.count() == 0:
+        _empty_index_warning(settings)
     try:
         async for event in chat.stream_events(args.question):
             if isinstance(event, SourcesEvent):

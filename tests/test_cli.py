@@ -246,6 +246,42 @@ def test_output_into_a_closed_pipe_stops_quietly(built_index: Path) -> None:
     assert "unexpected error" not in result.stderr and "Traceback" not in result.stderr
 
 
+def test_ask_and_search_on_an_empty_index_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An index that holds no passages answers, and a warning on stderr says why nothing
+    is found and how to build it."""
+    import asyncio
+
+    from sitechat.config import Settings
+    from sitechat.factories import open_store
+
+    index = tmp_path / "empty"
+
+    async def make_empty() -> None:
+        store, _ = await open_store(Settings.load(env_file=None, index=str(index)), create=True)
+        await store.aclose()
+
+    asyncio.run(make_empty())
+    for command in (["ask", "How do I export notes?"], ["search", "export notes"]):
+        code, _ = run(*command, "--index", str(index))
+        assert code == 0
+        err = capsys.readouterr().err
+        assert (
+            "holds no passages yet" in err
+            and f"sitechat ingest <URL or folder> --index {index}" in err
+        )
+
+
+def test_a_filled_index_gives_no_empty_index_warning(
+    built_index: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The warning is only for an index with nothing in it."""
+    code, _ = run("search", "zzzqqqxxyy", "--index", str(built_index))
+    assert code == 0
+    assert "holds no passages" not in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_console_script_runs(built_index: Path) -> None:
     """The installed `sitechat` console script answers as the README shows."""
