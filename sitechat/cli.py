@@ -325,9 +325,11 @@ async def _search(args: argparse.Namespace, out: TextIO) -> int:
 
 async def _warn_if_empty(settings: Settings) -> None:
     """Say so on stderr when a search found nothing because the index holds nothing."""
-    from sitechat.factories import open_store
+    from sitechat.registry import load_provider
 
-    store, _ = await open_store(settings)
+    # the store alone: counting needs no embedder (open_store would build one)
+    store_cls = load_provider("vectorstores", settings.vectorstore.provider)
+    store = await store_cls.open(settings, None, create=False)
     try:
         empty = await store.count() == 0
     finally:

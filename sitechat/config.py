@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -308,23 +308,23 @@ def _nearest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def env_value(name: str, env_file: str | Path | None = ".env") -> str | None:
-    """The value of the variable ``name``: the environment's, else the ``.env`` file's (as
-    the settings read it: the environment wins, names match whatever their case); None
-    when neither sets it, or sets it empty."""
-    for key, value in os.environ.items():
-        if key.upper() == name.upper() and value:
-            return value
+def env_value(names: Sequence[str], env_file: str | Path | None = ".env") -> str | None:
+    """The value of the first of the variables ``names`` that is set: in the environment,
+    else in the ``.env`` file (read once), as the settings read them (the environment wins,
+    names match whatever their case); None when none is set, or set to nothing."""
+    wanted = [name.upper() for name in names]
+    environment = {key.upper(): value for key, value in os.environ.items() if value}
+    for name in wanted:
+        if name in environment:
+            return environment[name]
     if not env_file or not os.path.isfile(env_file):
         return None
     try:
         values = dotenv_values(env_file, encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None  # the settings themselves report an unreadable file
-    for key, found in values.items():
-        if key.upper() == name.upper() and found:
-            return found
-    return None
+    found = {key.upper(): value for key, value in values.items() if value}
+    return next((found[name] for name in wanted if name in found), None)
 
 
 def env_prefix_for(provider: str) -> str:

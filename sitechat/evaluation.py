@@ -204,47 +204,33 @@ class EvalReport:
             f"recall@{self.k}: {self.recall:.3f} ({self.hits}/{self.total})   "
             f"MRR: {self.mrr:.3f}   median retrieval: {self.median_ms:.1f} ms"
         ]
-        misses = self.misses if max_misses is None else self.misses[:max_misses]
-        if misses:
+        if self.misses:
             lines.append(f"misses ({len(self.misses)}):")
-        for miss in misses:
-            where = f"line {miss.question.line}: " if miss.question.line else ""
-            lines.append(f"  - {where}{miss.question.question}")
+        for miss in _capped(self.misses, max_misses, lines):
+            lines.append(_bullet(miss.question.line, miss.question.question))
             lines.append(f"      expected: {', '.join(miss.question.expected)}")
-            retrieved = ", ".join(miss.retrieved) if miss.retrieved else "(nothing)"
-            lines.append(f"      got:      {retrieved}")
-        if len(misses) < len(self.misses):
-            lines.append(f"  … and {len(self.misses) - len(misses)} more")
+            lines.append(_got(miss.retrieved))
         if self.off_topic:
             lines.append(
                 f"off-topic declined: {self.declined_rate:.3f} "
                 f"({self.declined}/{len(self.off_topic)})"
             )
             wrong = self.wrongly_covered
-            shown = wrong if max_misses is None else wrong[:max_misses]
-            if shown:
+            if wrong:
                 lines.append(f"judged covered, though the site does not cover them ({len(wrong)}):")
-            for result in shown:
-                where = f"line {result.question.line}: " if result.question.line else ""
-                lines.append(f"  - {where}{result.question.question}")
-                retrieved = ", ".join(result.retrieved) if result.retrieved else "(nothing)"
-                lines.append(f"      got:      {retrieved}")
-            if len(shown) < len(wrong):
-                lines.append(f"  … and {len(wrong) - len(shown)} more")
+            for result in _capped(wrong, max_misses, lines):
+                lines.append(_bullet(result.question.line, result.question.question))
+                lines.append(_got(result.retrieved))
         if self.refused:
             lines.append(
                 f"answerable but judged not covered (the chat would decline them): "
                 f"{len(self.refused)}"
             )
-            refused = self.refused if max_misses is None else self.refused[:max_misses]
-            for result in refused:
-                where = f"line {result.question.line}: " if result.question.line else ""
-                lines.append(f"  - {where}{result.question.question}")
+            for result in _capped(self.refused, max_misses, lines):
+                lines.append(_bullet(result.question.line, result.question.question))
         if self.unmatched:
             lines.append(self.unmatched_warning())
-            for entry in self.unmatched:
-                where = f"line {entry.line}: " if entry.line else ""
-                lines.append(f"  - {where}{entry.expected}")
+            lines.extend(_bullet(entry.line, entry.expected) for entry in self.unmatched)
         return "\n".join(lines)
 
     def unmatched_warning(self) -> str:
@@ -285,6 +271,25 @@ class EvalReport:
                 {"line": u.line, "expected": u.expected} for u in self.unmatched
             ],
         }
+
+
+def _bullet(line: int, text: str) -> str:
+    """One listed question (or entry), with its line in the file when known."""
+    return f"  - line {line}: {text}" if line else f"  - {text}"
+
+
+def _got(retrieved: Sequence[str]) -> str:
+    return f"      got:      {', '.join(retrieved) if retrieved else '(nothing)'}"
+
+
+def _capped(
+    results: tuple[QuestionResult, ...], limit: int | None, lines: list[str]
+) -> Iterable[QuestionResult]:
+    """The first ``limit`` of ``results`` (all for None), noting in ``lines`` how many are
+    left out once they are listed."""
+    yield from results if limit is None else results[:limit]
+    if limit is not None and len(results) > limit:
+        lines.append(f"  … and {len(results) - limit} more")
 
 
 def page_url(url: str) -> str:

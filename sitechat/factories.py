@@ -36,11 +36,8 @@ def default_llm_provider(settings: Settings) -> str:
     """
     if settings.llm.provider:
         return settings.llm.provider
-    env_file = settings.env_file
-    has_key = bool(
-        env_value(env_prefix_for("openai") + "API_KEY", env_file)
-        or env_value("OPENAI_API_KEY", env_file)
-    )
+    names = (env_prefix_for("openai") + "API_KEY", "OPENAI_API_KEY")
+    has_key = env_value(names, settings.env_file) is not None
     if has_key and "openai" in available("llm"):
         return "openai"
     return "extractive"

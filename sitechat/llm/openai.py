@@ -96,7 +96,7 @@ def resolve_openai_key(config: OpenAIConfig, env_file: str | Path | None = ".env
     ``env_file``); optional for compatible servers."""
     if config.api_key is not None and config.api_key.get_secret_value():
         return config.api_key
-    standard = env_value(STANDARD_KEY_ENV_VAR, env_file)
+    standard = env_value([STANDARD_KEY_ENV_VAR], env_file)
     if standard:
         return SecretStr(standard)
     if not _is_openai_host(config.base_url):

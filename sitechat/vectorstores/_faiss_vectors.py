@@ -102,6 +102,17 @@ def flat_index(dimension: int) -> faiss.IndexIDMap2:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
 
 
+def _found(scores: FloatArray, labels: IdArray) -> tuple[list[int], list[float]]:
+    """The ids and scores of one query's results, without FAISS's -1 padding (fewer than
+    k matches)."""
+    fids: list[int] = labels[0].tolist()
+    values: list[float] = scores[0].tolist()
+    if fids and fids[-1] < 0:
+        kept = [i for i, fid in enumerate(fids) if fid >= 0]
+        return [fids[i] for i in kept], [values[i] for i in kept]
+    return fids, values
+
+
 def _batch_selector(ids: IdArray | Sequence[int]) -> faiss.IDSelector:
     return faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))
 
@@ -236,17 +247,13 @@ class VectorIndex:
                 scores, found = self._search_flat(query, k, allowed, live)
             else:
                 scores, found = self._search_graph(query, k, allowed, live)
+            fids, values = _found(scores, found)
+            qualify = live if allowed is None else len(allowed)
+            if len(fids) < min(k, qualify) and self.kind == "hnsw" and self._tombstones:
+                fids, values = self._search_past_tombstones(query, k, allowed)
         finally:
             if threads != 1:
                 faiss.omp_set_num_threads(threads)
-        fids: list[int] = found[0].tolist()
-        values: list[float] = scores[0].tolist()
-        if fids and fids[-1] < 0:  # fewer than k matches: FAISS pads the end with -1
-            kept = [i for i, fid in enumerate(fids) if fid >= 0]
-            fids, values = [fids[i] for i in kept], [values[i] for i in kept]
-            wanted = min(k, live if allowed is None else len(allowed))
-            if self.kind == "hnsw" and self._tombstones and len(fids) < wanted:
-                return self._search_past_tombstones(query, k, allowed)
         return fids, values
 
     def _search_past_tombstones(
@@ -268,15 +275,7 @@ class VectorIndex:
         params = self._new_graph_params(min(self.ntotal, ef * self.ntotal // len(candidates) + k))
         selector = _batch_selector(allowed) if allowed is not None else self._live_selector()
         params.sel = selector  # referenced by ``selector`` until the search is done
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            scores, found = self._run(query, min(k, len(candidates)), params)
-        finally:
-            faiss.omp_set_num_threads(threads)
-        pairs = zip(found[0].tolist(), scores[0].tolist(), strict=True)
-        kept = [(f, v) for f, v in pairs if f >= 0]
-        return [f for f, _ in kept], [v for _, v in kept]
+        return _found(*self._run(query, min(k, len(candidates)), params))
 
     def _search_flat(
         self, query: FloatArray, k: int, allowed: Sequence[int] | None, live: int

@@ -33,29 +33,32 @@ def check_chunk_text(chunks: Sequence[Chunk]) -> None:
             fields[f"metadata key {key!r}"] = key
             fields[f"metadata {key!r}"] = value
         for name, value in fields.items():
-            if isinstance(value, str) and not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError as exc:
-                    raise InvalidInputError(
-                        f"The chunk {chunk.id!r} cannot be stored: its {name} holds "
-                        f"{value[exc.start : exc.end]!r} at position {exc.start}, a lone "
-                        "surrogate that is not valid Unicode text. Decode the source with "
-                        "errors='replace' (or remove the character) before upserting."
-                    ) from None
+            at = _surrogate_at(value)
+            if at is not None:
+                raise InvalidInputError(
+                    f"The chunk {chunk.id!r} cannot be stored: its {name} holds "
+                    f"{value[at : at + 1]!r} at position {at}, a lone surrogate that is not "
+                    "valid Unicode text. Decode the source with errors='replace' (or remove "
+                    "the character) before upserting."
+                )
+
+
+def _surrogate_at(value: object) -> int | None:
+    """Where ``value``'s first lone surrogate is; None when it has none or is no string."""
+    if not isinstance(value, str) or value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def storable(value: str) -> bool:
     """Whether ``value`` is valid Unicode text (no lone surrogate), as every stored string
     is: a read asking for anything else matches nothing. A value that is not a string at
     all is left to the caller's own checks (True)."""
-    if not isinstance(value, str) or value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return _surrogate_at(value) is None
 
 
 def storable_filter(where: Mapping[str, str] | None) -> bool:
