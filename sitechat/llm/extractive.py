@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -40,6 +40,9 @@ _STEP_RE = re.compile(
     re.I,
 )
 _NO_SOURCES = "The site does not seem to cover this: no passage matched the question."
+# how the ingester writes a table row: its cells joined by " | ", one row a line
+_CELL_SEP = " | "
+_EMPTY_CELLS = frozenset({"", "-", "—", "–"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +142,7 @@ class ExtractiveLLMService(BaseLLMService):
             (rank, n, pos, sentence, set(content_terms(sentence)), titled)
             for rank, (n, title, _url, text) in enumerate(sources)
             for titled in [set(content_terms(title)) & query]
-            for pos, sentence in enumerate(split_sentences(text))
+            for pos, sentence in enumerate(answer_units(text, asked))
         ]
         wants_steps = bool(_HOW_RE.match(question))
         document_frequency: Counter[str] = Counter()
@@ -189,3 +192,59 @@ class ExtractiveLLMService(BaseLLMService):
             chosen.append(cand)
             length += len(cand.text)
         return chosen
+
+
+def answer_units(text: str, asked: Set[str] = frozenset()) -> list[str]:
+    """The sentences of ``text``, with each table row as a sentence of its own.
+
+    The ingester writes a table as lines of cells joined by ``" | "``; its first line is
+    taken as the header. A row reads ``label — column: value; …`` (or ``column: value; …``
+    when the first column has no header), so a row quoted alone still says what its
+    values are. When ``asked`` (the question's stemmed words) names some of the columns
+    ("the Team plan"), only those columns are quoted.
+    """
+    units: list[str] = []
+    prose: list[str] = []
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        width = lines[i].count(_CELL_SEP)
+        end = i + 1
+        if width:
+            while end < len(lines) and lines[end].count(_CELL_SEP) == width:
+                end += 1
+        if end - i >= 2 and not _in_code(lines[:i]):
+            units.extend(split_sentences("\n".join(prose)))
+            prose = []
+            units.extend(_table_rows(lines[i:end], asked))
+        else:
+            prose.extend(lines[i:end])
+        i = end
+    units.extend(split_sentences("\n".join(prose)))
+    return units
+
+
+def _in_code(before: Sequence[str]) -> bool:
+    """Whether a line after ``before`` sits inside a ``` fence (code, not a table)."""
+    return sum(line.lstrip().startswith("```") for line in before) % 2 == 1
+
+
+def _table_rows(lines: Sequence[str], asked: Set[str]) -> list[str]:
+    header, *rows = ([cell.strip() for cell in line.split(_CELL_SEP)] for line in lines)
+    labelled = header[0] == ""  # a corner cell left empty: the first column names each row
+    columns: Sequence[int] = range(1, len(header)) if labelled else range(len(header))
+    named = [i for i in columns if header[i] and asked & set(content_terms(header[i]))]
+    if named and len(named) < len(columns):
+        columns = named
+    out = []
+    for cells in rows:
+        pairs = "; ".join(
+            f"{header[i]}: {cells[i]}" if header[i] else cells[i]
+            for i in columns
+            if cells[i] not in _EMPTY_CELLS
+        )
+        if not pairs:
+            continue
+        row = f"{cells[0]} — {pairs}" if labelled and cells[0] else pairs
+        out.append(row if row.endswith((".", "!", "?")) else f"{row}.")
+    return out

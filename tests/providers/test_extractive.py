@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sitechat.llm.extractive import ExtractiveLLMService
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sitechat._text import split_sentences
+from sitechat.llm.extractive import ExtractiveLLMService, answer_units
 
 ACCOUNT = (
     1,
@@ -60,3 +64,53 @@ async def test_the_section_heading_in_the_prompt_counts_like_the_title() -> None
     messages = build_messages("How do I install Lumen on Windows?", [windows, platforms], texts, [])
     answer = await ExtractiveLLMService().generate_response(messages)
     assert answer.startswith("Download the Lumen setup file"), answer
+
+
+PRICES = (
+    1,
+    "Plans, pricing and billing — Plans compared",
+    "https://d/billing.html#plans",
+    "Prices are in US dollars.\n\n"
+    " | Free | Plus | Team\n"
+    "Price, billed monthly | $0 | $6 per month | $12 per member per month\n"
+    "Storage | 500 MB | 20 GB | 100 GB per member\n"
+    "Encrypted vaults | — | Yes | Yes",
+)
+
+
+def test_a_table_row_is_quoted_with_its_header_and_the_column_asked_about() -> None:
+    """'What does the Team plan cost?' quotes the price row, labelled, Team column only."""
+    answer = ExtractiveLLMService().compose("What does the Team plan cost?", [PRICES])
+    assert "Price, billed monthly — Team: $12 per member per month." in answer, answer
+    assert "$6 per month" not in answer
+
+
+def test_a_row_names_every_filled_column_when_the_question_names_none() -> None:
+    """Without a column in the question a row keeps all its values; empty cells are left out."""
+    units = answer_units(PRICES[3])
+    assert units[0] == "Prices are in US dollars."
+    assert "Storage — Free: 500 MB; Plus: 20 GB; Team: 100 GB per member." in units
+    assert "Encrypted vaults — Plus: Yes; Team: Yes." in units
+    assert not any(unit.startswith(" | Free") for unit in units)  # the header is no answer
+
+
+def test_a_table_with_a_header_in_every_column_reads_as_pairs() -> None:
+    """With no empty corner cell, a row reads 'column: value; …', ending in one full stop."""
+    text = "Format | Notes\nMarkdown | Keeps tags.\nPlain text | No tags"
+    assert answer_units(text) == [
+        "Format: Markdown; Notes: Keeps tags.",
+        "Format: Plain text; Notes: No tags.",
+    ]
+
+
+def test_lines_with_bars_inside_a_code_fence_are_not_a_table() -> None:
+    """Shell pipes in a fenced example stay code: no table rows are made of them."""
+    text = "Count them:\n```\nls | wc -l\ncat x | sort\n```"
+    assert not any("—" in unit or ": " in unit for unit in answer_units(text))
+    assert "ls | wc -l" in " ".join(answer_units(text))
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="|"), max_size=300))
+def test_text_without_a_table_splits_as_sentences(text: str) -> None:
+    """Prose with no table splits exactly as it always did."""
+    assert answer_units(text) == split_sentences(text)
