@@ -197,12 +197,7 @@ class RetrievalChatService(ChatService):
             result = await self._retrieve(question, turns)
             formatted = []
         retrieval_ms = _ms(started)
-        ranked = list(result.hits) if result.covered else []
-        if ranked and result.supporting:
-            # the best page's next passage sits beside its first one, in place of the weakest
-            # hit, so an answer still gets top_k passages
-            ranked = (ranked[:1] + list(result.supporting) + ranked[1:])[: len(ranked)]
-        hits, formatted = self._fit(ranked, formatted, question)
+        hits, formatted = self._fit(list(result.context), formatted, question)
         sources = tuple(
             Source(
                 n=i,

@@ -108,8 +108,19 @@ class RetrievalResult:
 
     Ranking favours distinct pages, which finds the right page more often; an answer, though,
     often needs two passages of that page (a section's summary, then its steps). The chat
-    service shows these next to the best page's first passage.
+    service shows these next to the best page's first passage: see :attr:`context`.
     """
+
+    @property
+    def context(self) -> tuple[SearchHit, ...]:
+        """The passages an answer is built from: ``hits``, with ``supporting`` next to the
+        first one in place of the weakest, so there are as many as ``hits``; none when
+        the query is not covered."""
+        if not self.covered:
+            return ()
+        if not self.supporting:
+            return self.hits
+        return (self.hits[:1] + self.supporting + self.hits[1:])[: len(self.hits)]
 
 
 def keyword_terms(query: str) -> list[str]:

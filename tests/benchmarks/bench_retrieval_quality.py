@@ -25,6 +25,10 @@ answering from unrelated passages.
 
 The "held-out" column pools the held-out questions of both documentation sites.
 
+A second table counts, on the sets with section labels (``*-sections.jsonl``), the
+questions whose answering section came back: among the hits, and among the passages the
+chat answers from (see ``tests/benchmarks/sections.py``).
+
 Usage: python tests/benchmarks/bench_retrieval_quality.py [--local] [--keep DIR] [-k 5]
 [--only static,hashing,local] [--sites python-docs,rust-book,sample] [--rust-book DIR]
 ``--keep DIR`` stores the indexes there and reuses them on the next run.
@@ -59,6 +63,7 @@ from sitechat.retrieval.hybrid import HybridRetriever
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script: tests.doc_sites is in the repository
 
+from tests.benchmarks.sections import SectionMap, measure_sections  # noqa: E402
 from tests.doc_sites import PYTHON_DOCS as DOCS  # noqa: E402
 from tests.doc_sites import RUST_BOOK, served  # noqa: E402
 
@@ -126,6 +131,7 @@ class Site:
     directory: Path
     start: str | None  # a page to crawl from over HTTP; None reads the folder itself
     splits: tuple[tuple[str, str], ...]  # (column, question file in examples/eval)
+    sections: tuple[tuple[str, str], ...] = ()  # (column, its section labels)
 
 
 SPLITS = (
@@ -157,12 +163,17 @@ def sites(args: argparse.Namespace) -> list[Site]:
                 ("python held-out", "python-docs-heldout.jsonl"),
                 ("python off-topic", "python-docs-off-topic.jsonl"),
             ),
+            (
+                ("python tuning", "python-docs-dev-sections.jsonl"),
+                ("python held-out", "python-docs-heldout-sections.jsonl"),
+            ),
         ),
         Site(
             "sample-site",
             SAMPLE_SITE,
             None,
             (("sample", "sample-site.jsonl"), ("sample off-topic", "sample-site-off-topic.jsonl")),
+            (("sample", "sample-site-sections.jsonl"),),
         ),
     ]
     book = rust_book(args.rust_book)
@@ -227,7 +238,32 @@ async def measure_site(
                     "median_ms": round(report.median_ms, 1),
                     "warm_ms": round(warm_ms, 1),
                 }
+            sections = SectionMap(site.directory, base)
+            for column, file in site.sections:
+                figures = await sections_of(
+                    index, embeddings, mode, QUESTIONS / file, base, sections, args.k
+                )
+                results[mode][column].update(figures)
     return results
+
+
+async def sections_of(
+    index: Path,
+    embeddings: Embeddings,
+    mode: str,
+    labels: Path,
+    base: str,
+    sections: SectionMap,
+    k: int,
+) -> dict[str, int]:
+    """Section-level figures of one labelled question set (``tests/benchmarks/sections.py``)."""
+    settings = Settings.load(env_file=None, index=str(index))
+    store, embeddings = await open_store(settings, embeddings)
+    try:
+        retriever = HybridRetriever(store, embeddings, RetrievalSettings(mode=mode))  # type: ignore[arg-type]
+        return await measure_sections(retriever, labels, base, sections, k)
+    finally:
+        await store.aclose()
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
@@ -293,11 +329,29 @@ def print_table(rows: list[dict[str, Any]], k: int) -> None:
         "answerable questions judged not covered (the chat would decline them): "
         + ", ".join(refused)
     )
+    print_sections(rows, k)
     for row in rows:
         if row["config"].endswith("hybrid"):
             built = ", ".join(f"{site} {s} s" for site, s in row["ingest_s"].items() if s)
             if built:
                 print(f"ingest with {row['config'].split()[0]}: {built}")
+
+
+def print_sections(rows: list[dict[str, Any]], k: int) -> None:
+    labelled = [c for c in SPLITS if any("sections" in row.get(c, {}) for row in rows)]
+    if not labelled:
+        return
+    print(f"\nAnswering section found: in the top {k} hits / in the passages the chat answers from")
+    print(f"{'configuration':<16} " + " ".join(f"{c:>20}" for c in labelled))
+    for row in rows:
+        cells = []
+        for column in labelled:
+            cell = row.get(column, {})
+            if "sections" in cell:
+                cells.append(f"{cell['sections']} / {cell['context']} of {cell['n']}")
+            else:
+                cells.append("")
+        print(f"{row['config']:<16} " + " ".join(f"{c:>20}" for c in cells))
 
 
 def main() -> None:

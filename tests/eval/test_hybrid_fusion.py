@@ -108,6 +108,22 @@ def test_supporting_passages_come_from_the_top_page_only() -> None:
     assert _supporting([], []) == ()
 
 
+def test_the_answer_context_puts_the_supporting_passage_second() -> None:
+    """``context``: the best page's next passage after its first, the weakest hit dropped,
+    and nothing at all for a query that is not covered."""
+    from sitechat.models import SearchHit
+    from sitechat.retrieval.hybrid import RetrievalResult
+
+    def hit(cid: str) -> SearchHit:
+        return SearchHit(Chunk(cid, f"https://d/{cid[0]}", "t", (), None, cid, cid), 1.0)
+
+    hits = (hit("a1"), hit("b1"), hit("c1"))
+    result = RetrievalResult("q", hits, covered=True, supporting=(hit("a2"),))
+    assert [h.chunk.id for h in result.context] == ["a1", "a2", "b1"]
+    assert RetrievalResult("q", hits, covered=True).context == hits
+    assert RetrievalResult("q", hits, covered=False, supporting=(hit("a2"),)).context == ()
+
+
 BAD_K = [0, -1, 2.5, "3", True]
 
 
