@@ -6,7 +6,7 @@ The rules and their reasons are in ``sitechat.retrieval.hybrid``'s module docstr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 from sitechat.models import Chunk, SearchHit
@@ -61,8 +61,13 @@ def fuse_by_page(
     rankings: Sequence[Sequence[SearchHit]],
     weights: Sequence[float] | None = None,
     k: int = RRF_K,
+    evidence: Container[str] | None = None,
 ) -> list[SearchHit]:
     """Fuse ranked passage lists by page (see the module docstring), best first.
+
+    A page's further passages in a list add to its score only when their chunk ids are in
+    ``evidence`` (all of them when it is None): a passage that is merely in the pool
+    says nothing about its page.
 
     Every passage of every list is returned once, scored ``page score * 0.3 ** n`` where
     ``n`` counts the better passages of the same page, and sorted by that score.
@@ -81,8 +86,10 @@ def fuse_by_page(
                 seen.add(page)
                 page_rank += 1
                 gain = weight / page_rank
-            else:
+            elif evidence is None or hit.chunk.id in evidence:
                 gain = weight * PAGE_EVIDENCE_DECAY / page_rank
+            else:
+                continue
             page_scores[page] = page_scores.get(page, 0.0) + gain
     passage_index: dict[str, int] = {}
     fused: list[tuple[float, Chunk]] = []

@@ -17,6 +17,10 @@ against the other. How the pieces fit, and why (figures in ``docs/src/retrieval.
    list, plus ``0.4`` of that for each further passage of it in the list, so a page that
    matches in many places beats one lucky passage of a page about something else. ``w``
    is 1 for keyword search and the embedder's ``fusion_weight`` (default 1) for dense.
+   A further passage counts only as evidence of its own: a keyword match, or a dense
+   similarity of at least ``EVIDENCE_SIMILARITY`` times the embedder's calibrated
+   ``relevance_threshold``. On a small site the dense pool holds every passage, and a
+   page of many short sections would otherwise gain for each whatever the question.
 4. **Passages from pages.** Pages are taken in fused order; within a page, passages by
    their own fused rank. A page's second passage scores 0.3 of its first and competes
    with the next pages' best ones (``sitechat.retrieval.fusion``).
@@ -49,6 +53,7 @@ from sitechat.retrieval.rerank import PassageScorer, rerank_fused
 from sitechat.vectorstores.base import VectorStore
 
 __all__ = [
+    "EVIDENCE_SIMILARITY",
     "HybridRetriever",
     "RetrievalResult",
     "check_k",
@@ -60,6 +65,10 @@ __all__ = [
 ]
 
 MIN_POOL = 50
+# A dense hit is evidence for its page (step 3) from this share of the relevance threshold
+# up: 0.3 for the offline default. Chosen on the Python tuning questions, where 0.6 keeps
+# every figure as it was and higher shares lose questions (docs/src/retrieval.md).
+EVIDENCE_SIMILARITY = 0.6
 
 # Contraction leftovers ("I'm" -> "m") and question filler that no page is about.
 _QUERY_FILLER = STOPWORDS | frozenset(
@@ -212,9 +221,12 @@ class HybridRetriever:
             return await self.store.keyword_search(keywords, pool, where)
 
         dense_hits, keyword_hits = await asyncio.gather(dense(), keyword())
-        fused = fuse_by_page([dense_hits, keyword_hits], [self._dense_weight(), 1.0])
+        evidence = self._evidence(dense_hits, keyword_hits)
+        fused = fuse_by_page(
+            [dense_hits, keyword_hits], [self._dense_weight(), 1.0], evidence=evidence
+        )
         if use_dense:
-            fused = self._reranked(query, fused)
+            fused = self._reranked(query, fused, evidence)
         hits = diversify(fused, k, self.settings.max_per_page)
         similarity = {h.chunk.id: h.score for h in dense_hits}
         covered = self._covered(query, hits, similarity)
@@ -222,7 +234,22 @@ class HybridRetriever:
             query=query, hits=tuple(hits), covered=covered, supporting=_supporting(fused, hits)
         )
 
-    def _reranked(self, query: str, fused: list[SearchHit]) -> list[SearchHit]:
+    def _evidence(
+        self, dense_hits: Sequence[SearchHit], keyword_hits: Sequence[SearchHit]
+    ) -> set[str] | None:
+        """The passages that may add to their page's score (see step 3); None, all of
+        them, when the embedder has no calibrated threshold to judge similarity by."""
+        threshold = self._dense_threshold()
+        if threshold is None:
+            return None
+        floor = threshold * EVIDENCE_SIMILARITY
+        found = {hit.chunk.id for hit in keyword_hits}
+        found.update(hit.chunk.id for hit in dense_hits if hit.score >= floor)
+        return found
+
+    def _reranked(
+        self, query: str, fused: list[SearchHit], evidence: set[str] | None = None
+    ) -> list[SearchHit]:
         """The top ``rerank_depth`` passages re-ordered by the embedder's passage scorer,
         when it has one (see ``sitechat.retrieval.rerank``)."""
         depth = self.settings.rerank_depth
@@ -237,7 +264,7 @@ class HybridRetriever:
                 f"{len(head)} passages. Fix the embedder, or turn re-ranking off with "
                 "SITECHAT_RETRIEVAL__RERANK_DEPTH=0."
             )
-        return rerank_fused(fused, scores, depth)
+        return rerank_fused(fused, scores, depth, evidence)
 
     def _dense_weight(self) -> float:
         """How much the embedder's ranking counts against keyword search's (1.0: as much).

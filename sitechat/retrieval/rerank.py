@@ -11,7 +11,7 @@ from being pushed down by one weak signal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Protocol, runtime_checkable
 
 from sitechat.models import Chunk, SearchHit
@@ -29,14 +29,19 @@ class PassageScorer(Protocol):
 
 
 def rerank_fused(
-    fused: Sequence[SearchHit], scores: Sequence[float] | None, depth: int
+    fused: Sequence[SearchHit],
+    scores: Sequence[float] | None,
+    depth: int,
+    evidence: Container[str] | None = None,
 ) -> list[SearchHit]:
     """``fused`` with its first ``depth`` hits re-ordered by fusing their order with
-    ``scores`` (one per re-ordered hit); unchanged when ``scores`` is None."""
+    ``scores`` (one per re-ordered hit); unchanged when ``scores`` is None. ``evidence``
+    is as for :func:`~sitechat.retrieval.fusion.fuse_by_page`."""
     head = list(fused[:depth])
     if scores is None or len(head) < 2:
         return list(fused)
     if len(scores) != len(head):
         raise ValueError(f"expected {len(head)} passage scores, got {len(scores)}")
     by_score = sorted(range(len(head)), key=lambda i: -scores[i])  # stable: ties keep order
-    return fuse_by_page([head, [head[i] for i in by_score]]) + list(fused[depth:])
+    reordered = fuse_by_page([head, [head[i] for i in by_score]], evidence=evidence)
+    return reordered + list(fused[depth:])

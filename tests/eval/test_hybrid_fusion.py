@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import sitechat
 from sitechat.config import Settings
 from sitechat.embeddings.hashing import HashingEmbeddings
 from sitechat.errors import InvalidInputError
@@ -48,6 +50,39 @@ def test_a_page_with_more_evidence_wins() -> None:
     fused = fuse_by_page([dense, keyword])
     assert fused[0].chunk.url == "https://d/solid"
     assert [h.chunk.id for h in fused].count("solid-2") == 1
+
+
+def test_only_passages_of_evidence_add_to_their_page() -> None:
+    """Further passages outside ``evidence`` (merely in the pool) give their page nothing."""
+    dense = [hit("many", 1), hit("only", 1), hit("many", 2), hit("many", 3), hit("many", 4)]
+    keyword = [hit("only", 1)]
+    assert fuse_by_page([dense, keyword])[0].chunk.url == "https://d/many"
+    gated = fuse_by_page([dense, keyword], evidence={"only-1", "many-1"})
+    assert gated[0].chunk.url == "https://d/only"
+    assert sorted(h.chunk.id for h in gated) == sorted({h.chunk.id for h in dense + keyword})
+
+
+async def test_on_a_small_site_the_only_page_with_the_word_comes_first(
+    tmp_path: Path,
+) -> None:
+    """A page of many short sections no longer outranks the one page naming the word: on
+    a site this small the dense pool holds every passage, and being in it is no evidence."""
+    site = tmp_path / "site"
+    site.mkdir()
+    sections = "".join(
+        f"\n## {name}\n\nThe {name} is an animal with some facts written here.\n"
+        for name in ("Quokka", "Platypus", "Axolotl", "Narwhal", "Pangolin", "Okapi")
+    )
+    (site / "animals.md").write_text(f"# Animals\n{sections}", encoding="utf-8")
+    (site / "zebra.md").write_text(
+        "# Savanna\n\nThe zebra runs sixty five kilometres per hour on the savanna.\n",
+        encoding="utf-8",
+    )
+    (site / "weather.md").write_text("# Weather\n\nIt rains a lot in autumn.\n", encoding="utf-8")
+    index = str(tmp_path / "index")
+    await sitechat.ingest(str(site), index=index)
+    hits = await sitechat.search("zebra", index=index, k=2)
+    assert hits[0].chunk.url.endswith("/zebra.md"), [h.chunk.link for h in hits]
 
 
 def test_a_second_passage_scores_less_than_its_page_first() -> None:
