@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import math
@@ -490,10 +491,15 @@ def _providers(args: argparse.Namespace, out: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    from sitechat.observability.metrics import metrics_stream
+
     out = out or sys.stdout
     args = _parser().parse_args(argv)
     root = logging.getLogger()
     saved_level, saved_handlers = root.level, list(root.handlers)
+    # stdout is the command's output (`--json` must parse): metrics lines wait here, and go
+    # to stderr as whole lines once the output is written
+    metrics_lines = io.StringIO()
     try:
         _configure_logging(debug=args.debug)
         if args.command == "providers":
@@ -505,7 +511,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             "eval": _eval,
             "verify": _verify,
         }[args.command]
-        return asyncio.run(handler(args, out))
+        with metrics_stream(metrics_lines):
+            return asyncio.run(handler(args, out))
     except SitechatError as exc:
         if args.debug:
             raise
@@ -530,6 +537,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         )
         return EXIT_ERROR
     finally:
+        with contextlib.suppress(OSError):
+            sys.stderr.write(metrics_lines.getvalue())
+            sys.stderr.flush()
         # main() may run inside another program (a test, a notebook): leave its logging be
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)

@@ -295,6 +295,47 @@ def test_console_script_runs(built_index: Path) -> None:
     assert "Sources:" in result.stdout
 
 
+@pytest.mark.slow
+def test_metrics_lines_go_to_stderr_and_leave_stdout_to_the_output(
+    built_index: Path, tmp_path: Path
+) -> None:
+    """With metrics on, the real command's stdout stays its output (`--json` parses, no EMF
+    after the answer) and each metrics line is a whole valid EMF line on stderr."""
+    from sitechat.observability import emf_problems
+
+    exe = Path(sys.executable).parent / "sitechat"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SITECHAT_")}
+    env["SITECHAT_METRICS__ENABLED"] = "true"
+    question = "How do I delete my account?"
+    commands = {
+        "answer": ["ask", question, "--index", str(built_index), "--json"],
+        "ingest": ["ingest", str(SAMPLE_SITE), "--index", str(tmp_path / "index"), "--json"],
+    }
+    for event, argv in commands.items():
+        result = subprocess.run(
+            [str(exe), *argv], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        json.loads(result.stdout)  # the whole of stdout is the --json document
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        document = json.loads(lines[0])
+        assert document["Event"] == event and emf_problems(document) == []
+
+    plain = subprocess.run(
+        [str(exe), "ask", question, "--index", str(built_index)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, as a terminal shows them
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert plain.returncode == 0, plain.stdout
+    emf = [line for line in plain.stdout.splitlines() if "_aws" in line]
+    assert len(emf) == 1 and emf[0].startswith('{"_aws"'), plain.stdout
+    assert plain.stdout.rstrip().endswith(emf[0])  # after the answer and its sources
+
+
 # ---------------------------------------------------------------- eval and argument ranges
 
 

@@ -29,6 +29,7 @@ from sitechat.observability.metrics import (
     IngestMetrics,
     MetricsConfig,
     load_metrics_config,
+    metrics_stream,
     metrics_writer,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "emf_problems",
     "load_logging_config",
     "load_metrics_config",
+    "metrics_stream",
     "metrics_writer",
     "new_request_id",
     "request_context",

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
@@ -37,6 +40,7 @@ __all__ = [
     "IngestMetrics",
     "MetricsConfig",
     "load_metrics_config",
+    "metrics_stream",
     "metrics_writer",
 ]
 
@@ -100,6 +104,24 @@ def load_metrics_config(settings: Settings | None = None) -> MetricsConfig:
     return load_provider_config(MetricsConfig, "metrics", env_file)
 
 
+_stream_override: ContextVar[TextIO | None] = ContextVar("sitechat_metrics_stream", default=None)
+
+
+@contextmanager
+def metrics_stream(stream: TextIO) -> Iterator[TextIO]:
+    """Within this block, metrics lines bound for ``stdout`` or ``stderr`` go to ``stream``.
+
+    For a program whose stdout is its output: the ``sitechat`` command collects its lines
+    here and writes them to stderr once its output is complete. Writers made inside the
+    block (by the chats and ingests it opens) keep the stream; ``logger`` stays the logger.
+    """
+    token = _stream_override.set(stream)
+    try:
+        yield stream
+    finally:
+        _stream_override.reset(token)
+
+
 def metrics_writer(
     settings: Settings | None = None,
     *,
@@ -108,7 +130,8 @@ def metrics_writer(
 ) -> EMFWriter | None:
     """The EMF writer the configuration asks for, or None while metrics are disabled.
 
-    ``stream`` overrides the configured destination (tests, files).
+    ``stream`` overrides the configured destination (tests, files), as does an enclosing
+    :func:`metrics_stream` for ``stdout`` and ``stderr``.
     """
     config = config or load_metrics_config(settings)
     if not config.enabled:
@@ -118,7 +141,9 @@ def metrics_writer(
         if config.destination == "logger":
             logger = logging.getLogger("sitechat.metrics")
         else:
-            stream = sys.stderr if config.destination == "stderr" else sys.stdout
+            stream = _stream_override.get() or (
+                sys.stderr if config.destination == "stderr" else sys.stdout
+            )
     return EMFWriter(config.namespace, {"Service": config.service}, stream=stream, logger=logger)
 
 
