@@ -166,6 +166,9 @@ class ChatMetrics:
     ignored. Stateless, so one instance serves every concurrent chat. Every answer writes
     ``Answers``, ``ProviderErrors``, ``Throttles`` and ``EmptyRetrievals`` as 0 or 1, so the
     ``Average`` of ``ProviderErrors`` over a period is the error rate.
+
+    :class:`~sitechat.RetrievalChatService` records its own answers: use this for a
+    ``ChatService`` of your own, never around the built-in one (each answer would count twice).
     """
 
     def __init__(self, writer: EMFWriter | None, *, provider: str = "") -> None:

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import io
 import json
 import logging
+import re
+from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sitechat import DoneEvent, ErrorEvent, IngestSummary, SourcesEvent, Timings, TokenEvent, Usage
+from sitechat import (
+    ChatEvent,
+    ChatService,
+    DoneEvent,
+    ErrorEvent,
+    IngestSummary,
+    SourcesEvent,
+    Timings,
+    TokenEvent,
+    Usage,
+)
+from sitechat.chat.base import HistoryLike
 from sitechat.errors import ConfigurationError, InvalidInputError
 from sitechat.observability import (
     CHAT_METRICS,
@@ -40,7 +56,11 @@ DONE = DoneEvent(
 
 
 def lines_of(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
+    return lines_of_text(stream.getvalue())
+
+
+def lines_of_text(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def assert_metric_units(doc: dict[str, Any], expected: dict[str, str]) -> None:
@@ -338,3 +358,43 @@ def test_request_id_crosses_into_the_facades_event_loop() -> None:
         assert loop.run(seen()) is None
     finally:
         loop.close()
+
+
+def _monitoring_snippet() -> str:
+    """The Python block of docs/src/app.md's Monitoring section, as written."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "src" / "app.md").read_text()
+    section = docs.split("## Monitoring", 1)[1].split("\n## ", 1)[0]
+    [snippet] = re.findall(r"```python\n(.+?)\n```", section, re.DOTALL)
+    return snippet
+
+
+class _OwnService(ChatService):
+    """A chat service of one's own: it answers, and records no metrics itself."""
+
+    name = "own"
+
+    @classmethod
+    def from_components(cls, settings: Any, **components: Any) -> _OwnService:
+        return cls()
+
+    async def stream_events(
+        self, message: str, history: HistoryLike = ()
+    ) -> AsyncGenerator[ChatEvent, None]:
+        yield SourcesEvent(sources=())
+        yield TokenEvent(text=DONE.answer)
+        yield DONE
+
+
+def test_the_documented_snippet_writes_one_line_per_answer_of_an_own_service(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The docs' monitoring snippet, run as written around a ChatService of one's own, writes
+    one valid EMF line per answer, each with its own request id."""
+    monkeypatch.setenv("SITECHAT_METRICS__ENABLED", "true")
+    code = compile(_monitoring_snippet(), "app.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    for _ in range(2):  # two answers
+        asyncio.run(eval(code, {"my_service": _OwnService()}))  # top-level `async for`
+    lines = lines_of_text(capsys.readouterr().out)
+    assert [line["Answers"] for line in lines] == [1, 1]
+    assert all(emf_problems(line) == [] for line in lines)
+    assert len({line["RequestId"] for line in lines}) == 2
