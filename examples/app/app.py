@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+import sitechat
+
 import resources
 
 st.set_page_config(
@@ -22,7 +24,10 @@ st.set_page_config(
     layout="centered",
     initial_sidebar_state="expanded",
 )
-resources.setup_logging()
+try:
+    resources.setup_logging()
+except sitechat.SitechatError as exc:  # a bad SITECHAT_LOG__* value
+    resources.cannot_start(exc)
 
 pages = [st.Page("pages/chat.py", title="Chat", icon=":material/forum:", default=True)]
 if resources.ingest_allowed():

@@ -13,11 +13,14 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import streamlit as st
 
 import sitechat
 from sitechat.observability import configure_logging, load_logging_config
+
+from rendering import escape_markdown
 
 logger = logging.getLogger("sitechat_app")
 
@@ -55,6 +58,23 @@ def setup_logging() -> None:
 def load_settings() -> sitechat.Settings:
     """sitechat's settings from the environment and ``.env`` (cheap; read on every run)."""
     return sitechat.Settings.load()
+
+
+def cannot_start(exc: sitechat.SitechatError) -> NoReturn:
+    """Show why the app cannot run and stop this run of the page.
+
+    For configuration problems: sitechat's message names the variable to fix, never a secret.
+    """
+    st.error(f"sitechat could not start: {escape_markdown(str(exc))}", icon=":material/error:")
+    st.stop()
+
+
+def page_settings() -> sitechat.Settings:
+    """The settings a page runs with; a bad ``SITECHAT_*`` value is shown, and stops the page."""
+    try:
+        return load_settings()
+    except sitechat.SitechatError as exc:
+        cannot_start(exc)
 
 
 @st.cache_resource(show_spinner=False)

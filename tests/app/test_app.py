@@ -205,6 +205,32 @@ def test_missing_index_offers_to_build_the_sample(
     assert "Deleting your account" in at.chat_message[1].markdown[0].value
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "page"),
+    [
+        ("SITECHAT_RETRIEVAL__TOP_K", "0", "pages/chat.py"),
+        ("SITECHAT_RETRIEVAL__TOP_K", "0", "pages/ingest.py"),
+        ("SITECHAT_LOG__LEVEL", "verbose", None),  # read by app.py, before any page
+    ],
+)
+def test_a_bad_setting_shows_the_apps_own_message(
+    monkeypatch: pytest.MonkeyPatch, sample_index: str, variable: str, value: str, page: str | None
+) -> None:
+    """A bad SITECHAT_* value gets "sitechat could not start", naming the variable, on
+    every page: never Streamlit's generic error for an uncaught exception."""
+    monkeypatch.setenv("SITECHAT_INDEX", sample_index)
+    monkeypatch.setenv(variable, value)
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    if page is not None:
+        at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    [error] = at.error
+    assert error.value.startswith("sitechat could not start:")
+    assert variable.replace("_", "\\_") in error.value  # Markdown-escaped, shown as written
+    assert len(at.chat_input) == 0 and len(at.button) == 0
+
+
 def test_ingest_page_indexes_a_folder_and_shows_a_summary(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -178,7 +178,7 @@ def stream_into(
 
 
 # --- the page ----------------------------------------------------------------------------
-settings = resources.load_settings()
+settings = resources.page_settings()
 
 with st.sidebar:
     st.subheader("Answering from")
@@ -200,9 +200,7 @@ except sitechat.IndexNotFoundError:
     ingest_ui.offer_sample_index(settings)
     st.stop()
 except sitechat.SitechatError as exc:
-    # configuration problems: the message names the variable to fix and never a secret
-    st.error(f"sitechat could not start: {escape_markdown(str(exc))}", icon=":material/error:")
-    st.stop()
+    resources.cannot_start(exc)  # e.g. an unknown provider, a missing key
 
 model_slot.caption(
     f":material/psychology: {escape_markdown(resources.describe_llm(chat))}  \n"

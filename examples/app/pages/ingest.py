@@ -10,7 +10,7 @@ import ingest_ui
 import resources
 from rendering import inline_code, is_web_url
 
-settings = resources.load_settings()
+settings = resources.page_settings()
 
 st.title("Add a site")
 st.caption(
