@@ -121,8 +121,9 @@ _LINK = re.compile(
 _REFERENCE_DEFINITION = re.compile(r"^[ ]{0,3}\[[^\]\n]+\]:[ \t]*<?([^\s>]*)>?.*$", re.MULTILINE)
 _DANGLING_LINK = re.compile(r"\]\((?!\s*<?https?://)", re.IGNORECASE)
 _STREAMLIT_DIRECTIVE = re.compile(r":([A-Za-z][\w-]*)\[")
-# [n], [1, 2] or [1-3], unless it is the text or label of a Markdown link
-_CITATION = re.compile(r"(?<![\]\\])" + CITATION_RE.pattern + r"(?![(:])")
+# a run of citations ([n], [1, 2], [1-3], or several side by side: [1][2]), unless it is
+# the text or label of a Markdown link
+_CITATIONS = re.compile(r"(?<![\]\\])(?:" + CITATION_RE.pattern + r")+(?![(:])")
 
 
 def _split_code(text: str) -> list[tuple[bool, str]]:
@@ -189,7 +190,10 @@ def _sanitize_prose(text: str, citation_links: Mapping[int, str]) -> str:
             for n in numbers
         )
 
-    return _CITATION.sub(cite, text) if citation_links else text
+    def cite_run(match: re.Match[str]) -> str:
+        return CITATION_RE.sub(cite, match.group(0))
+
+    return _CITATIONS.sub(cite_run, text) if citation_links else text
 
 
 def sanitize_markdown(text: str, *, sources: Iterable[Source] = ()) -> str:

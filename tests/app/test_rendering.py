@@ -73,6 +73,63 @@ def test_grouped_citations_link_each_web_source() -> None:
     assert out == f"Both {link}\\[2\\]. Range {link}\\[2\\]."
 
 
+def test_adjacent_citations_each_link() -> None:
+    """[1][2], as models often cite, links both numbers, not only the first."""
+    second = Source(2, "Export", "https://docs.example.com/export", "", 0.8)
+    out = sanitize("Export first [1][2].", sources=[WEB, second])
+    assert out == (
+        "Export first [\\[1\\]](https://docs.example.com/account#delete)"
+        "[\\[2\\]](https://docs.example.com/export)."
+    )
+
+
+def test_a_link_label_is_not_a_citation() -> None:
+    """[text][1] is a reference link and [2](url) an inline one: neither is rewritten."""
+    out = sanitize("See [the docs][1] and [2](https://docs.example.com/x).", sources=[WEB])
+    assert out == "See [the docs][1] and [2](https://docs.example.com/x)."
+
+
+WEB_SOURCES = [
+    Source(n, f"Page {n}", f"https://docs.example.com/p{n}#s", "", 0.5) for n in (1, 2, 3, 4)
+]
+
+
+@st.composite
+def citation(draw: st.DrawFn) -> str:
+    """One way of citing sources 1 to 4: [n], [a][b]…, [a, b], [a-b] (or an en dash)."""
+    number = st.integers(1, len(WEB_SOURCES))
+    form = draw(st.sampled_from(["single", "adjacent", "list", "range"]))
+    if form == "single":
+        return f"[{draw(number)}]"
+    if form == "adjacent":
+        return "".join(f"[{n}]" for n in draw(st.lists(number, min_size=2, max_size=4)))
+    if form == "list":
+        separator = draw(st.sampled_from([", ", ",", " , "]))
+        return "[" + separator.join(map(str, draw(st.lists(number, min_size=2, max_size=4)))) + "]"
+    low, high = sorted(draw(st.lists(number, min_size=2, max_size=2)))
+    return f"[{low}{draw(st.sampled_from(['-', '–']))}{high}]"
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["Text", "", " ", ". ", "\n", "a, b "]), citation()),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_every_cited_number_links_whatever_the_form(parts: list[tuple[str, str]]) -> None:
+    """Whatever the citation form, each number the library counts as cited links to its
+    source, and no citation is left as plain text."""
+    from sitechat.chat.prompts import parse_citations
+
+    text = "".join(prose + cited for prose, cited in parts) + "."
+    out = sanitize(text, sources=WEB_SOURCES)
+    for n in parse_citations(text, len(WEB_SOURCES)):
+        assert f"[\\[{n}\\]]({WEB_SOURCES[n - 1].url})" in out, (text, out)
+    unlinked = re.sub(r"\[\\\[\d\\\]\]\([^)]*\)", "", out)
+    assert not re.search(r"(?<!\\)\[\d", unlinked), (text, out)
+
+
 def test_parentheses_in_urls_cannot_end_the_link() -> None:
     """A URL with parentheses is percent-encoded so the Markdown link stays whole."""
     source = Source(1, "Wiki", "https://en.example.org/wiki/Foo_(bar)", "", 1.0)
