@@ -60,6 +60,46 @@ def test_listing_imports_no_provider_module() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
+# a Python without the [pgvector] extra: importing its packages fails as if not installed
+_WITHOUT_PGVECTOR_EXTRA = (
+    "import sys\n"
+    "for name in ('psycopg', 'psycopg_pool', 'pgvector'):\n"
+    "    sys.modules[name] = None\n"
+    "from sitechat.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_pgvector_without_its_extra_is_listed_and_names_the_extra(tmp_path: Path) -> None:
+    """Without psycopg the built-in pgvector store is listed as fine (no warning), like
+    openai and bedrock, and selecting it says to install sitechat[pgvector]."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SITECHAT_")}
+
+    def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", _WITHOUT_PGVECTOR_EXTRA, *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, env={**env, **extra_env}, cwd=tmp_path
+        )
+
+    listed = run("providers", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {(r["group"], r["name"]): r for r in json.loads(listed.stdout)}
+    assert rows[("vectorstores", "pgvector")]["ok"] is True
+    assert listed.stderr == ""  # no "skipping provider" warning
+
+    selected = run(
+        "search",
+        "notes",
+        "--index",
+        "docs",
+        SITECHAT_VECTORSTORE__PROVIDER="pgvector",
+        SITECHAT_PGVECTOR__DSN="postgresql://u:secret@127.0.0.1:9/db",
+    )
+    assert selected.returncode == 1
+    assert "pip install 'sitechat[pgvector]'" in selected.stderr, selected.stderr
+    assert "Reinstall" not in selected.stderr and "secret" not in selected.stderr
+
+
 @pytest.fixture(scope="module")
 def plugin_dir(pip_install_into: Callable[[Path], Path]) -> Path:
     """The demo plugin package, really installed (pip, no network) into a target folder."""

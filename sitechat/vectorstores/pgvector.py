@@ -53,6 +53,9 @@ from sitechat.vectorstores._pg_config import PgVectorConfig
 from sitechat.vectorstores._rows import check_chunk_text, storable, storable_filter, unit_rows
 from sitechat.vectorstores.base import EmbedderInfo, StoreCheck, VectorStore
 
+# the driver is an extra: without it the store is still listed, and says what to install
+# when it is opened (as the openai and bedrock providers do when they are built)
+_missing_driver: str | None = None
 try:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
@@ -60,9 +63,7 @@ try:
     from sitechat.vectorstores import _pg_db as db
     from sitechat.vectorstores import _pg_sql as q
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-    raise MissingDependencyError(
-        exc.name or "psycopg", "pgvector", "The 'pgvector' vector store"
-    ) from exc
+    _missing_driver = exc.name or "psycopg"
 
 if TYPE_CHECKING:
     from sitechat.config import Settings
@@ -77,6 +78,12 @@ _UNIT_TOLERANCE = 1e-3
 _WRITE_ATTEMPTS = 3
 
 T = TypeVar("T")
+
+
+def _require_driver() -> None:
+    """Refuse to open a store without psycopg, naming the extra that installs it."""
+    if _missing_driver is not None:
+        raise MissingDependencyError(_missing_driver, "pgvector", "The 'pgvector' vector store")
 
 
 class PgVectorStore(VectorStore):
@@ -120,6 +127,7 @@ class PgVectorStore(VectorStore):
         cls, settings: Settings, embedder: EmbedderInfo | None, *, create: bool
     ) -> PgVectorStore:
         """Open the collection ``settings.index`` in the database of ``SITECHAT_PGVECTOR__DSN``."""
+        _require_driver()
         config = load_provider_config(PgVectorConfig, cls.name, settings.env_file)
         if config.dsn is None or not config.dsn.get_secret_value().strip():
             raise ConfigurationError(
@@ -148,6 +156,7 @@ class PgVectorStore(VectorStore):
         ``EmbedderMismatchError``, ``CorruptIndexError`` or ``StoreError``; no message
         contains the password. ``config`` supplies the other settings (defaults otherwise).
         """
+        _require_driver()
         config = config or PgVectorConfig()
         if not collection.strip():
             raise InvalidInputError("The collection name (SITECHAT_INDEX) is empty; name one.")
