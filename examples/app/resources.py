@@ -137,6 +137,18 @@ def describe_llm(chat: sitechat.SiteChat) -> str:
     return type(service).__name__
 
 
+def describe_embedder(chat: sitechat.SiteChat) -> str:
+    """The embedder the index was built with, e.g. ``static:minilm-v1:256``.
+
+    Reading an index adopts the embedder that built it, whatever the settings name, so
+    this (not ``SITECHAT_EMBEDDINGS__PROVIDER``) is the one that embeds the questions.
+    """
+    service = chat.service
+    if isinstance(service, sitechat.RetrievalChatService):
+        return service.retriever.store.embedder.name
+    return chat.settings.embeddings.provider
+
+
 Progress = Callable[[str, int, int | None], None]
 
 

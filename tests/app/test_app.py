@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import sitechat
 from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults, Reply
 
 from .conftest import APP, SAMPLE_SITE
@@ -90,6 +92,21 @@ def test_sidebar_shows_index_model_and_top_k(offline_app: AppTest, sample_index:
         c.value for e in at.chat_message[1].expander for c in e.caption
     )
     assert shown.count("**\\[") == 2
+
+
+def test_sidebar_names_the_embedder_that_built_the_index(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An index built with another embedder than the settings name shows the one it uses."""
+    index = tmp_path / "hashing-index"
+    settings = sitechat.Settings.load(
+        env_file=None, index=str(index), embeddings={"provider": "hashing"}
+    )
+    asyncio.run(sitechat.ingest(str(SAMPLE_SITE), settings=settings))
+    monkeypatch.setenv("SITECHAT_INDEX", str(index))  # the settings' embedder stays 'static'
+    sidebar = page_text(start_app().sidebar)
+    assert "embeddings: hashing" in sidebar
+    assert "static" not in sidebar
 
 
 def test_follow_up_keeps_the_conversation(offline_app: AppTest) -> None:

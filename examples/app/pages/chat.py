@@ -204,7 +204,7 @@ except sitechat.SitechatError as exc:
 
 model_slot.caption(
     f":material/psychology: {escape_markdown(resources.describe_llm(chat))}  \n"
-    f":material/scatter_plot: embeddings: {escape_markdown(settings.embeddings.provider)}"
+    f":material/scatter_plot: embeddings: {escape_markdown(resources.describe_embedder(chat))}"
 )
 
 st.title(resources.app_title())
