@@ -281,6 +281,23 @@ def test_ingest_page_refuses_a_non_web_address(
     assert not (tmp_path / "index").exists()
 
 
+def test_the_source_kind_cannot_be_cleared_to_skip_the_checks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Clicking the selected "Website" again keeps it selected, and a server folder typed
+    as the website address is still refused as not http(s)."""
+    monkeypatch.setenv("SITECHAT_INDEX", str(tmp_path / "index"))
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.switch_page("pages/ingest.py").run()
+    assert at.segmented_control[0].proto.required
+    at.segmented_control[0].set_value(None).run()  # what a click on the selected option sends
+    at.text_input[0].set_value(str(SAMPLE_SITE))
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert "http:// or https://" in at.error[0].value
+    assert not at.success and not (tmp_path / "index").exists()
+
+
 def test_ingest_can_be_turned_off(
     monkeypatch: pytest.MonkeyPatch, sample_index: str, tmp_path: Path
 ) -> None:

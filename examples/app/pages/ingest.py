@@ -18,12 +18,14 @@ st.caption(
     "re-embeds pages that changed, and drops pages that disappeared."
 )
 
+# required: clicking the selected option again must not leave the form without a kind
 kind = st.segmented_control(
-    "Source", ["Website", "Folder"], default="Website", label_visibility="collapsed"
+    "Source", ["Website", "Folder"], default="Website", required=True, label_visibility="collapsed"
 )
+folder = kind == "Folder"  # anything else is a website, and is checked as one
 
 with st.form("ingest"):
-    if kind == "Folder":
+    if folder:
         source = st.text_input(
             "Folder on the server",
             value=str(resources.SAMPLE_SITE),
@@ -57,9 +59,9 @@ with st.form("ingest"):
 if submitted:
     source = source.strip()
     base_url = base_url.strip()
-    if kind == "Website" and not is_web_url(source):
+    if not folder and not is_web_url(source):
         st.error("Enter the address of a website, starting with http:// or https://.")
-    elif kind == "Folder" and not Path(source).is_dir():
+    elif folder and not Path(source).is_dir():
         st.error("That folder does not exist on the server.")
     elif base_url and not is_web_url(base_url):
         st.error("'Published at' must be an address starting with http:// or https://.")
