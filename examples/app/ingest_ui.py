@@ -18,6 +18,19 @@ logger = logging.getLogger("sitechat_app.ingest")
 
 # the progress bar splits its length between the two phases sitechat reports
 _FETCH_SHARE = 0.6
+# how sitechat's refusal of a private address ends: its opt-in for Python and the CLI
+_LIBRARY_OPT_IN = " For an intranet or a local server, pass "
+_PAGE_OPT_IN = (
+    " For an intranet or a server on this machine, tick “Allow private network addresses”."
+)
+
+
+def _private_address_refusal(exc: sitechat.UnsafeURLError) -> str:
+    """sitechat's refusal, pointing to this page's checkbox instead of an argument or flag."""
+    message = str(exc)
+    if _LIBRARY_OPT_IN not in message:
+        return message  # refused for another reason (scheme, scope): say it as it is
+    return message.split(_LIBRARY_OPT_IN, 1)[0] + _PAGE_OPT_IN
 
 
 def ingest_with_progress(
@@ -44,6 +57,10 @@ def ingest_with_progress(
         summary = resources.run_ingest(
             source, settings, progress=progress, allow_private=allow_private, base_url=base_url
         )
+    except sitechat.UnsafeURLError as exc:
+        bar.empty()
+        st.error(escape_markdown(_private_address_refusal(exc)), icon=":material/error:")
+        return None
     except (sitechat.IngestError, sitechat.StoreError, sitechat.ConfigurationError) as exc:
         bar.empty()
         # sitechat's messages say what was wrong and what to do, and carry no secret

@@ -298,6 +298,23 @@ def test_the_source_kind_cannot_be_cleared_to_skip_the_checks(
     assert not at.success and not (tmp_path / "index").exists()
 
 
+def test_a_private_address_is_refused_pointing_to_the_checkbox(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without the checkbox a local server is refused, and the message names the checkbox,
+    not a Python argument or a CLI flag the visitor cannot use."""
+    monkeypatch.setenv("SITECHAT_INDEX", str(tmp_path / "index"))
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.switch_page("pages/ingest.py").run()
+    at.text_input[0].set_value("http://127.0.0.1:9/docs/")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    [error] = at.error
+    assert "Refusing to fetch from" in error.value
+    assert "Allow private network addresses" in error.value
+    assert "allow\\_private" not in error.value and "CLI" not in error.value
+
+
 def test_ingest_can_be_turned_off(
     monkeypatch: pytest.MonkeyPatch, sample_index: str, tmp_path: Path
 ) -> None:
