@@ -31,7 +31,14 @@ from sitechat.errors import (
     ServiceUnavailableError,
 )
 
-__all__ = ["map_bedrock_error", "map_openai_error", "parse_retry_after", "redact", "safe_url"]
+__all__ = [
+    "map_bedrock_error",
+    "map_openai_error",
+    "openai_where",
+    "parse_retry_after",
+    "redact",
+    "safe_url",
+]
 
 _MAX_QUOTED = 300
 
@@ -124,6 +131,11 @@ def _openai_detail(exc: Any) -> tuple[str, str | None]:
     return str(getattr(exc, "message", "") or exc), getattr(exc, "code", None)
 
 
+def openai_where(base_url: str | None) -> str:
+    """How messages name the endpoint: the OpenAI API, or the compatible server's URL."""
+    return f"The OpenAI-compatible API at {safe_url(base_url)}" if base_url else "The OpenAI API"
+
+
 def map_openai_error(
     exc: BaseException,
     *,
@@ -136,7 +148,7 @@ def map_openai_error(
     if isinstance(exc, ProviderError):
         return exc
     secrets = tuple(secrets)
-    where = f"The OpenAI-compatible API at {safe_url(base_url)}" if base_url else "The OpenAI API"
+    where = openai_where(base_url)
     import openai
 
     if isinstance(exc, openai.APITimeoutError):

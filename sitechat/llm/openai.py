@@ -22,8 +22,13 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from sitechat._redact import redact, safe_url
 from sitechat.config import RetrySettings, check_endpoint_url, env_value, load_provider_config
-from sitechat.errors import ConfigurationError, MissingDependencyError, ProviderError
-from sitechat.llm._errors import map_openai_error
+from sitechat.errors import (
+    ConfigurationError,
+    MissingDependencyError,
+    ProviderError,
+    ServiceUnavailableError,
+)
+from sitechat.llm._errors import map_openai_error, openai_where
 from sitechat.llm._langchain import chunk_piece, message_delta, model_for
 from sitechat.llm.base import BaseLLMService, Piece
 
@@ -225,6 +230,8 @@ class OpenAILLMService(BaseLLMService):
                 if chunk.response_metadata:
                     finish = chunk.response_metadata.get("finish_reason") or finish
                 yield piece
+            if finish is None:
+                raise self._cut_short()
             self._check_ending(said, finish)
         except Exception as exc:
             raise map_openai_error(
@@ -234,6 +241,20 @@ class OpenAILLMService(BaseLLMService):
                 base_url=self.base_url,
                 secrets=(self._api_key.get_secret_value(),),
             ) from exc
+
+    def _cut_short(self) -> ServiceUnavailableError:
+        """A stream that ended without a finish reason: every OpenAI-compatible server
+        sends one in its last chunk, so a proxy or a crashed server cut the answer short.
+
+        Retryable: before any text it is tried again; after text the caller keeps the
+        text as the partial answer of a :class:`~sitechat.errors.StreamInterruptedError`.
+        """
+        return ServiceUnavailableError(
+            f"{openai_where(self.base_url)} ended the stream before model '{self.model}' "
+            "finished its answer (no finish reason): a proxy or the server cut it short. "
+            "Try again.",
+            provider=self.name,
+        )
 
     def _check_ending(self, said: bool, finish: str | None, refusal: str | None = None) -> None:
         """Raise when the answer ended without text or was cut by a content filter.

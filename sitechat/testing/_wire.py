@@ -48,9 +48,13 @@ class Reply:
     ``first_byte_delay`` holds back the response headers; ``drop_after`` closes the
     connection after that many tokens; ``malformed_after`` sends one unreadable SSE line
     or event frame after that many tokens; ``error_after`` sends the provider's in-stream
-    error (``error_type``, ``error_message``) after that many tokens. ``finish_reason``
-    is how the OpenAI-compatible server says the answer ended (``"content_filter"``,
-    ``"length"``); an empty ``text`` is an answer with no words at all.
+    error (``error_type``, ``error_message``) after that many tokens; ``cut_after`` ends
+    the stream cleanly after that many tokens but without its end-of-answer marker (no
+    ``finish_reason`` or ``[DONE]``; no ``messageStop``), as a proxy that gives up on a
+    crashed upstream does. ``finish_reason`` is how the answer ended, in OpenAI's words
+    (``"content_filter"``, ``"length"``; the Bedrock server sends ``guardrail_intervened``
+    and ``max_tokens`` for them, any other value as is); an empty ``text`` is an answer
+    with no words at all.
     """
 
     text: str | None = None
@@ -60,6 +64,7 @@ class Reply:
     drop_after: int | None = None
     malformed_after: int | None = None
     error_after: int | None = None
+    cut_after: int | None = None
     error_type: str = ""
     error_message: str = "The model stream failed."
     input_tokens: int | None = None
@@ -368,5 +373,8 @@ def _fault_at(
         return True
     if reply.drop_after == index:
         response.drop()
+        return True
+    if reply.cut_after == index:
+        response.end_stream()
         return True
     return False

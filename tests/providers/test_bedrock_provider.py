@@ -188,11 +188,12 @@ async def test_exception_event_mid_answer_interrupts_with_partial(
     assert len(bedrock_server.requests) == 1
 
 
-@pytest.mark.parametrize("fault", [{"drop_after": 1}, {"malformed_after": 1}])
+@pytest.mark.parametrize("fault", [{"drop_after": 1}, {"malformed_after": 1}, {"cut_after": 1}])
 async def test_broken_stream_mid_answer_keeps_partial(
     bedrock_server: BedrockRuntimeServer, service: BedrockLLMService, fault: dict[str, int]
 ) -> None:
-    """A dropped connection or a frame with a bad CRC after a token: interrupted, one request."""
+    """A dropped connection, a frame with a bad CRC or a stream ended with no messageStop
+    after a token: interrupted, one request."""
     bedrock_server.script(Reply("abcdef", token_size=3, **fault))  # type: ignore[arg-type]
     with pytest.raises(StreamInterruptedError) as caught:
         await service.generate_response(QUESTION)

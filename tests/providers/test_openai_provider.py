@@ -224,14 +224,29 @@ async def test_dropped_connection_mid_answer_keeps_partial_and_is_not_retried(
     assert len(openai_server.requests) == 1
 
 
-@pytest.mark.parametrize("fault", [{"drop_after": 0}, {"malformed_after": 0}, {"error_after": 0}])
+async def test_a_stream_ended_without_finish_reason_is_interrupted_with_partial(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """A stream closed cleanly with no finish_reason and no [DONE] is cut, not complete."""
+    openai_server.script(Reply("abcdefghijkl", token_size=3, cut_after=2), Reply("never sent"))
+    with pytest.raises(StreamInterruptedError, match="no finish reason") as caught:
+        await _collect(_service(openai_server, fast_retry, http_client))
+    assert caught.value.partial == "abcdef"
+    assert isinstance(caught.value.__cause__, ServiceUnavailableError)
+    assert len(openai_server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "fault", [{"drop_after": 0}, {"malformed_after": 0}, {"error_after": 0}, {"cut_after": 0}]
+)
 async def test_broken_stream_before_first_token_is_retried(
     openai_server: OpenAICompatibleServer,
     fast_retry: RetrySettings,
     http_client: httpx.AsyncClient,
     fault: dict[str, int],
 ) -> None:
-    """A cut connection, unreadable line or error event before any text is retried."""
+    """A cut connection, unreadable line, error event or unfinished stream before any text
+    is retried."""
     openai_server.script(Reply("abc", **fault), Reply("second try"))  # type: ignore[arg-type]
     answer = await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
     assert answer == "second try"
