@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from itertools import pairwise
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
-__all__ = ["redact", "safe_url"]
+__all__ = ["RedactedException", "redact", "redacted_exception", "safe_url"]
 
 _SECRET_PATTERNS = (
     (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-]{6,}"), r"\1-***"),
@@ -89,3 +90,34 @@ def safe_url(url: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     netloc = f"***@{host}" if "@" in parts.netloc else host
     return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+
+
+class RedactedException(Exception):
+    """A vendor's exception retold without its secrets: its class, its message redacted,
+    and its traceback. It stands in for the vendor's exception as the ``__cause__`` of a
+    sitechat error, so a traceback or ``logger.exception`` shows what failed and where,
+    but never the key a server quoted back."""
+
+
+_MAX_CHAIN = 8
+
+
+def redacted_exception(exc: BaseException, secrets: Iterable[str] = ()) -> RedactedException:
+    """``exc`` and the exceptions chained to it, each retold as a :class:`RedactedException`."""
+    known = tuple(secrets)
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in chain and len(chain) < _MAX_CHAIN:
+        chain.append(link)
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+    told = [_retold(link, known) for link in chain]
+    for outer, inner in pairwise(told):
+        outer.__cause__ = inner
+    return told[0]
+
+
+def _retold(exc: BaseException, secrets: tuple[str, ...]) -> RedactedException:
+    kind = type(exc)
+    text = redact(str(exc), secrets)
+    told = RedactedException(f"{kind.__module__}.{kind.__qualname__}: {text}")
+    return told.with_traceback(exc.__traceback__)

@@ -27,7 +27,10 @@ Catch :class:`SitechatError` to handle anything the library raises on purpose::
         └── StreamInterruptedError  the stream broke after it had started
 
 Messages say what was wrong and what to do about it, and never contain a secret.
-Vendor exceptions are mapped at the boundary with ``raise ... from exc``.
+Provider failures are mapped at the boundary; the vendor's exception, which may quote a
+key, is not chained to the result, only retold with its secrets masked as its
+``__cause__`` (:class:`~sitechat._redact.RedactedException`), so tracebacks and
+``logger.exception`` stay free of secrets too.
 """
 
 from __future__ import annotations

@@ -106,6 +106,7 @@ class BedrockTextEmbeddings(Embeddings):
             client if client is not None else make_bedrock_client(config, timeout=timeout)
         )
         self.region: str = self._client.meta.region_name
+        self._secrets = config.secrets()
         self._pool = ThreadPoolExecutor(
             max_workers=min(config.max_concurrency, 16), thread_name_prefix="sitechat-bedrock-embed"
         )
@@ -154,9 +155,18 @@ class BedrockTextEmbeddings(Embeddings):
             )
             payload = json.loads(response["body"].read())
         except Exception as exc:
-            raise map_bedrock_error(
-                exc, provider=self.name, model=self.model, region=self.region
-            ) from exc
+            error = map_bedrock_error(
+                exc,
+                provider=self.name,
+                model=self.model,
+                region=self.region,
+                secrets=self._secrets,
+            )
+        else:
+            return self._vectors(payload)
+        raise error  # outside the handler: the vendor's exception may quote a signature
+
+    def _vectors(self, payload: Any) -> list[list[float]]:
         if self.family.startswith("titan"):
             return [payload["embedding"]]
         vectors = payload["embeddings"]

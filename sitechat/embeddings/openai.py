@@ -20,7 +20,7 @@ from langchain_core.embeddings import Embeddings
 from pydantic import SecretStr
 
 from sitechat.config import RetrySettings, load_provider_config
-from sitechat.errors import ConfigurationError, MissingDependencyError
+from sitechat.errors import ConfigurationError, MissingDependencyError, ProviderError
 from sitechat.llm._errors import map_openai_error
 from sitechat.llm.openai import OpenAIConfig, client_options, resolve_openai_key
 from sitechat.llm.retry import retry_call, retry_call_sync
@@ -125,7 +125,7 @@ class OpenAITextEmbeddings(Embeddings):
         """Identity recorded in an index, e.g. ``openai:text-embedding-3-small``."""
         return f"{self.name}:{self.model}"
 
-    def _mapped(self, exc: Exception) -> Exception:
+    def _mapped(self, exc: Exception) -> ProviderError:
         return map_openai_error(
             exc,
             provider=self.name,
@@ -154,7 +154,8 @@ class OpenAITextEmbeddings(Embeddings):
             try:
                 return self._client.embed_documents(batch)
             except Exception as exc:
-                raise self._mapped(exc) from exc
+                error = self._mapped(exc)
+            raise error  # outside the handler: the vendor's exception may quote the key
 
         vectors: list[list[float]] = []
         for batch in self._batches(texts):
@@ -169,7 +170,8 @@ class OpenAITextEmbeddings(Embeddings):
             try:
                 return await self._client.aembed_documents(batch)
             except Exception as exc:
-                raise self._mapped(exc) from exc
+                error = self._mapped(exc)
+            raise error  # outside the handler: the vendor's exception may quote the key
 
         async def embed(batch: list[str]) -> list[list[float]]:
             async with gate:

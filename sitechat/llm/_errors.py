@@ -1,10 +1,19 @@
 """Turn vendor failures (openai, httpx, botocore, urllib3) into sitechat errors.
 
 Every provider calls :func:`map_openai_error` or :func:`map_bedrock_error` at its boundary
-and raises the result ``from`` the vendor exception, so callers only ever see the tree in
-:mod:`sitechat.errors`. Messages say what to do next. Text quoted from a vendor passes
-through :func:`redact` first: OpenAI quotes rejected keys back, and botocore can quote
-signed headers, and neither may reach a log line or a UI.
+and raises the result, so callers only ever see the tree in :mod:`sitechat.errors`.
+Messages say what to do next. Text quoted from a vendor passes through :func:`redact`
+first: OpenAI quotes rejected keys back, and botocore can quote signed headers, and neither
+may reach a log line or a UI. For the same reason the vendor's exception is not chained to
+the result: its ``__cause__`` is a :class:`~sitechat._redact.RedactedException` retelling
+it, and the result is raised *after* the ``except`` block, so the vendor's exception is
+not kept as its ``__context__`` either::
+
+    try:
+        ...
+    except Exception as exc:
+        error = map_openai_error(exc, secrets=(key,))
+    raise error
 
 Vendor modules are imported inside the functions, so mapping Bedrock errors never needs
 the ``openai`` package installed, and the reverse.
@@ -18,7 +27,7 @@ from collections.abc import Iterable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sitechat._redact import redact, safe_url
+from sitechat._redact import redact, redacted_exception, safe_url
 from sitechat.errors import (
     AuthenticationError,
     BadRequestError,
@@ -144,10 +153,19 @@ def map_openai_error(
     base_url: str | None = None,
     secrets: Iterable[str] = (),
 ) -> ProviderError:
-    """The sitechat error for a failure of the ``openai`` client (or its transport)."""
+    """The sitechat error for a failure of the ``openai`` client (or its transport), caused
+    by a redacted retelling of ``exc``; a :class:`ProviderError` is returned as it is."""
     if isinstance(exc, ProviderError):
         return exc
     secrets = tuple(secrets)
+    error = _map_openai(exc, provider, model, base_url, secrets)
+    error.__cause__ = redacted_exception(exc, secrets)
+    return error
+
+
+def _map_openai(
+    exc: BaseException, provider: str, model: str, base_url: str | None, secrets: tuple[str, ...]
+) -> ProviderError:
     where = openai_where(base_url)
     import openai
 
@@ -295,10 +313,19 @@ def map_bedrock_error(
     region: str | None = None,
     secrets: Iterable[str] = (),
 ) -> ProviderError:
-    """The sitechat error for a failure of boto3's ``bedrock-runtime`` client."""
+    """The sitechat error for a failure of boto3's ``bedrock-runtime`` client, caused by a
+    redacted retelling of ``exc``; a :class:`ProviderError` is returned as it is."""
     if isinstance(exc, ProviderError):
         return exc
     secrets = tuple(secrets)
+    error = _map_bedrock(exc, provider, model, region, secrets)
+    error.__cause__ = redacted_exception(exc, secrets)
+    return error
+
+
+def _map_bedrock(
+    exc: BaseException, provider: str, model: str, region: str | None, secrets: tuple[str, ...]
+) -> ProviderError:
     where = f"Amazon Bedrock ({region})" if region else "Amazon Bedrock"
     from botocore import exceptions as boto_errors  # type: ignore[import-untyped, unused-ignore]
 

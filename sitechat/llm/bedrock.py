@@ -82,6 +82,11 @@ class BedrockConfig(BaseModel):
     def _an_http_url(cls, value: str | None) -> str | None:
         return check_endpoint_url(value)
 
+    def secrets(self) -> tuple[str, ...]:
+        """The credentials set here, for masking wherever a vendor quotes them."""
+        values = (self.aws_access_key_id, self.aws_secret_access_key, self.aws_session_token)
+        return tuple(value.get_secret_value() for value in values if value is not None)
+
 
 def make_bedrock_client(
     config: BedrockConfig, *, timeout: float = 60.0, service: str = "bedrock-runtime"
@@ -175,6 +180,7 @@ class BedrockLLMService(BaseLLMService):
         if client is None:
             client = make_bedrock_client(config, timeout=timeout)
         self._client = client
+        self._secrets = config.secrets()
         self.model = model
         self.region: str = client.meta.region_name
         self.retry = retry or RetrySettings()
@@ -215,7 +221,8 @@ class BedrockLLMService(BaseLLMService):
         )
 
     async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[Piece, None]:
-        """One try on the wire, vendor errors mapped at the boundary."""
+        """One try on the wire, vendor errors mapped at the boundary (and raised outside
+        the ``except`` block, so the vendor's exception is not chained to them)."""
         try:
             if not self.streaming:
                 loop = asyncio.get_running_loop()
@@ -226,10 +233,16 @@ class BedrockLLMService(BaseLLMService):
                 return
             async for chunk in self._chunks_from_thread(list(messages)):
                 yield chunk_piece(chunk)
+            return
         except Exception as exc:
-            raise map_bedrock_error(
-                exc, provider=self.name, model=self.model, region=self.region
-            ) from exc
+            error = map_bedrock_error(
+                exc,
+                provider=self.name,
+                model=self.model,
+                region=self.region,
+                secrets=self._secrets,
+            )
+        raise error
 
     async def _chunks_from_thread(
         self, messages: list[BaseMessage]

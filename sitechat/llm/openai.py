@@ -211,7 +211,9 @@ class OpenAILLMService(BaseLLMService):
         )
 
     async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[Piece, None]:
-        """One try on the wire, vendor errors mapped at the boundary."""
+        """One try on the wire, vendor errors mapped at the boundary (and raised outside
+        the ``except`` block, so the vendor's exception, which may quote the key, is not
+        chained to them)."""
         try:
             if not self.streaming:
                 message = await self._chat.ainvoke(list(messages))
@@ -233,14 +235,16 @@ class OpenAILLMService(BaseLLMService):
             if finish is None:
                 raise self._cut_short()
             self._check_ending(said, finish)
+            return
         except Exception as exc:
-            raise map_openai_error(
+            error = map_openai_error(
                 exc,
                 provider=self.name,
                 model=self.model,
                 base_url=self.base_url,
                 secrets=(self._api_key.get_secret_value(),),
-            ) from exc
+            )
+        raise error
 
     def _cut_short(self) -> ServiceUnavailableError:
         """A stream that ended without a finish reason: every OpenAI-compatible server

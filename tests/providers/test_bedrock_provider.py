@@ -27,7 +27,8 @@ from sitechat.errors import (
 from sitechat.llm.base import LLMDelta
 from sitechat.llm.bedrock import BedrockConfig, BedrockLLMService
 from sitechat.models import Usage
-from sitechat.testing.bedrock_server import BedrockFaults, BedrockRuntimeServer, Reply
+from sitechat.testing.bedrock_server import BedrockFaults, BedrockRuntimeServer, HTTPFault, Reply
+from tests.providers.tracebacks import everything_shown
 
 QUESTION = [HumanMessage("What is sitechat?")]
 MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -262,6 +263,38 @@ async def test_secret_key_never_appears_in_errors_or_logs(
             messages.append(str(caught.value))
     assert all(aws_secret not in m and "Signature=" not in m for m in messages)
     assert aws_secret not in caplog.text
+
+
+@pytest.mark.parametrize("in_stream", [False, True])
+async def test_configured_credentials_are_not_in_the_traceback(
+    bedrock_server: BedrockRuntimeServer,
+    fast_retry: RetrySettings,
+    aws_secret: str,
+    in_stream: bool,
+) -> None:
+    """An error quoting the configured secret key (as a request or as a stream event): the
+    traceback and every chained exception are free of it, and still name the failure."""
+    quoted = f"Credential check failed for secret {aws_secret} (Signature=0a1b2c3d4e5f)"
+    item: HTTPFault | Reply = (
+        Reply("x", error_after=0, error_type="validationException", error_message=quoted)
+        if in_stream
+        else BedrockFaults.validation(quoted)
+    )
+    bedrock_server.script(item)
+    config = BedrockConfig(
+        region="us-east-1",
+        endpoint_url=bedrock_server.url,
+        aws_access_key_id="AKIATESTINGEXAMPLE01",
+        aws_secret_access_key=aws_secret,
+    )
+    llm = BedrockLLMService(model=MODEL, config=config, retry=fast_retry)
+    with pytest.raises(ProviderError) as caught:
+        await llm.generate_response(QUESTION)
+    await llm.aclose()
+    shown = everything_shown(caught.value)
+    assert aws_secret not in shown
+    assert "0a1b2c3d4e5f" not in shown
+    assert "Credential check failed for secret ***" in str(caught.value.__cause__)
 
 
 def test_from_settings_reads_region_endpoint_and_model(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,17 @@ import pytest
 from sitechat.config import RetrySettings, Settings
 from sitechat.embeddings.bedrock import BedrockTextEmbeddings
 from sitechat.embeddings.openai import OpenAITextEmbeddings
-from sitechat.errors import AuthenticationError, ConfigurationError, PermissionDeniedError
+from sitechat.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    PermissionDeniedError,
+)
+from sitechat.llm.bedrock import BedrockConfig
 from sitechat.testing._wire import deterministic_vector
 from sitechat.testing.bedrock_server import BedrockFaults, BedrockRuntimeServer
 from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults
+from tests.providers.tracebacks import everything_shown
 
 TEXTS = [f"passage number {i}" for i in range(7)]
 
@@ -82,6 +89,20 @@ def test_openai_errors_are_mapped_and_redacted(
     with pytest.raises(AuthenticationError) as caught:
         openai_embedder.embed_query("q")
     assert "sk-embed-secret" not in str(caught.value)
+
+
+async def test_openai_errors_keep_the_key_out_of_the_traceback(
+    openai_server: OpenAICompatibleServer, openai_embedder: OpenAITextEmbeddings
+) -> None:
+    """A 401 quoting the key back, sync or async: no chained exception shows the key."""
+    openai_server.script(*[OpenAIFaults.unauthorized()] * 2, endpoint="embeddings")
+    with pytest.raises(AuthenticationError) as sync_call:
+        openai_embedder.embed_query("q")
+    with pytest.raises(AuthenticationError) as async_call:
+        await openai_embedder.aembed_query("q")
+    for caught in (sync_call, async_call):
+        assert "sk-embed-secret" not in everything_shown(caught.value)
+        assert "Error code: 401" in str(caught.value.__cause__)
 
 
 def test_openai_unknown_model_needs_a_dimension(openai_server: OpenAICompatibleServer) -> None:
@@ -172,6 +193,25 @@ def test_bedrock_throttling_is_retried_and_access_denied_is_not(
     with pytest.raises(PermissionDeniedError, match="bedrock:InvokeModel"):
         embedder.embed_query("q")
     embedder.close()
+
+
+def test_bedrock_errors_keep_the_configured_secret_out_of_the_traceback(
+    bedrock_server: BedrockRuntimeServer, fast_retry: RetrySettings, aws_secret: str
+) -> None:
+    """An error quoting the configured secret key: no chained exception shows it."""
+    config = BedrockConfig(
+        region="us-east-1",
+        endpoint_url=bedrock_server.url,
+        aws_access_key_id="AKIATESTINGEXAMPLE01",
+        aws_secret_access_key=aws_secret,
+    )
+    embedder = BedrockTextEmbeddings(config=config, retry=fast_retry)
+    bedrock_server.script(BedrockFaults.validation(f"bad secret {aws_secret}"), endpoint="invoke")
+    with pytest.raises(BadRequestError) as caught:
+        embedder.embed_query("q")
+    embedder.close()
+    assert aws_secret not in everything_shown(caught.value)
+    assert "ValidationException" in str(caught.value.__cause__)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError, NoCredentialsError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sitechat._redact import RedactedException
 from sitechat.errors import (
     AuthenticationError,
     ModelNotFoundError,
@@ -198,6 +199,26 @@ def test_unexpected_exceptions_become_provider_errors_without_secrets() -> None:
     )
     assert type(error) is ProviderError
     assert "sk-abcdef0123456789" not in str(error)
+
+
+def test_the_vendor_exception_is_retold_redacted_as_the_cause() -> None:
+    """The mapped error's cause names the vendor's exception and message, secrets masked,
+    with the vendor's own chain retold the same way."""
+    key = "gw-QUOTEDKEY0123456789"
+    try:
+        try:
+            raise ConnectionError(f"inner {key}")
+        except ConnectionError as inner:
+            raise RuntimeError(f"Incorrect API key provided: {key}") from inner
+    except RuntimeError as exc:
+        vendor = exc
+    error = map_openai_error(vendor, secrets=[key])
+    cause = error.__cause__
+    assert isinstance(cause, RedactedException)
+    assert str(cause) == "builtins.RuntimeError: Incorrect API key provided: ***"
+    assert cause.__traceback__ is vendor.__traceback__
+    assert str(cause.__cause__) == "builtins.ConnectionError: inner ***"
+    assert cause.__cause__.__cause__ is None
 
 
 def _client_error(code: str, status: int, message: str = "m") -> ClientError:

@@ -30,7 +30,13 @@ from sitechat.llm.base import LLMDelta
 from sitechat.llm.openai import OpenAILLMService
 from sitechat.models import Usage
 from sitechat.observability.logging import LoggingConfig, configure_logging
-from sitechat.testing.openai_server import OpenAICompatibleServer, OpenAIFaults, Reply
+from sitechat.testing.openai_server import (
+    HTTPFault,
+    OpenAICompatibleServer,
+    OpenAIFaults,
+    Reply,
+)
+from tests.providers.tracebacks import everything_shown
 
 KEY = "sk-test-0123456789abcdefSECRET"
 QUESTION = [SystemMessage("Answer briefly."), HumanMessage("What is sitechat?")]
@@ -302,6 +308,32 @@ async def test_key_never_appears_in_errors_or_logs(
     assert KEY not in caplog.text
     service = _service(openai_server, fast_retry, http_client)
     assert KEY not in repr(service) + repr(vars(service))
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        (OpenAIFaults.unauthorized(), "rejected the API key (HTTP 401)"),
+        (OpenAIFaults.bad_request(f"bad key {KEY}"), "refused the request (HTTP 400)"),
+    ],
+)
+async def test_the_key_is_not_in_the_traceback_or_any_chained_exception(
+    openai_server: OpenAICompatibleServer,
+    fast_retry: RetrySettings,
+    http_client: httpx.AsyncClient,
+    fault: HTTPFault,
+    said: str,
+) -> None:
+    """A server quoting the key back: the traceback (logger.exception's text) and every
+    exception chained to the error are free of it, yet say what went wrong."""
+    openai_server.script(fault)
+    with pytest.raises(ProviderError) as caught:
+        await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+    shown = everything_shown(caught.value)
+    assert KEY not in shown
+    assert said in str(caught.value)
+    assert "RedactedException: openai." in shown or "RedactedException: langchain_openai" in shown
+    assert f"Error code: {fault.status}" in str(caught.value.__cause__)
 
 
 async def test_a_password_in_the_base_url_never_reaches_errors_logs_or_repr(
