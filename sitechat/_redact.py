@@ -20,14 +20,17 @@ from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 __all__ = ["RedactedException", "redact", "redacted_exception", "safe_url"]
 
+# a value may be quoted, or written as a bytes repr: botocore's debug log prints headers as
+# {'X-Amz-Security-Token': b'...'} and its signature as "Signature:\n<hex>"
 _SECRET_PATTERNS = (
     (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-]{6,}"), r"\1-***"),
     (re.compile(r"(?i)\bbearer\s+[^\s,;\"']+"), "Bearer ***"),
     (
         re.compile(
-            r"(?i)\b(Signature|Credential|X-Amz-Security-Token|X-Amz-Signature)=[^\s,;&\"']+"
+            r"(?i)\b(Signature|Credential|X-Amz-Security-Token|X-Amz-Signature)"
+            r"([\"']?\s*[:=]\s*(?:b?[\"'])?)[^\s,;&\"']+"
         ),
-        r"\1=***",
+        r"\1\2***",
     ),
     (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{12,}"), "***"),
     # user:password@ in any URL, and query parameters that usually carry a credential
@@ -37,7 +40,7 @@ _SECRET_PATTERNS = (
         # a whole word or the end of a snake_case one (access_token), not TimeToFirstToken
         re.compile(
             r"(?i)\b((?:\w+[_-])?(?:api[_-]?key|secret|token|password))"
-            r"([\"']?\s*[:=]\s*[\"']?)[^\s,;\"']+"
+            r"([\"']?\s*[:=]\s*(?:b?[\"'])?)[^\s,;\"']+"
         ),
         r"\1\2***",
     ),

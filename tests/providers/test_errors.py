@@ -63,6 +63,58 @@ def test_redact_masks_sigv4_parts() -> None:
     assert "fe5f80f77d5fa3be" not in cleaned
 
 
+# what an AWS session token or secret is made of: base64, so / + = included
+TOKEN_CHARS = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/+=",
+    min_size=8,
+    max_size=60,
+)
+
+
+@given(
+    secret=TOKEN_CHARS,
+    name=st.sampled_from(
+        [
+            "X-Amz-Security-Token",
+            "x-amz-security-token",
+            "aws_session_token",
+            "Signature",
+            "X-Amz-Signature",
+            "Credential",
+            "api_key",
+            "Secret",
+            "password",
+            "token",
+        ]
+    ),
+    form=st.sampled_from(
+        [
+            "'{name}': b'{secret}'",
+            '"{name}": b"{secret}"',
+            "{name}=b'{secret}'",
+            "{name}: B'{secret}'",
+            '{name}="{secret}"',
+            "{name}:\n{secret}",
+            "'{name}': '{secret}'",
+            "{name}={secret}",
+        ]
+    ),
+)
+def test_redact_masks_named_values_written_as_bytes_reprs(
+    secret: str, name: str, form: str
+) -> None:
+    """A named credential is masked whether its value is plain, quoted or a bytes repr
+    (botocore's debug log prints headers as {'X-Amz-Security-Token': b'...'})."""
+    line = "headers={'X-Amz-Date': b'20240101T000000Z', " + form.format(name=name, secret=secret)
+    assert secret not in redact(line + ", 'Content-Type': b'application/json'}")
+
+
+def test_redact_masks_botocore_signature_log_line() -> None:
+    """botocore's DEBUG "Signature:" line, the hex on the next line, is masked."""
+    signature = "063094c457d7a144f05baa4a6563b60e9679cd267555e8619ad05c2e5f930156"
+    assert signature not in redact(f"DEBUG botocore.auth [-] Signature:\n{signature}")
+
+
 @given(
     user=st.text(alphabet="abcdefghij-_.~0123456789", min_size=1, max_size=12),
     password=KEY_CHARS,
