@@ -6,18 +6,25 @@ only in how they reach the wire and how their errors are mapped.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk
 
+from sitechat._redact import redact
+from sitechat.errors import ProviderError
 from sitechat.llm.base import LLMDelta, Piece
 from sitechat.models import Usage
 
 if TYPE_CHECKING:
     from sitechat.config import Settings
 
-__all__ = ["chunk_piece", "message_delta", "model_for", "text_of", "usage_of"]
+__all__ = ["check_ending", "chunk_piece", "message_delta", "model_for", "text_of", "usage_of"]
+
+# why an answer ended, in each vendor's words: OpenAI's finish_reason, Bedrock's stopReason
+_FILTERED = frozenset({"content_filter", "guardrail_intervened", "content_filtered"})
+_AT_TOKEN_LIMIT = frozenset({"length", "max_tokens"})
 
 
 def text_of(content: str | list[Any]) -> str:
@@ -64,3 +71,41 @@ def model_for(settings: Settings, own_model: str | None, provider: str, default:
     if settings.llm.model and settings.llm.provider in (None, provider):
         return settings.llm.model
     return default
+
+
+def check_ending(
+    provider: str, model: str, *, said: bool, stop: str | None, refusal: str | None = None
+) -> None:
+    """Raise when the answer ended without text or was cut by a content filter (or a
+    Bedrock guardrail); log when it stopped at the token limit. ``stop`` is the vendor's
+    reason (``finish_reason``, ``stopReason``).
+
+    An empty answer (a refusal, a tool call, a filtered reply) and a filtered one would
+    otherwise look like success, shown and kept in the history as if the model had spoken.
+    A filter that cuts an answer midway raises after its text, which the caller keeps as
+    the partial answer.
+    """
+    named = f"Model '{model}'"
+    if stop in _FILTERED:
+        raise ProviderError(
+            f"{named}'s content filter stopped the answer ({stop}). Rephrase the question, "
+            "or check the provider's content policy or guardrail.",
+            provider=provider,
+        )
+    if refusal:
+        raise ProviderError(
+            f"{named} declined to answer: {redact(refusal)[:300]}", provider=provider
+        )
+    if not said:
+        raise ProviderError(
+            f"{named} returned no text (stop reason: {stop or 'none'}): it may have "
+            "refused, or answered with a tool call. Try again, or rephrase the question.",
+            provider=provider,
+        )
+    if stop in _AT_TOKEN_LIMIT:
+        # logged as the provider's module (sitechat.llm.openai), where its users look
+        logging.getLogger(f"sitechat.llm.{provider}").warning(
+            "%s stopped at its token limit: the answer is cut short (raise "
+            "SITECHAT_LLM__MAX_TOKENS).",
+            named,
+        )

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from sitechat.config import RetrySettings, check_endpoint_url, load_provider_config
 from sitechat.errors import ConfigurationError, MissingDependencyError
 from sitechat.llm._errors import map_bedrock_error
-from sitechat.llm._langchain import chunk_piece, message_delta, model_for
+from sitechat.llm._langchain import check_ending, chunk_piece, message_delta, model_for
 from sitechat.llm.base import BaseLLMService, Piece
 
 if TYPE_CHECKING:
@@ -229,10 +229,20 @@ class BedrockLLMService(BaseLLMService):
                 message = await loop.run_in_executor(
                     self._executor, self._chat.invoke, list(messages)
                 )
-                yield message_delta(message)
+                delta = message_delta(message)
+                stop = message.response_metadata.get("stopReason")
+                check_ending(self.name, self.model, said=bool(delta.text), stop=stop)
+                yield delta
                 return
+            said = False
+            stop = None
             async for chunk in self._chunks_from_thread(list(messages)):
-                yield chunk_piece(chunk)
+                piece = chunk_piece(chunk)
+                if not said:
+                    said = bool(piece if isinstance(piece, str) else piece.text)
+                stop = chunk.response_metadata.get("stopReason") or stop
+                yield piece
+            check_ending(self.name, self.model, said=said, stop=stop)
             return
         except Exception as exc:
             error = map_bedrock_error(

@@ -11,7 +11,6 @@ so that nothing is retried after the first token.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,16 +19,15 @@ from urllib.parse import urlsplit
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from sitechat._redact import redact, safe_url
+from sitechat._redact import safe_url
 from sitechat.config import RetrySettings, check_endpoint_url, env_value, load_provider_config
 from sitechat.errors import (
     ConfigurationError,
     MissingDependencyError,
-    ProviderError,
     ServiceUnavailableError,
 )
 from sitechat.llm._errors import map_openai_error, openai_where
-from sitechat.llm._langchain import chunk_piece, message_delta, model_for
+from sitechat.llm._langchain import check_ending, chunk_piece, message_delta, model_for
 from sitechat.llm.base import BaseLLMService, Piece
 
 if TYPE_CHECKING:
@@ -41,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["OpenAIConfig", "OpenAILLMService", "client_options", "resolve_openai_key"]
 
 DEFAULT_MODEL = "gpt-4o-mini"
-logger = logging.getLogger(__name__)
 
 KEY_ENV_VAR = "SITECHAT_OPENAI__API_KEY"
 STANDARD_KEY_ENV_VAR = "OPENAI_API_KEY"
@@ -220,7 +217,9 @@ class OpenAILLMService(BaseLLMService):
                 delta = message_delta(message)
                 refusal = message.additional_kwargs.get("refusal")
                 finish = message.response_metadata.get("finish_reason")
-                self._check_ending(bool(delta.text), finish, refusal)
+                check_ending(
+                    self.name, self.model, said=bool(delta.text), stop=finish, refusal=refusal
+                )
                 yield delta
                 return
             said = False
@@ -234,7 +233,7 @@ class OpenAILLMService(BaseLLMService):
                 yield piece
             if finish is None:
                 raise self._cut_short()
-            self._check_ending(said, finish)
+            check_ending(self.name, self.model, said=said, stop=finish)
             return
         except Exception as exc:
             error = map_openai_error(
@@ -259,38 +258,6 @@ class OpenAILLMService(BaseLLMService):
             "Try again.",
             provider=self.name,
         )
-
-    def _check_ending(self, said: bool, finish: str | None, refusal: str | None = None) -> None:
-        """Raise when the answer ended without text or was cut by a content filter.
-
-        Both otherwise look like success: an empty answer (a refusal, a tool call, a
-        filtered reply) would be shown and kept in the history as if the model had spoken.
-        A filter that cuts an answer midway raises after its text, which the caller keeps
-        as the partial answer.
-        """
-        model = f"Model '{self.model}'"
-        if finish == "content_filter":
-            raise ProviderError(
-                f"{model}'s content filter stopped the answer. Rephrase the question, or "
-                "check the provider's content policy.",
-                provider=self.name,
-            )
-        if refusal:
-            raise ProviderError(
-                f"{model} declined to answer: {redact(refusal)[:300]}", provider=self.name
-            )
-        if not said:
-            raise ProviderError(
-                f"{model} returned no text (finish reason: {finish or 'none'}): it may have "
-                "refused, or answered with a tool call. Try again, or rephrase the question.",
-                provider=self.name,
-            )
-        if finish == "length":
-            logger.warning(
-                "%s stopped at its token limit: the answer is cut short (raise "
-                "SITECHAT_LLM__MAX_TOKENS).",
-                model,
-            )
 
     async def aclose(self) -> None:
         """Close the HTTP client this service created (an injected one is the caller's)."""

@@ -42,6 +42,12 @@ from sitechat.testing._wire import (
 __all__ = ["BedrockFaults", "BedrockRuntimeServer", "HTTPFault", "Reply"]
 
 _EVENT_STREAM = "application/vnd.amazon.eventstream"
+# a Reply's finish_reason (OpenAI's words) as the stopReason Bedrock sends for it
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "content_filter": "guardrail_intervened",
+}
 # a frame whose prelude CRC is wrong: botocore's decoder must reject it
 _MALFORMED_FRAME = b"\x00\x00\x00\x20\x00\x00\x00\x00\xde\xad\xbe\xef" + b"\x00" * 20
 
@@ -195,7 +201,7 @@ class BedrockRuntimeServer(WireServer):
         else:
             payload = {
                 "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
-                "stopReason": "end_turn",
+                "stopReason": _stop_reason(reply),
                 "usage": usage,
                 "metrics": {"latencyMs": 1},
             }
@@ -226,7 +232,7 @@ class BedrockRuntimeServer(WireServer):
             return
         tail = (
             encode_event("contentBlockStop", {"contentBlockIndex": 0})
-            + encode_event("messageStop", {"stopReason": "end_turn"})
+            + encode_event("messageStop", {"stopReason": _stop_reason(reply)})
             + encode_event("metadata", {"usage": usage, "metrics": {"latencyMs": 1}})
         )
         response.chunk(tail)
@@ -260,6 +266,10 @@ class BedrockRuntimeServer(WireServer):
             )
             return
         response.send_json(200, payload)
+
+
+def _stop_reason(reply: Reply) -> str:
+    return _STOP_REASONS.get(reply.finish_reason, reply.finish_reason)
 
 
 def _message_text(message: Any) -> str:

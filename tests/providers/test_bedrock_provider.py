@@ -88,6 +88,80 @@ async def test_non_streaming_mode_uses_converse(
     await llm.aclose()
 
 
+def _bedrock(
+    server: BedrockRuntimeServer,
+    make_client: Callable[..., Any],
+    retry: RetrySettings,
+    *,
+    streaming: bool,
+) -> BedrockLLMService:
+    return BedrockLLMService(
+        model=MODEL,
+        client=make_client(server),
+        config=BedrockConfig(streaming=streaming),
+        retry=retry,
+    )
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_an_answer_with_no_text_is_an_error_not_an_empty_success(
+    bedrock_server: BedrockRuntimeServer,
+    make_bedrock_client: Callable[..., Any],
+    fast_retry: RetrySettings,
+    streaming: bool,
+) -> None:
+    """A reply with no words raises instead of answering '', and is not retried."""
+    bedrock_server.script(Reply(""))
+    llm = _bedrock(bedrock_server, make_bedrock_client, fast_retry, streaming=streaming)
+    with pytest.raises(ProviderError, match="returned no text") as caught:
+        await llm.generate_response(QUESTION)
+    await llm.aclose()
+    assert not caught.value.retryable
+    assert len(bedrock_server.requests) == 1
+
+
+async def test_a_guardrail_cut_keeps_the_text_and_says_why(
+    bedrock_server: BedrockRuntimeServer, service: BedrockLLMService
+) -> None:
+    """stopReason guardrail_intervened mid-answer interrupts the stream, keeping its text."""
+    bedrock_server.script(Reply("Some of the answer", finish_reason="guardrail_intervened"))
+    with pytest.raises(StreamInterruptedError, match="content filter") as caught:
+        await _collect(service)
+    assert caught.value.partial == "Some of the answer"
+    assert "guardrail_intervened" in str(caught.value)
+
+
+async def test_a_guardrail_on_a_whole_answer_is_an_error(
+    bedrock_server: BedrockRuntimeServer,
+    make_bedrock_client: Callable[..., Any],
+    fast_retry: RetrySettings,
+) -> None:
+    """With streaming off, a guardrail's stop raises rather than returning the text."""
+    bedrock_server.script(Reply("Filtered", finish_reason="content_filter"))
+    llm = _bedrock(bedrock_server, make_bedrock_client, fast_retry, streaming=False)
+    with pytest.raises(ProviderError, match="content filter"):
+        await llm.generate_response(QUESTION)
+    await llm.aclose()
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_an_answer_cut_at_max_tokens_is_kept_and_logged(
+    bedrock_server: BedrockRuntimeServer,
+    make_bedrock_client: Callable[..., Any],
+    fast_retry: RetrySettings,
+    caplog: pytest.LogCaptureFixture,
+    streaming: bool,
+) -> None:
+    """stopReason max_tokens keeps the answer and logs that it was cut short."""
+    bedrock_server.script(Reply("A long answer", finish_reason="length"))
+    llm = _bedrock(bedrock_server, make_bedrock_client, fast_retry, streaming=streaming)
+    with caplog.at_level(logging.WARNING, logger="sitechat.llm.bedrock"):
+        answer = await llm.generate_response(QUESTION)
+    await llm.aclose()
+    assert answer == "A long answer"
+    assert "SITECHAT_LLM__MAX_TOKENS" in caplog.text
+
+
 async def test_sends_inference_settings(
     bedrock_server: BedrockRuntimeServer,
     make_bedrock_client: Callable[..., Any],
