@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Sequence
 from langchain_core.messages import BaseMessage
 
 from sitechat.errors import ProviderError, StreamInterruptedError
-from sitechat.llm.base import BaseLLMService, LLMDelta
+from sitechat.llm.base import BaseLLMService, OpenedStream, Piece, interrupted
 
 __all__ = ["FailoverLLMService"]
 
@@ -18,8 +18,9 @@ logger = logging.getLogger(__name__)
 class FailoverLLMService(BaseLLMService):
     """Tries ``services`` in order; moves to the next only if one fails before its first token.
 
-    Each service applies its own retries first. Once any text has streamed, a failure is
-    final (raised as the service raised it), so no answer is ever stitched from two models.
+    Each service applies its own retries first (none when the stream is opened ``once``).
+    Once any text has streamed, a failure is final (raised as the service's
+    :class:`StreamInterruptedError`), so no answer is ever stitched from two models.
     When every service fails, the last error's class is raised with every reason listed.
     """
 
@@ -34,19 +35,19 @@ class FailoverLLMService(BaseLLMService):
         self.context_window = min(s.context_window for s in self.services)
         self.max_output_tokens = min(s.max_output_tokens for s in self.services)
 
-    async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
+    async def open_stream(
+        self, messages: Sequence[BaseMessage], *, once: bool = False
+    ) -> OpenedStream:
+        """Start the answer with the first service that reaches its first text, each with
+        its own retries (``once``: a single try of each, for optional calls such as
+        rewriting a follow-up)."""
         failures: list[tuple[BaseLLMService, ProviderError]] = []
         for index, service in enumerate(self.services):
-            stream = service.stream(messages)
-            started = False
             try:
-                async for delta in stream:
-                    started = started or bool(delta.text)
-                    yield delta
-                return
+                opened = await service.open_stream(messages, once=once)
+            except StreamInterruptedError:
+                raise
             except ProviderError as exc:
-                if started or isinstance(exc, StreamInterruptedError):
-                    raise
                 failures.append((service, exc))
                 if index + 1 < len(self.services):
                     logger.warning(
@@ -55,9 +56,17 @@ class FailoverLLMService(BaseLLMService):
                         type(exc).__name__,
                         self.services[index + 1].describe(),
                     )
-            finally:
-                await stream.aclose()
+                continue
+            return OpenedStream(opened.head, _Relay(service, opened))
         raise _all_failed(failures)
+
+    async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[Piece, None]:
+        opened = await self.open_stream(messages)
+        try:
+            async for piece in opened.pieces():
+                yield piece
+        finally:
+            await opened.aclose()
 
     async def aclose(self) -> None:
         """Close every wrapped service."""
@@ -67,6 +76,34 @@ class FailoverLLMService(BaseLLMService):
     def describe(self) -> str:
         """The chain, e.g. ``bedrock/claude → openai/gpt-4o-mini``."""
         return " → ".join(s.describe() for s in self.services)
+
+
+class _Relay:
+    """The rest of ``service``'s started answer. A failure in it is final, raised as the
+    service's own :class:`StreamInterruptedError` with the text so far; closing the relay
+    closes the service's stream, whether or not it was read."""
+
+    def __init__(self, service: BaseLLMService, opened: OpenedStream) -> None:
+        self._service = service
+        self._opened = opened
+        self._rest = opened.rest
+        self._parts = [piece if isinstance(piece, str) else piece.text for piece in opened.head]
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> Piece:
+        try:
+            piece = await self._rest.__anext__()
+        except (StopAsyncIteration, StreamInterruptedError):
+            raise
+        except ProviderError as exc:
+            raise interrupted(exc, self._service.name, "".join(self._parts)) from exc
+        self._parts.append(piece if isinstance(piece, str) else piece.text)
+        return piece
+
+    async def aclose(self) -> None:
+        await self._opened.aclose()
 
 
 def _all_failed(failures: list[tuple[BaseLLMService, ProviderError]]) -> ProviderError:

@@ -285,6 +285,49 @@ async def test_failover_reports_every_failure_with_the_last_class() -> None:
     assert caught.value.retry_after == 3
 
 
+async def test_failover_opened_once_gives_each_service_one_try() -> None:
+    """open_stream(once=True), as the follow-up rewrite uses it, skips every service's
+    retries: a failing primary is tried once, then the backup once."""
+    down = ServiceUnavailableError("down")
+    primary = ScriptedLLM("primary", [[down], [down], ["late"]])
+    backup = ScriptedLLM("backup", [[down], ["from backup"]])
+    chain = FailoverLLMService([primary, backup])
+    with pytest.raises(ServiceUnavailableError):
+        await chain.open_stream(QUESTION, once=True)
+    assert (primary.calls, backup.calls) == (1, 1)
+    opened = await chain.open_stream(QUESTION, once=True)
+    pieces = [piece async for piece in opened.pieces()]
+    await opened.aclose()
+    assert "".join(p if isinstance(p, str) else p.text for p in pieces) == "from backup"
+    assert (primary.calls, backup.calls) == (2, 2)
+
+
+async def test_failover_closing_after_the_first_token_closes_the_provider_stream() -> None:
+    """Closing an opened failover stream before reading its rest closes the service's
+    stream at once, and a break in the rest is the service's StreamInterruptedError."""
+    closed: list[str] = []
+
+    class Tracked(ScriptedLLM):
+        async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncGenerator[LLMDelta, None]:
+            try:
+                async for delta in super()._astream(messages):
+                    yield delta
+            finally:
+                closed.append(self.label)
+
+    chain = FailoverLLMService([Tracked("only", [["Hel", "lo"]])])
+    opened = await chain.open_stream(QUESTION)
+    await opened.aclose()
+    assert closed == ["only"]
+    broken = FailoverLLMService([Tracked("cut", [["Hel", "lo", ServiceUnavailableError("x")]])])
+    opened = await broken.open_stream(QUESTION)
+    with pytest.raises(StreamInterruptedError) as caught:
+        _ = [piece async for piece in opened.rest]
+    await opened.aclose()
+    assert caught.value.partial == "Hello"
+    assert closed == ["only", "cut"]
+
+
 def test_failover_needs_a_service() -> None:
     """An empty chain is a programming error caught at construction."""
     with pytest.raises(ValueError, match="at least one"):
