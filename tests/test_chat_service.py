@@ -230,6 +230,50 @@ async def test_the_offline_answerer_reads_any_question_template(template: str) -
     assert await answer(PromptTemplates(question=template)) == default
 
 
+@pytest.mark.parametrize(
+    ("template", "shown"),
+    [
+        # a literal JSON example: braces kept as written
+        ('Reply as {"answer": "...", "cited": [1]}.\n{sources}\nQ: {question}', '{"answer": "'),
+        # str.format's escapes, as templates written for it use them: still one brace
+        ('Reply as {{"answer": "..."}}.\n{sources}\nQ: {question}', 'Reply as {"answer": "'),
+    ],
+)
+async def test_a_question_template_with_literal_braces_answers(template: str, shown: str) -> None:
+    """Braces other than the placeholders reach the model as text, not a KeyError mid-answer."""
+    from sitechat.chat.prompts import PromptTemplates
+
+    store, embeddings = await passage_store(TEXTS)
+    retriever = HybridRetriever(store, embeddings, RetrievalSettings(top_k=2, min_score=0.2))
+    llm = FakeLLMService(["Press Delete account [1]."])
+    service = RetrievalChatService(llm, retriever, prompts=PromptTemplates(question=template))
+    events = await _collect(service, "How do I delete my account?")
+    assert isinstance(events[-1], DoneEvent)
+    prompt = str(llm.calls[0][-1].content)
+    assert shown in prompt
+    assert "Q: How do I delete my account?" in prompt
+    assert '<source n="1"' in prompt
+
+
+@pytest.mark.parametrize(
+    ("template", "missing"),
+    [
+        ("Question: {question}", "{sources}"),
+        ("<sources>{sources}</sources>", "{question}"),
+        ('As JSON {"a": 1}: {sources} {qustion}', "{question}"),
+    ],
+)
+def test_a_question_template_without_a_placeholder_is_refused_when_built(
+    template: str, missing: str
+) -> None:
+    """A template missing {sources} or {question} is refused up front, naming both."""
+    from sitechat.chat.prompts import PromptTemplates
+
+    with pytest.raises(InvalidInputError) as caught:
+        PromptTemplates(question=template)
+    assert f"PromptTemplates.question has no {missing} placeholder" in str(caught.value)
+
+
 async def test_process_message_returns_text_or_stream() -> None:
     """The seed's process_message gives a string, or an async iterator with stream=True."""
     service = await _service(FakeLLMService(["Use the AppImage [1]."]))

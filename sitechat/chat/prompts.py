@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from string import Formatter
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from sitechat.chat.history import exchanges
 from sitechat.chat.small_talk import SmallTalk
+from sitechat.errors import InvalidInputError
 from sitechat.models import ChatMessage, Source
 
 __all__ = [
@@ -53,9 +56,51 @@ _NOT_COVERED = (
 )
 
 
+# what each placeholder of PromptTemplates.question stands for, should it be left out
+_PLACEHOLDERS = {
+    "sources": "the model would answer without the sources",
+    "question": "the model would never see the question",
+}
+_PLACEHOLDER_RE = re.compile(r"\{(sources|question)\}")
+
+
+@lru_cache(maxsize=64)
+def _format_fields(template: str) -> frozenset[str] | None:
+    """The fields of ``template`` read as a ``str.format`` string (``{{`` a literal brace),
+    or None when it is not one whose only fields are the placeholders: a literal ``{`` (a
+    JSON example) or a field of another name."""
+    try:
+        fields = frozenset(
+            name for _, name, _, _ in Formatter().parse(template) if name is not None
+        )
+    except ValueError:
+        return None
+    return fields if fields <= _PLACEHOLDERS.keys() else None
+
+
+def fill_question(template: str, sources: str, question: str) -> str:
+    """``template`` with its placeholders filled in.
+
+    A template that ``str.format`` reads with no fields but the placeholders is formatted
+    as such, so ``{{`` and ``}}`` stay literal braces; any other is taken as written, with
+    only ``{sources}`` and ``{question}`` replaced, so a JSON example needs no escaping.
+    """
+    if _format_fields(template) is not None:
+        return template.format(sources=sources, question=question)
+    values = {"sources": sources, "question": question}
+    # one pass: a page's text that says "{question}" is not filled in again
+    return _PLACEHOLDER_RE.sub(lambda match: values[match.group(1)], template)
+
+
+def _placeholders_in(template: str) -> frozenset[str]:
+    fields = _format_fields(template)
+    return fields if fields is not None else frozenset(_PLACEHOLDER_RE.findall(template))
+
+
 @dataclass(frozen=True, slots=True)
 class PromptTemplates:
-    """The texts the chat service sends; ``question`` must keep its two placeholders.
+    """The texts the chat service sends; ``question`` must keep its two placeholders,
+    ``{sources}`` and ``{question}`` (checked when the templates are built).
 
     The last four are the replies to small talk (see :mod:`sitechat.chat.small_talk`).
     """
@@ -69,6 +114,16 @@ class PromptTemplates:
     thanks: str = "You're welcome! Ask another question whenever you like."
     goodbye: str = "Goodbye! Come back whenever you have a question about the site."
     acknowledgement: str = "Glad that helps. Is there anything else about the site I can look up?"
+
+    def __post_init__(self) -> None:
+        present = _placeholders_in(self.question)
+        for name, without in _PLACEHOLDERS.items():
+            if name not in present:
+                raise InvalidInputError(
+                    f"PromptTemplates.question has no {{{name}}} placeholder, so {without}. "
+                    "Put {sources} where the retrieved sources go and {question} where the "
+                    "question goes."
+                )
 
     def small_talk_reply(self, kind: SmallTalk) -> str:
         """The reply to a message of small talk of ``kind``."""
@@ -137,7 +192,7 @@ def build_messages(
             messages.append(HumanMessage(content=turn.content))
         elif turn.role == "assistant":
             messages.append(AIMessage(content=turn.content))
-    body = templates.question.format(sources=format_sources(sources, texts), question=question)
+    body = fill_question(templates.question, format_sources(sources, texts), question)
     # the question alone rides along for answerers that read the prompt (the offline
     # extractive one), whatever the template around it says; LLM clients ignore it
     messages.append(HumanMessage(content=body, additional_kwargs={QUESTION_KEY: question}))
