@@ -93,25 +93,32 @@ def make_bedrock_client(
 ) -> Any:
     """A boto3 client for ``service`` that never retries (sitechat's retry layer does).
 
-    Raises :class:`ConfigurationError` when no region can be found.
+    Raises :class:`ConfigurationError` when no region can be found, the profile does not
+    exist, or the explicit credentials are half set.
     """
     try:
         import boto3  # type: ignore[import-untyped, unused-ignore]
         from botocore.config import Config  # type: ignore[import-untyped, unused-ignore]
+        from botocore.exceptions import ProfileNotFound  # type: ignore[import-untyped, unused-ignore]
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise MissingDependencyError("boto3", "bedrock", "The 'bedrock' provider") from exc
 
     def secret(value: SecretStr | None) -> str | None:
         return value.get_secret_value() if value is not None else None
 
-    session = boto3.Session(
-        profile_name=config.profile,
-        region_name=config.region,
-        aws_access_key_id=secret(config.aws_access_key_id),
-        aws_secret_access_key=secret(config.aws_secret_access_key),
-        aws_session_token=secret(config.aws_session_token),
-    )
-    region = config.region or session.region_name
+    _check_credentials(config)
+    try:
+        session = boto3.Session(
+            profile_name=config.profile,
+            region_name=config.region,
+            aws_access_key_id=secret(config.aws_access_key_id),
+            aws_secret_access_key=secret(config.aws_secret_access_key),
+            aws_session_token=secret(config.aws_session_token),
+        )
+        session_region = session.region_name
+    except ProfileNotFound as exc:
+        raise ConfigurationError(_unknown_profile(config, exc)) from None
+    region = config.region or session_region
     if not region:
         raise ConfigurationError(
             "The 'bedrock' provider needs an AWS region. Set SITECHAT_BEDROCK__REGION "
@@ -127,6 +134,45 @@ def make_bedrock_client(
     )
     return session.client(
         service, region_name=region, endpoint_url=config.endpoint_url, config=botocore_config
+    )
+
+
+_KEY_ID_VAR = "SITECHAT_BEDROCK__AWS_ACCESS_KEY_ID"
+_ACCESS_KEY_VAR = "SITECHAT_BEDROCK__AWS_SECRET_ACCESS_KEY"
+
+
+def _check_credentials(config: BedrockConfig) -> None:
+    """Refuse explicit credentials that boto3 would only fail to sign with at the first
+    request: a key id without its secret (or the reverse), a session token without both."""
+    has_id = config.aws_access_key_id is not None
+    has_secret = config.aws_secret_access_key is not None
+    if has_id == has_secret and (has_id or config.aws_session_token is None):
+        return
+    if has_id != has_secret:
+        given, missing = (
+            (_KEY_ID_VAR, _ACCESS_KEY_VAR) if has_id else (_ACCESS_KEY_VAR, _KEY_ID_VAR)
+        )
+        problem = f"{given} is set but {missing} is not"
+    else:
+        problem = (
+            f"SITECHAT_BEDROCK__AWS_SESSION_TOKEN is set without {_KEY_ID_VAR} and "
+            f"{_ACCESS_KEY_VAR}"
+        )
+    raise ConfigurationError(
+        f"Incomplete AWS credentials for the 'bedrock' provider: {problem}. Set both (and the "
+        "session token for temporary credentials), or none of them to use the standard AWS "
+        "chain (AWS_PROFILE, environment, task or instance role)."
+    )
+
+
+def _unknown_profile(config: BedrockConfig, exc: Exception) -> str:
+    where = "SITECHAT_BEDROCK__PROFILE" if config.profile else "AWS_PROFILE"
+    name = config.profile or getattr(exc, "kwargs", {}).get("profile", "")
+    return (
+        f"{where} names the AWS profile '{name}', which is not in the AWS config files "
+        "(~/.aws/config and ~/.aws/credentials, or AWS_CONFIG_FILE and "
+        f"AWS_SHARED_CREDENTIALS_FILE). Fix the name, or unset {where} to use the default "
+        "credential chain."
     )
 
 

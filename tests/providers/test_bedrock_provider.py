@@ -391,6 +391,43 @@ def test_missing_region_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_
         BedrockLLMService.from_settings(Settings.load(env_file=None))
 
 
+@pytest.mark.parametrize("from_env", [False, True])
+def test_an_unknown_profile_is_a_settings_error_when_built(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, from_env: bool
+) -> None:
+    """A profile that is in no AWS config file fails building the service, naming the
+    variable it came from (SITECHAT_BEDROCK__PROFILE or AWS_PROFILE)."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    if from_env:
+        monkeypatch.setenv("AWS_PROFILE", "nosuch")
+    config = BedrockConfig(region="us-east-1", profile=None if from_env else "nosuch")
+    with pytest.raises(ConfigurationError) as caught:
+        BedrockLLMService(config=config)
+    variable = "AWS_PROFILE" if from_env else "SITECHAT_BEDROCK__PROFILE"
+    assert f"{variable} names the AWS profile 'nosuch'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "named"),
+    [
+        ({"aws_secret_access_key": "abcdefSECRET"}, "SITECHAT_BEDROCK__AWS_ACCESS_KEY_ID is not"),
+        ({"aws_access_key_id": "AKIATESTINGEXAMPLE01"}, "SITECHAT_BEDROCK__AWS_SECRET_ACCESS_KEY"),
+        ({"aws_session_token": "tokenSECRET"}, "SITECHAT_BEDROCK__AWS_SESSION_TOKEN is set"),
+    ],
+)
+def test_half_set_credentials_are_a_settings_error_when_built(
+    credentials: dict[str, str], named: str
+) -> None:
+    """A key id without its secret (or the reverse, or a lone session token) is refused
+    when the service is built, naming the variables, rather than at the first request."""
+    config = BedrockConfig(region="us-east-1", **credentials)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="Incomplete AWS credentials") as caught:
+        BedrockLLMService(config=config)
+    assert named in str(caught.value)
+    assert "SECRET" not in str(caught.value).replace("SECRET_ACCESS_KEY", "")
+
+
 async def test_missing_credentials_explain_the_aws_chain(
     bedrock_server: BedrockRuntimeServer,
     monkeypatch: pytest.MonkeyPatch,
