@@ -41,6 +41,7 @@ from sitechat.errors import (
 )
 
 __all__ = [
+    "format_wait",
     "map_bedrock_error",
     "map_openai_error",
     "openai_where",
@@ -92,21 +93,34 @@ def _quote(text: str, secrets: Iterable[str]) -> str:
     return cleaned if len(cleaned) <= _MAX_QUOTED else cleaned[: _MAX_QUOTED - 1] + "…"
 
 
+#: The longest wait a server's Retry-After is taken to ask for (a day); a date years
+#: ahead is a server's mistake, not a wait worth reporting in seconds.
+MAX_RETRY_AFTER = 86_400.0
+
+
 def parse_retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date),
+    at most :data:`MAX_RETRY_AFTER`."""
+    seconds = _retry_after_seconds(headers)
+    if seconds is None or seconds != seconds:  # NaN
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+def _retry_after_seconds(headers: Any) -> float | None:
     if headers is None:
         return None
     millis = headers.get("retry-after-ms")
     if millis:
         try:
-            return max(0.0, float(millis) / 1000.0)
+            return float(millis) / 1000.0
         except ValueError:
             pass
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return float(value)
     except ValueError:
         pass
     try:
@@ -115,7 +129,18 @@ def parse_retry_after(headers: Any) -> float | None:
         return None
     from datetime import datetime, timezone
 
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=timezone.utc)
+    return (when - datetime.now(timezone.utc)).total_seconds()
+
+
+def format_wait(seconds: float) -> str:
+    """A wait for a message: ``1.5s``, ``40s``, ``12 min``, ``3.5 h``."""
+    if seconds < 60:
+        return f"{round(seconds, 1):g}s"
+    if seconds < 3600:
+        return f"{round(seconds / 60):g} min"
+    return f"{round(seconds / 3600, 1):g} h"
 
 
 def _lower(where: str) -> str:
@@ -130,14 +155,35 @@ def _is_context_error(*texts: str | None) -> bool:
 # OpenAI ---------------------------------------------------------------------------------
 
 
+_HTML_PAGE = (
+    "an HTML page came back instead of the API's JSON, so something else answered (a proxy, "
+    "a gateway or a login page); check SITECHAT_OPENAI__BASE_URL"
+)
+
+
+def _is_html(text: str) -> bool:
+    head = text.lstrip()[:200].lower()
+    return head.startswith(("<!doctype html", "<html")) or "<html" in head
+
+
 def _openai_detail(exc: Any) -> tuple[str, str | None]:
-    """The vendor's own message and error code, from the parsed body when there is one."""
+    """The vendor's own message and error code, from the parsed body when there is one;
+    for a body that is not the API's JSON, what came back instead (an HTML page is named,
+    never quoted; other text is quoted)."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict):
             return str(error.get("message") or exc), error.get("code")
-    return str(getattr(exc, "message", "") or exc), getattr(exc, "code", None)
+    message = str(getattr(exc, "message", "") or exc)
+    response = getattr(exc, "response", None)
+    content_type = str(getattr(response, "headers", {}).get("content-type", "")).lower()
+    text = body if isinstance(body, str) else ""
+    if "html" in content_type or _is_html(text):
+        return _HTML_PAGE, None
+    if text:
+        return f"{message} - {text}", None
+    return message, getattr(exc, "code", None)
 
 
 def openai_where(base_url: str | None) -> str:
@@ -192,13 +238,19 @@ def _map_openai(
             provider=provider,
         )
     if isinstance(exc, ValueError) and "No generation chunks" in str(exc):
-        # LangChain's words for a stream that carried no chunk: the server answered a
-        # streaming request with a plain JSON reply (or nothing at all)
+        # LangChain's words for a stream that carried no chunk: the reply was not an event
+        # stream, and ChatOpenAI does not say what it was: a plain JSON reply from a server
+        # that cannot stream, or a page from something else (a login page, a proxy)
         return ProviderError(
-            f"{where} sent no streamed chunks. If the server cannot stream, set "
+            f"{where} sent no streamed chunks: its reply was not an event stream. If "
+            "something other than the API answered (a login page or a proxy), check "
+            "SITECHAT_OPENAI__BASE_URL; if the server cannot stream, set "
             "SITECHAT_OPENAI__STREAMING=false.",
             provider=provider,
         )
+    if isinstance(exc, ValueError) and _is_html(str(exc).partition("got str: '")[2]):
+        # ChatOpenAI's words for a whole reply that is text, not JSON: here an HTML page
+        return ProviderError(f"{where}: {_HTML_PAGE}.", provider=provider)
     return _map_transport_error(exc, provider, where, secrets)
 
 
@@ -229,7 +281,11 @@ def _map_openai_status(
         )
     if status == 429:
         retry_after = parse_retry_after(getattr(exc.response, "headers", None))
-        hint = f" The server asked to wait {retry_after:g}s." if retry_after is not None else ""
+        hint = (
+            f" The server asked to wait {format_wait(retry_after)}."
+            if retry_after is not None
+            else ""
+        )
         return RateLimitError(
             f"{where} is rate limiting requests (HTTP 429).{hint} Wait and try again, or "
             "raise the account's rate limits.",

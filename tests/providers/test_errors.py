@@ -24,6 +24,8 @@ from sitechat.errors import (
     ServiceUnavailableError,
 )
 from sitechat.llm._errors import (
+    MAX_RETRY_AFTER,
+    format_wait,
     map_bedrock_error,
     map_openai_error,
     parse_retry_after,
@@ -216,6 +218,28 @@ def test_parse_retry_after_reads_an_http_date() -> None:
     seconds = parse_retry_after(httpx.Headers({"retry-after": when}))
     assert seconds is not None
     assert 20 < seconds <= 30
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"retry-after": "Wed, 21 Oct 2099 07:28:00 GMT"},
+        {"retry-after": "99999999999"},
+        {"retry-after-ms": "1e15"},
+    ],
+)
+def test_parse_retry_after_caps_a_wait_beyond_a_day(header: dict[str, str]) -> None:
+    """A Retry-After years ahead (a date, seconds or milliseconds) counts as one day."""
+    assert parse_retry_after(httpx.Headers(header)) == MAX_RETRY_AFTER
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(1.25, "1.2s"), (30.0, "30s"), (90.0, "2 min"), (5400.0, "1.5 h"), (86_400.0, "24 h")],
+)
+def test_format_wait_reads_as_seconds_minutes_or_hours(seconds: float, shown: str) -> None:
+    """A wait in a message reads like one, never as 2.3e+09s."""
+    assert format_wait(seconds) == shown
 
 
 def _status_error(

@@ -420,6 +420,61 @@ async def test_a_server_that_cannot_stream_is_told_to_turn_streaming_off(
             await _service(server, fast_retry, http_client).generate_response(QUESTION)
 
 
+LOGIN_PAGE = b"<!doctype html><html><head><title>Sign in - Corp SSO</title></head></html>"
+HTML = (("Content-Type", "text/html; charset=utf-8"),)
+
+
+@pytest.mark.parametrize("status", [200, 404, 502])
+async def test_an_html_page_is_named_not_quoted_and_not_blamed_on_streaming(
+    openai_server: OpenAICompatibleServer,
+    fast_retry: RetrySettings,
+    http_client: httpx.AsyncClient,
+    status: int,
+) -> None:
+    """A login page or a proxy's error page in place of the API, streamed or not: the
+    message says an HTML page came back and names the base URL, never quoting the page."""
+    for streaming in (True, False):
+        openai_server.script(*[HTTPFault(status, LOGIN_PAGE, HTML)] * fast_retry.max_attempts)
+        service = _service(openai_server, fast_retry, http_client, streaming=streaming)
+        with pytest.raises(ProviderError) as caught:
+            await service.generate_response(QUESTION)
+        message = str(caught.value)
+        assert "SITECHAT_OPENAI__BASE_URL" in message
+        assert "Corp SSO" not in message
+        assert "report it" not in message
+        if status != 200 or not streaming:
+            assert "an HTML page came back" in message
+        else:  # ChatOpenAI does not say what a reply that is no event stream was
+            assert message.index("SITECHAT_OPENAI__BASE_URL") < message.index("STREAMING")
+
+
+async def test_a_plain_text_error_body_is_quoted(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """A 500 whose body is plain text, not the API's JSON, says what the text was."""
+    body = b"upstream connect error or disconnect/reset before headers"
+    plain = HTTPFault(500, body, (("Content-Type", "text/plain"),))
+    openai_server.script(*[plain] * fast_retry.max_attempts)
+    with pytest.raises(ServiceUnavailableError, match="upstream connect error"):
+        await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+
+
+async def test_a_retry_after_date_far_ahead_reads_as_a_capped_wait(
+    openai_server: OpenAICompatibleServer, fast_retry: RetrySettings, http_client: httpx.AsyncClient
+) -> None:
+    """A Retry-After HTTP date decades ahead is raised at once as a wait of 24 h."""
+    fault = OpenAIFaults.rate_limited(None)
+    dated = HTTPFault(
+        429, fault.body, (*fault.headers, ("Retry-After", "Wed, 21 Oct 2099 07:28:00 GMT"))
+    )
+    openai_server.script(dated)
+    with pytest.raises(RateLimitError) as caught:
+        await _service(openai_server, fast_retry, http_client).generate_response(QUESTION)
+    assert "asked to wait 24 h." in str(caught.value)
+    assert caught.value.retry_after == 86_400.0
+    assert len(openai_server.requests) == 1
+
+
 def test_from_settings_reads_its_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SITECHAT_OPENAI__* and SITECHAT_LLM__* shape the service; the key stays a secret."""
     monkeypatch.setenv("SITECHAT_OPENAI__API_KEY", KEY)
