@@ -13,10 +13,12 @@ environment variable; secrets are never echoed.
 from __future__ import annotations
 
 import difflib
+import json
 import os
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -264,7 +266,7 @@ class Settings(BaseSettings):
             raise ConfigurationError(describe_validation_error(exc, ENV_PREFIX)) from None
         except SettingsError as exc:
             raise ConfigurationError(
-                describe_settings_error(exc, ENV_PREFIX, nested=True)
+                describe_settings_error(exc, ENV_PREFIX, nested=True, model=cls, env_file=env_file)
             ) from None
         except UnicodeDecodeError:
             raise ConfigurationError(_unreadable_env_file(env_file)) from None
@@ -371,21 +373,64 @@ def _unreadable_env_file(env_file: str | Path | None) -> str:
     )
 
 
-def describe_settings_error(exc: SettingsError, prefix: str, *, nested: bool) -> str:
+def describe_settings_error(
+    exc: SettingsError,
+    prefix: str,
+    *,
+    nested: bool,
+    model: type[BaseModel] | None = None,
+    env_file: str | Path | None = None,
+) -> str:
     """A value pydantic-settings could not even parse: list and mapping settings are JSON.
 
     Its message names only the field (``error parsing value for field "llm"``): a section
-    of ``Settings`` when ``nested`` (so one of ``SITECHAT_LLM__*``), else the variable.
+    of ``Settings`` when ``nested``, else the variable. For a section of ``model``, the
+    variable is found by reading the section's JSON settings (``SITECHAT_LLM__FALLBACKS``);
+    failing that, the message names the section (``a SITECHAT_LLM__* variable``).
     """
     text = str(exc)
-    field = text.split('"')[1].upper() if text.count('"') >= 2 else ""
-    where = f"a {prefix}{field}__* variable" if nested and field else f"{prefix}{field or '*'}"
+    field = text.split('"')[1] if text.count('"') >= 2 else ""
+    where = f"{prefix}{field.upper() or '*'}"
+    if nested and field:
+        found = _unparsable_json_setting(model, field, prefix, env_file)
+        where = found or f"a {prefix}{field.upper()}__* variable"
     return (
         f"Invalid settings: {where} could not be parsed. Settings that hold a list or a "
         """mapping take JSON, for example SITECHAT_LLM__FALLBACKS='["openai"]' or """
         """SITECHAT_OPENAI__HEADERS='{"X-Team": "docs"}'. Fix the variable in your """
         "environment or .env file."
     )
+
+
+def _unparsable_json_setting(
+    model: type[BaseModel] | None, section: str, prefix: str, env_file: str | Path | None
+) -> str | None:
+    """The variable of ``model``'s ``section`` that takes JSON but holds something else."""
+    field = model.model_fields.get(section) if model is not None else None
+    annotation = field.annotation if field is not None else None
+    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return None
+    for name, sub in annotation.model_fields.items():
+        variable = f"{prefix}{section}__{name}".upper()
+        value = env_value([variable], env_file) if _takes_json(sub.annotation) else None
+        if value is None:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            return variable
+    return None
+
+
+def _takes_json(annotation: Any) -> bool:
+    """Whether pydantic-settings reads a field of this type as JSON: a list, set, tuple,
+    mapping or model, or an optional one."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_takes_json(arg) for arg in get_args(annotation) if arg is not type(None))
+    kind = get_origin(annotation) or annotation
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return True
+    return kind in (list, dict, set, frozenset, tuple)
 
 
 def check_endpoint_url(value: str | None) -> str | None:
