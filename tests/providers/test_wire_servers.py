@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -369,3 +371,34 @@ def test_slow_first_byte_trips_boto3_read_timeout(
     bedrock_server.script(Reply("late", first_byte_delay=2.0))
     with pytest.raises(ReadTimeoutError):
         make_bedrock_client(bedrock_server, read_timeout=0.05).converse_stream(**CONVERSE)
+
+
+@pytest.mark.parametrize(
+    ("module", "banner"),
+    [("openai_server", "OpenAI-compatible server on http://"), ("bedrock_server", "Bedrock")],
+)
+def test_the_servers_start_stand_alone_without_a_warning(module: str, banner: str) -> None:
+    """`python -m sitechat.testing.<server>`, as the docs give it, prints its banner first:
+    no RuntimeWarning about the module being imported already."""
+    command = [sys.executable, "-W", "error", "-m", f"sitechat.testing.{module}", "--port", "0"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            first_line = process.stdout.readline() if process.stdout else ""
+        finally:
+            process.terminate()
+        _, errors = process.communicate(timeout=30)
+    assert first_line.startswith(banner), errors
+    assert "RuntimeWarning" not in errors
+
+
+def test_the_package_still_exports_the_servers() -> None:
+    """The servers' names are importable from sitechat.testing, as before."""
+    import sitechat.testing as testing
+
+    assert testing.OpenAICompatibleServer is OpenAICompatibleServer
+    assert testing.BedrockRuntimeServer is BedrockRuntimeServer
+    assert {"OpenAIFaults", "BedrockFaults"} <= set(dir(testing))
+    with pytest.raises(AttributeError, match="NoSuchServer"):
+        _ = testing.NoSuchServer  # type: ignore[attr-defined]
