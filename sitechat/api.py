@@ -3,8 +3,6 @@ and check an index in full."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +78,6 @@ async def ingest(
         _check_base_url(base_url)
     checked = check_sources(sources)  # before any index is created or opened
     cfg = _settings(settings, index)
-    created = _new_index_directory(cfg)
     store, embeddings = await open_store(cfg, create=True)
     finished = False
     try:
@@ -96,30 +93,22 @@ async def ingest(
         )
         finished = True
     finally:
-        left_empty = not finished and created is not None and await _holds_nothing(store)
         await store.aclose()
-        if left_empty and created is not None:
-            # an index this call made and filled with nothing: an empty one would later
-            # open fine and answer "not covered" to everything, hiding the failure
-            shutil.rmtree(created, ignore_errors=True)
+        if not finished:
+            await _discard_if_empty(store)
     IngestMetrics.from_settings(cfg).record(summary)  # one EMF line, when enabled
     return summary
 
 
-def _new_index_directory(settings: Settings) -> Path | None:
-    """The FAISS index directory an ingest is about to create, or None (it exists, or the
-    store is not a directory)."""
-    if settings.vectorstore.provider != "faiss":
-        return None
-    path = Path(settings.index).expanduser()
-    return None if os.path.lexists(path) else path
+async def _discard_if_empty(store: VectorStore) -> None:
+    """Remove a FAISS index this failed ingest created and nothing was stored in: an empty
+    one would later open fine and answer "not covered" to everything, hiding the failure.
+    What counts is the directory on disk now, not this store's view of it: another process
+    may have opened or filled the same index meanwhile, and then it stays."""
+    from sitechat.vectorstores.faiss import FaissVectorStore  # loaded already if it is one
 
-
-async def _holds_nothing(store: VectorStore) -> bool:
-    try:
-        return await store.count() == 0
-    except Exception:  # a store that cannot even count: leave it for the user to see
-        return False
+    if isinstance(store, FaissVectorStore):
+        await store.discard_if_empty()
 
 
 async def search(

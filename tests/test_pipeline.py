@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 from sitechat.config import Settings
 from sitechat.embeddings.base import aembedder_info
 from sitechat.embeddings.hashing import HashingEmbeddings
-from sitechat.errors import IngestError, InvalidInputError
+from sitechat.errors import IngestError, InvalidInputError, StoreError
 from sitechat.factories import open_store
 from sitechat.ingest.crawl import CrawlOptions
 from sitechat.ingest.pipeline import ingest_sources
@@ -534,6 +536,32 @@ async def test_a_first_ingest_that_fails_leaves_no_empty_index(site: Path, tmp_p
     with pytest.raises(IngestError):
         await sitechat.ingest(unreachable, index=str(index), allow_private=True)
     assert await sitechat.search("install", index=str(index), k=1)
+
+
+async def test_a_failed_ingest_keeps_the_index_another_process_filled_meanwhile(
+    web: ProgrammableServer, site: Path, tmp_path: Path
+) -> None:
+    """While one ingest fetches into a new index, another process fills that index: the
+    first fails on writing and leaves the other's finished index alone (it deleted it)."""
+    import sitechat
+
+    web.routes = {"/": _html("Home")}
+    index = tmp_path / "index"
+    exe = Path(sys.executable).parent / "sitechat"
+    other: list[subprocess.CompletedProcess[str]] = []
+
+    def meanwhile(phase: str, done: int, total: int | None) -> None:
+        if not other:  # runs while this ingest fetches, after it created the index
+            command = [str(exe), "ingest", str(site), "--index", str(index)]
+            other.append(subprocess.run(command, capture_output=True, text=True, timeout=300))
+
+    with pytest.raises(StoreError, match="changed by another process"):
+        await sitechat.ingest(
+            web.url("/"), index=str(index), allow_private=True, progress=meanwhile
+        )
+    assert other[0].returncode == 0, other[0].stderr
+    check = await sitechat.verify_index(str(index))
+    assert check.ok and check.chunks > 0, check.to_dict()
 
 
 async def test_public_ingest_accepts_a_path(site: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -32,7 +32,15 @@ from sitechat.vectorstores._faiss_payload import Payload, load_payload, missing_
 from sitechat.vectorstores._faiss_vectors import IndexParams, VectorIndex, flat_index
 from sitechat.vectorstores.base import EmbedderInfo
 
-__all__ = ["LoadedIndex", "create_directory", "is_writable", "load_directory", "open_directory"]
+__all__ = [
+    "LoadedIndex",
+    "create_directory",
+    "directory_identity",
+    "discard_if_empty",
+    "is_writable",
+    "load_directory",
+    "open_directory",
+]
 
 _OPEN_RETRIES = 3
 
@@ -47,6 +55,8 @@ class LoadedIndex:
     embedder: EmbedderInfo
     meta: dict[str, str]
     read_only: bool
+    created: bool = False
+    """Whether this open created the directory (not another process, nor an earlier run)."""
 
 
 def open_directory(
@@ -74,13 +84,15 @@ def open_directory(
             )
         # a new index starts exact; it moves to HNSW when it grows (``_faiss_vectors``)
         try:
-            create_directory(directory, embedder, flat_index)
+            created = create_directory(directory, embedder, flat_index)
         except OSError as exc:
             raise StoreError(
                 f"Cannot create an index at {directory} ({exc.strerror or exc}). Choose a "
                 "directory you can write to (a read-only file system or a folder of another "
                 "user cannot hold a new index)."
             ) from None
+    else:
+        created = False
     loaded = load_directory(directory, params)
     recorded = loaded.embedder
     if embedder is not None and embedder != recorded and create and _holds_nothing(loaded):
@@ -98,7 +110,7 @@ def open_directory(
             f"{embedder.dimension}) is configured. Re-ingest into a new index "
             "(--index NEW_DIR), or configure the original embedder."
         )
-    return loaded
+    return replace(loaded, created=True) if created else loaded
 
 
 def _holds_nothing(loaded: LoadedIndex) -> bool:
@@ -118,6 +130,61 @@ def _replace_empty(directory: Path, embedder: EmbedderInfo) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def directory_identity(directory: Path) -> tuple[int, int]:
+    """The device and inode of ``directory``: another directory renamed to its name differs."""
+    info = directory.stat()
+    return info.st_dev, info.st_ino
+
+
+def discard_if_empty(directory: Path, identity: tuple[int, int]) -> bool:
+    """Remove the index in ``directory`` if it is still the directory ``identity`` names and,
+    on disk now, has never stored a chunk and is open in no other process.
+
+    The last checks and the removal run under an exclusive lock on its database, which no
+    other process can take or read through meanwhile. Any doubt leaves the directory: a
+    stray empty index is a nuisance, another process's finished one deleted is lost data.
+    Returns whether it was removed.
+    """
+    database = directory / files.DATABASE_NAME
+    try:
+        if directory_identity(directory) != identity or not _only_empty_index_files(directory):
+            return False
+        uri = database.resolve().as_uri() + "?mode=rw"  # never create a database here
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0)
+    except (OSError, sqlite3.Error):
+        return False
+    try:
+        # Leaving WAL mode needs every other connection closed, and in rollback mode an
+        # exclusive transaction keeps out readers too: from here no one else has it open.
+        if conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] != "delete":
+            return False
+        conn.execute("BEGIN EXCLUSIVE")
+        if not _never_stored(conn) or directory_identity(directory) != identity:
+            conn.execute("ROLLBACK")
+            conn.execute("PRAGMA journal_mode=WAL")  # as every writer sets it anyway
+            return False
+        aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.discarded-", dir=directory.parent))
+        os.replace(directory, aside / directory.name)
+    except (OSError, sqlite3.Error, ValueError):
+        return False
+    finally:
+        conn.close()
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
+
+
+def _only_empty_index_files(directory: Path) -> bool:
+    """Whether ``directory`` holds no more than a new, closed index does."""
+    empty = {files.MANIFEST_NAME, files.DATABASE_NAME, files.vectors_path(directory, 0).name}
+    return set(os.listdir(directory)) <= empty
+
+
+def _never_stored(conn: sqlite3.Connection) -> bool:
+    meta = sql.read_meta(conn)
+    chunks = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+    return chunks == 0 and meta.get("generation") == "0" and int(meta.get("next_id", "1")) <= 1
+
+
 def _new_staging_directory(directory: Path) -> Path:
     """An empty directory beside ``directory`` to build it in, with the permissions the
     umask gives (``mkdtemp`` would make it 0700, and the renamed index unreadable to the
@@ -133,8 +200,10 @@ def _new_staging_directory(directory: Path) -> Path:
 
 def create_directory(
     directory: Path, embedder: EmbedderInfo, new_index: Callable[[int], faiss.Index]
-) -> None:
-    """Build a complete empty index aside, then rename it into place in one step."""
+) -> bool:
+    """Build a complete empty index aside, then rename it into place in one step.
+
+    Returns False when another process created the same index first (theirs is kept)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = _new_staging_directory(directory)
     try:
@@ -165,8 +234,9 @@ def create_directory(
         except OSError:
             if not (directory / files.MANIFEST_NAME).exists():
                 raise
-            # another process created the same index first: use theirs
+            return False  # another process created the same index first: use theirs
         files.fsync_directory(directory.parent)
+        return True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

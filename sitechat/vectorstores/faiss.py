@@ -55,7 +55,12 @@ from sitechat.vectorstores import _faiss_files as files
 from sitechat.vectorstores import _faiss_payload as payloads
 from sitechat.vectorstores import _faiss_sql as sql
 from sitechat.vectorstores._faiss_hits import query_row
-from sitechat.vectorstores._faiss_open import LoadedIndex, open_directory
+from sitechat.vectorstores._faiss_open import (
+    LoadedIndex,
+    directory_identity,
+    discard_if_empty,
+    open_directory,
+)
 from sitechat.vectorstores._faiss_reads import HitReader, KeywordPruner
 from sitechat.vectorstores._faiss_txn import WriteTransaction
 from sitechat.vectorstores._faiss_vectors import (
@@ -107,6 +112,8 @@ class FaissVectorStore(VectorStore):
         self._next_id = int(loaded.meta["next_id"])
         self._created_at = loaded.meta.get("created_at", "")
         self._read_only = loaded.read_only
+        # which directory this open created, to tell it from one renamed to its name later
+        self._created = directory_identity(directory) if loaded.created else None
         self._dirty = False
         self._closed = False
         self._data_lock = threading.Lock()
@@ -171,6 +178,11 @@ class FaissVectorStore(VectorStore):
         return self._directory
 
     @property
+    def created(self) -> bool:
+        """Whether opening this store created its index directory."""
+        return self._created is not None
+
+    @property
     def vector_index(self) -> str:
         """The current vector layout: ``"flat"`` (exact) or ``"hnsw"`` (approximate)."""
         return self._vectors.kind
@@ -230,6 +242,14 @@ class FaissVectorStore(VectorStore):
         if not self._txn.lost:
             await self.persist()
         await asyncio.to_thread(self._close_sync)
+
+    async def discard_if_empty(self) -> bool:
+        """After :meth:`aclose`: remove the index directory if opening this store created
+        it and, on disk now, nothing was ever stored in it and no other process has it
+        open (another may have filled it meanwhile). Returns whether it was removed."""
+        if self._created is None or not self._closed:
+            return False
+        return await asyncio.to_thread(discard_if_empty, self._directory, self._created)
 
     def _close_sync(self) -> None:
         with self._write_lock, self._data_lock:

@@ -285,6 +285,59 @@ async def test_an_index_that_never_stored_a_chunk_takes_the_embedder_an_ingest_b
     assert os.listdir(tmp_path) == ["index"]  # nothing left aside
 
 
+async def test_discard_if_empty_removes_only_the_empty_index_it_created(tmp_path: Path) -> None:
+    """A store that created its directory removes it after closing when nothing was stored;
+    an index it found, or one that holds chunks, is left in place."""
+    created = await FaissVectorStore.open_path(tmp_path / "new", INFO, create=True)
+    assert created.created
+    await created.aclose()
+    assert await created.discard_if_empty()
+    assert os.listdir(tmp_path) == []  # nothing left aside either
+
+    made = await FaissVectorStore.open_path(tmp_path / "kept", INFO, create=True)
+    await made.aclose()
+    found = await FaissVectorStore.open_path(tmp_path / "kept", INFO, create=True)
+    assert not found.created
+    await found.aclose()
+    assert not await found.discard_if_empty()
+
+    filled = await FaissVectorStore.open_path(tmp_path / "filled", INFO, create=True)
+    await filled.upsert(CORPUS[:1], vectors(CORPUS[:1]))
+    await filled.aclose()
+    assert not await filled.discard_if_empty()
+    assert sorted(os.listdir(tmp_path)) == ["filled", "kept"]
+
+
+async def test_discard_if_empty_judges_the_index_on_disk_not_the_stale_store(
+    tmp_path: Path,
+) -> None:
+    """The store's own view says empty, but another writer filled the index, another
+    reader has it open, or it was replaced by another directory: each time it stays."""
+    directory = tmp_path / "index"
+    stale = await FaissVectorStore.open_path(directory, INFO, create=True)
+    assert await stale.count() == 0
+    other = await FaissVectorStore.open_path(directory, INFO)
+    await other.aclose()
+    with closing(sqlite3.connect(directory / "chunks.sqlite3")) as reader:
+        reader.execute("SELECT count(*) FROM chunks").fetchone()  # open in "another process"
+        await stale.aclose()
+        assert not await stale.discard_if_empty()
+    writer = await FaissVectorStore.open_path(directory, INFO)
+    await writer.upsert(CORPUS, vectors(CORPUS))
+    await writer.aclose()
+    assert not await stale.discard_if_empty()
+    reopened = await FaissVectorStore.open_path(directory, None)
+    assert await reopened.count() == len(CORPUS)
+    await reopened.aclose()
+
+    replaced = await FaissVectorStore.open_path(tmp_path / "replaced", INFO, create=True)
+    await replaced.aclose()
+    os.rename(tmp_path / "replaced", tmp_path / "moved")
+    await (await FaissVectorStore.open_path(tmp_path / "replaced", INFO, create=True)).aclose()
+    assert not await replaced.discard_if_empty()  # another directory under its name now
+    assert (tmp_path / "replaced" / "manifest.json").is_file()
+
+
 # ---------------------------------------------------------------- round trip and writes
 
 
