@@ -14,7 +14,7 @@ from sitechat.config import Settings, env_prefix_for, env_value
 from sitechat.embeddings.base import aembedder_info
 from sitechat.errors import ConfigurationError
 from sitechat.llm.base import BaseLLMService
-from sitechat.registry import available, load_provider
+from sitechat.registry import available, load_provider, names_of_class
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
 
 __all__ = [
@@ -102,8 +102,12 @@ async def open_store(
     if embeddings is None and not create and not _embeddings_explicitly_set(settings):
         store: VectorStore = await store_cls.open(settings, None, create=False)
         recorded = store.embedder
-        embeddings = _embeddings_for(recorded, settings)
-        built = await aembedder_info(embeddings)
+        try:
+            embeddings = _embeddings_for(recorded, settings)
+            built = await aembedder_info(embeddings)
+        except BaseException:
+            await store.aclose()
+            raise
         if built != recorded:
             await store.aclose()
             raise ConfigurationError(
@@ -120,7 +124,11 @@ async def open_store(
 
 
 def _embeddings_for(recorded: EmbedderInfo, settings: Settings) -> Embeddings:
-    provider, _, model = recorded.name.partition(":")
+    """Rebuild the embedder an index records, named ``provider[:model]`` (sitechat's own,
+    and plugins that declare such an ``embedder_name``) or ``ClassName[:model]`` (any
+    other LangChain embedder), found among the registered classes."""
+    head, _, model = recorded.name.partition(":")
+    provider = _recorded_provider(recorded, head)
     adopted = settings.model_copy(
         update={
             "embeddings": settings.embeddings.model_copy(
@@ -129,6 +137,25 @@ def _embeddings_for(recorded: EmbedderInfo, settings: Settings) -> Embeddings:
         }
     )
     return build_embeddings(adopted)
+
+
+def _recorded_provider(recorded: EmbedderInfo, head: str) -> str:
+    if head in available("embeddings"):
+        return head
+    by_class = names_of_class("embeddings", head)
+    if len(by_class) == 1:
+        return by_class[0]
+    if by_class:
+        found = f"the installed {', '.join(by_class)} each register a class named '{head}'"
+    else:
+        found = f"no installed embeddings provider is named '{head}' or registers such a class"
+    raise ConfigurationError(
+        f"The index was built with the embedder '{recorded.name}' (dimension "
+        f"{recorded.dimension}), and {found}. Set SITECHAT_EMBEDDINGS__PROVIDER to the "
+        "provider that built it (and SITECHAT_EMBEDDINGS__MODEL if it takes a model); "
+        f"installed: {', '.join(available('embeddings'))}. (A plugin embedder is found "
+        "without it when its embedder_name starts with its entry-point name.)"
+    )
 
 
 async def build_chat_service(settings: Settings) -> Any:

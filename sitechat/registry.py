@@ -32,6 +32,7 @@ __all__ = [
     "check_providers",
     "list_providers",
     "load_provider",
+    "names_of_class",
     "refresh",
 ]
 
@@ -120,6 +121,17 @@ def _info(group: str, ep: EntryPoint) -> ProviderInfo:
 def available(group: str) -> list[str]:
     """The sorted names registered in ``group`` (no module is imported)."""
     return sorted(_entry_points(group))
+
+
+def names_of_class(group: str, class_name: str) -> list[str]:
+    """The sorted names in ``group`` whose entry point names a class called ``class_name``
+    (``pkg.module:ClassName``), one per target (the first of its aliases), from metadata
+    alone: no module is imported."""
+    by_target: dict[str, str] = {}
+    for name, ep in sorted(_entry_points(group).items()):
+        if ep.value.rpartition(":")[2].rpartition(".")[2].strip() == class_name:
+            by_target.setdefault(ep.value.replace(" ", ""), name)
+    return sorted(by_target.values())
 
 
 def list_providers(group: str | None = None) -> list[ProviderInfo]:

@@ -178,3 +178,45 @@ def test_broken_plugin_fails_clearly_only_when_selected(plugin_dir: Path) -> Non
     ok = _run(plugin_dir, "providers")
     assert ok.returncode == 0
     assert "demo-echo" in ok.stdout
+
+
+SAMPLE_SITE = Path(__file__).resolve().parent.parent / "examples" / "sample_site"
+
+
+@pytest.mark.slow
+def test_an_index_built_with_a_plugin_embedder_reopens_without_naming_it(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
+    """An index built with SITECHAT_EMBEDDINGS__PROVIDER=<plugin> is searched without it:
+    the recorded class name leads back to the plugin's entry point."""
+    index = str(tmp_path / "index")
+    built = _run(
+        plugin_dir,
+        "ingest",
+        str(SAMPLE_SITE),
+        "--index",
+        index,
+        env={"SITECHAT_EMBEDDINGS__PROVIDER": "demo-wordbag"},
+    )
+    assert built.returncode == 0, built.stderr
+    found = _run(plugin_dir, "search", "delete my account", "-k", "1", "--index", index)
+    assert found.returncode == 0, found.stderr
+    assert "account" in found.stdout.lower()
+
+
+@pytest.mark.slow
+def test_an_embedder_name_no_provider_matches_says_what_to_set(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
+    """An identity that leads to no installed provider names itself and the variable to set,
+    and with that variable set the index reads."""
+    index = str(tmp_path / "index")
+    chosen = {"SITECHAT_EMBEDDINGS__PROVIDER": "demo-named"}
+    built = _run(plugin_dir, "ingest", str(SAMPLE_SITE), "--index", index, env=chosen)
+    assert built.returncode == 0, built.stderr
+    failed = _run(plugin_dir, "search", "delete my account", "--index", index)
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    for part in ("'wordbag-v1'", "Set SITECHAT_EMBEDDINGS__PROVIDER", "demo-named"):
+        assert part in failed.stderr
+    assert _run(plugin_dir, "search", "delete", "--index", index, env=chosen).returncode == 0
