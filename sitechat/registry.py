@@ -10,8 +10,9 @@ own providers in its ``pyproject.toml`` exactly as a plugin package does::
 
 Listing reads only package metadata; a provider module is imported when it is selected
 (or when :func:`check_providers` is asked to verify everything). A plugin that fails to
-import, or whose class is not a subclass of its group's base, is reported with its name,
-distribution and reason, and never stops the other providers from working.
+import (even by calling ``sys.exit()``), or whose class is not a subclass of its group's
+base, is reported with its name, distribution and reason (with anything shaped like a
+secret masked), and never stops the other providers from working.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from sitechat._redact import redact
 from sitechat.errors import PluginError, ProviderNotFoundError
 
 __all__ = [
@@ -149,10 +151,14 @@ def _load(group: str, name: str) -> type[Any]:
     info = _info(group, ep)
     try:
         obj = ep.load()
-    except Exception as exc:  # a plugin may fail in any way while importing
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a plugin may fail in any way while importing, exit included
+        # its message may carry what it failed to reach: a DSN with a password, a token
+        reason = redact(f"{type(exc).__name__}: {exc}")
         raise PluginError(
             f"The {group} provider '{name}' from {info.distribution} {info.version} failed to "
-            f"import ({type(exc).__name__}: {exc}). Reinstall or upgrade that package."
+            f"import ({reason}). Reinstall or upgrade that package."
         ) from exc
     base = _base_class(group)
     if not (isinstance(obj, type) and issubclass(obj, base)):

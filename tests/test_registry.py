@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,52 @@ def test_broken_plugin_fails_clearly_only_when_selected(plugin_dir: Path) -> Non
     ok = _run(plugin_dir, "providers")
     assert ok.returncode == 0
     assert "demo-echo" in ok.stdout
+
+
+@pytest.mark.slow
+def test_a_plugin_that_exits_or_leaks_a_secret_at_import_is_reported_broken(
+    plugin_dir: Path,
+) -> None:
+    """sys.exit() at import is a BROKEN row like any import failure, not the end of the
+    listing; an import error's credential is masked in the table, --json and selection."""
+    table = _run(plugin_dir, "providers")
+    assert table.returncode == 0, table.stderr
+    assert "demo-echo" in table.stdout and "retrieval" in table.stdout  # the listing went on
+    rows = {r["name"]: r for r in json.loads(_run(plugin_dir, "providers", "--json").stdout)}
+    assert not rows["demo-exits"]["ok"]
+    assert "SystemExit: demo: required native library not found" in rows["demo-exits"]["error"]
+    assert "postgresql://***@db.internal" in rows["demo-leaks"]["error"]
+    chosen = _run(
+        plugin_dir, "ask", "hi", "--index", "nowhere", env={"SITECHAT_LLM__PROVIDER": "demo-leaks"}
+    )
+    assert chosen.returncode == 1 and "demo-leaks" in chosen.stderr
+    for output in (table.stdout, table.stderr, json.dumps(rows), chosen.stderr):
+        assert "hunter2pw" not in output
+
+
+def test_check_providers_survives_a_plugin_that_exits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_providers() in an application reports a SystemExit at import as a broken
+    provider instead of letting it end the program; Ctrl-C still stops it."""
+
+    def exits() -> None:
+        raise SystemExit("no native library")
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    for load, caught in ((exits, None), (interrupted, KeyboardInterrupt)):
+        ep = EntryPoint("demo-exits", "demo_missing:Nothing", "sitechat.llm")
+        monkeypatch.setattr(EntryPoint, "load", lambda self, load=load: load())
+        monkeypatch.setattr(registry, "entry_points", lambda group, ep=ep: [ep])
+        registry.refresh()
+        if caught is None:
+            (status,) = registry.check_providers("llm")
+            assert not status.ok and "SystemExit: no native library" in str(status.error)
+        else:
+            with pytest.raises(caught):
+                registry.check_providers("llm")
+    monkeypatch.undo()
+    registry.refresh()
 
 
 SAMPLE_SITE = Path(__file__).resolve().parent.parent / "examples" / "sample_site"
