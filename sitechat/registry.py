@@ -10,13 +10,15 @@ own providers in its ``pyproject.toml`` exactly as a plugin package does::
 
 Listing reads only package metadata; a provider module is imported when it is selected
 (or when :func:`check_providers` is asked to verify everything). A plugin that fails to
-import (even by calling ``sys.exit()``), or whose class is not a subclass of its group's
-base, is reported with its name, distribution and reason (with anything shaped like a
-secret masked), and never stops the other providers from working.
+import (even by calling ``sys.exit()``), whose class is not a subclass of its group's
+base, or whose class leaves abstract methods unimplemented, is reported with its name,
+distribution and reason (anything shaped like a secret masked), and never stops the other
+providers from working.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from functools import cache
@@ -165,6 +167,14 @@ def _load(group: str, name: str) -> type[Any]:
         raise PluginError(
             f"The {group} provider '{name}' from {info.distribution} {info.version} points at "
             f"{ep.value}, which is not a subclass of {base.__name__}. Ask its author to fix it."
+        )
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        raise PluginError(
+            f"The {group} provider '{name}' from {info.distribution} {info.version} points at "
+            f"{ep.value}, which leaves abstract methods of {base.__name__} unimplemented "
+            f"({missing}), so it cannot be created. This is a bug in that package, not in "
+            "your settings: ask its author to fix it."
         )
     return obj
 

@@ -227,6 +227,31 @@ def test_check_providers_survives_a_plugin_that_exits(monkeypatch: pytest.Monkey
     registry.refresh()
 
 
+@pytest.mark.slow
+def test_a_plugin_class_left_abstract_is_broken_and_blamed_on_the_plugin(
+    plugin_dir: Path,
+) -> None:
+    """A class with unimplemented abstract methods is BROKEN naming them, and selecting it
+    says the package is at fault rather than pointing at the user's variables."""
+    rows = {r["name"]: r for r in json.loads(_run(plugin_dir, "providers", "--json").stdout)}
+    assert not rows["demo-abstract"]["ok"]
+    assert (
+        "abstract methods of BaseLLMService unimplemented (_astream)"
+        in (rows["demo-abstract"]["error"])
+    )
+    chosen = _run(
+        plugin_dir,
+        "ask",
+        "hi",
+        "--index",
+        "nowhere",
+        env={"SITECHAT_LLM__PROVIDER": "demo-abstract"},
+    )
+    assert chosen.returncode == 1
+    assert "bug in that package, not in your settings" in chosen.stderr
+    assert "SITECHAT_DEMO_ABSTRACT__" not in chosen.stderr and "Traceback" not in chosen.stderr
+
+
 SAMPLE_SITE = Path(__file__).resolve().parent.parent / "examples" / "sample_site"
 
 

@@ -39,3 +39,12 @@ class EchoLLMService(BaseLLMService):
 
 class NotAService:
     """Registered by mistake: not a BaseLLMService subclass."""
+
+
+class AbstractLLM(BaseLLMService):
+    """Defines ``astream`` where the contract asks for ``_astream``: still abstract."""
+
+    name: ClassVar[str] = "demo-abstract"
+
+    async def astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[str]:
+        yield "hi"
