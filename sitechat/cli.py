@@ -471,6 +471,7 @@ def _providers(args: argparse.Namespace, out: TextIO) -> int:
                     "target": s.info.target,
                     "ok": s.ok,
                     "error": s.error,
+                    "also_registered_by": list(s.info.also_registered_by),
                 }
                 for s in statuses
             ],
@@ -483,6 +484,8 @@ def _providers(args: argparse.Namespace, out: TextIO) -> int:
             group = status.info.group
             out.write(f"{group}:\n")
         state = "" if status.ok else f"  BROKEN: {status.error}"
+        if status.ok and status.info.also_registered_by:
+            state = f"  (also registered by {', '.join(status.info.also_registered_by)}: ignored)"
         out.write(
             f"  {status.info.name:<16} {status.info.distribution} {status.info.version}{state}\n"
         )

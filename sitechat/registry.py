@@ -14,12 +14,17 @@ import (even by calling ``sys.exit()``), whose class is not a subclass of its gr
 base, or whose class leaves abstract methods unimplemented, is reported with its name,
 distribution and reason (anything shaped like a secret masked), and never stops the other
 providers from working.
+
+A name registered by two distributions is logged naming both. sitechat's own provider
+keeps its name (a plugin never replaces a built-in); between two plugins the name is
+ambiguous, and selecting it is an error until one is uninstalled.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
@@ -59,6 +64,9 @@ class ProviderInfo:
     target: str
     distribution: str
     version: str
+    also_registered_by: tuple[str, ...] = ()
+    """Other distributions (``"name version"``) registering the same name: ignored behind
+    sitechat's own provider; between plugins the name is ambiguous and fails to load."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,31 +102,82 @@ def _base_class(group: str) -> type[Any]:
     raise PluginError(f"Unknown provider group '{group}'. Known groups: {', '.join(GROUPS)}.")
 
 
+_OWN_DISTRIBUTION = "sitechat"
+
+
 @cache
-def _entry_points(group: str) -> dict[str, EntryPoint]:
+def _registrations(group: str) -> dict[str, tuple[EntryPoint, ...]]:
+    """Each name in ``group`` with every distribution's entry point for it, sitechat's own
+    first, then by distribution name. A distribution installed twice counts once: the
+    first on sys.path, as for imports. A name registered twice is logged, once."""
     if group not in GROUPS:
         raise PluginError(f"Unknown provider group '{group}'. Known groups: {', '.join(GROUPS)}.")
-    found: dict[str, EntryPoint] = {}
+    found: dict[str, dict[str, EntryPoint]] = {}
     for ep in entry_points(group=GROUPS[group]):
-        # the first distribution on sys.path wins, as for imports
-        found.setdefault(ep.name, ep)
-    return found
+        found.setdefault(ep.name, {}).setdefault(_distribution_key(ep), ep)
+    registrations = {
+        name: tuple(sorted(by_dist.values(), key=_precedence)) for name, by_dist in found.items()
+    }
+    for name, eps in sorted(registrations.items()):
+        if len(eps) > 1:
+            logger.warning("%s", _clash(group, name, eps))
+    return registrations
+
+
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    """The entry point each name in ``group`` stands for (see :func:`_registrations`)."""
+    return {name: eps[0] for name, eps in _registrations(group).items()}
+
+
+def _distribution_name(ep: EntryPoint) -> str:
+    return ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
+
+
+def _distribution_key(ep: EntryPoint) -> str:
+    return re.sub(r"[-_.]+", "-", _distribution_name(ep)).lower()
+
+
+def _precedence(ep: EntryPoint) -> tuple[bool, str]:
+    key = _distribution_key(ep)
+    return key != _OWN_DISTRIBUTION, key
+
+
+def _release(ep: EntryPoint) -> str:
+    return f"{_distribution_name(ep)} {ep.dist.version if ep.dist is not None else 'unknown'}"
+
+
+def _clash(group: str, name: str, eps: tuple[EntryPoint, ...]) -> str:
+    """What a name registered by several distributions means, naming each of them."""
+    others = " and ".join(_release(ep) for ep in eps[1:])
+    if _distribution_key(eps[0]) == _OWN_DISTRIBUTION:
+        return (
+            f"The {group} provider name '{name}' is sitechat's own and is also registered by "
+            f"{others}: sitechat's is used and that registration ignored. Ask its author to "
+            "rename it."
+        )
+    return (
+        f"The {group} provider name '{name}' is registered by both {_release(eps[0])} and "
+        f"{others}, so which one it means is ambiguous. Uninstall all but one of them, or "
+        "ask their authors to rename it."
+    )
 
 
 def refresh() -> None:
     """Forget cached entry points, e.g. after installing a plugin in a running process."""
-    _entry_points.cache_clear()
+    _registrations.cache_clear()
     _load.cache_clear()
 
 
 def _info(group: str, ep: EntryPoint) -> ProviderInfo:
     dist = ep.dist
+    others = _registrations(group).get(ep.name, (ep,))[1:]
     return ProviderInfo(
         group=group,
         name=ep.name,
         target=ep.value,
-        distribution=dist.metadata["Name"] if dist is not None else "unknown",
+        distribution=_distribution_name(ep),
         version=dist.version if dist is not None else "unknown",
+        also_registered_by=tuple(_release(other) for other in others),
     )
 
 
@@ -150,6 +209,9 @@ def _load(group: str, name: str) -> type[Any]:
     if name not in eps:
         raise ProviderNotFoundError(group, name, available(group))
     ep = eps[name]
+    registrations = _registrations(group)[name]
+    if len(registrations) > 1 and _distribution_key(ep) != _OWN_DISTRIBUTION:
+        raise PluginError(_clash(group, name, registrations))
     info = _info(group, ep)
     try:
         obj = ep.load()

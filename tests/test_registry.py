@@ -17,6 +17,7 @@ from sitechat.errors import PluginError, ProviderNotFoundError
 from sitechat.llm.base import BaseLLMService
 
 PLUGIN_SRC = Path(__file__).parent / "plugins" / "demo_plugin"
+CLASH_SRC = Path(__file__).parent / "plugins" / "clash_plugin"
 
 
 def test_builtins_are_registered_like_plugins() -> None:
@@ -250,6 +251,39 @@ def test_a_plugin_class_left_abstract_is_broken_and_blamed_on_the_plugin(
     assert chosen.returncode == 1
     assert "bug in that package, not in your settings" in chosen.stderr
     assert "SITECHAT_DEMO_ABSTRACT__" not in chosen.stderr and "Traceback" not in chosen.stderr
+
+
+@pytest.mark.slow
+def test_a_name_two_distributions_register_is_shown_and_resolved_by_rule(
+    plugin_dir: Path, pip_install_into: Callable[[Path], Path]
+) -> None:
+    """A plugin reusing a built-in's name is listed as ignored and sitechat's own is used;
+    two plugins sharing a name make it ambiguous, and selecting it names both packages."""
+    clash_dir = pip_install_into(CLASH_SRC)
+    both = {"PYTHONPATH": f"{plugin_dir}{os.pathsep}{clash_dir}"}
+    listed = _run(plugin_dir, "providers", "--json", env=both)
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["name"]: r for r in json.loads(listed.stdout) if r["group"] == "llm"}
+    builtin = rows["extractive"]
+    assert (builtin["distribution"], builtin["ok"]) == ("sitechat", True)
+    assert builtin["also_registered_by"] == ["sitechat-clash-plugin 0.9.0"]
+    assert "also registered by sitechat-clash-plugin 0.9.0: ignored" in (
+        _run(plugin_dir, "providers", env=both).stdout
+    )
+    echo = rows["demo-echo"]
+    assert not echo["ok"]
+    for part in ("sitechat-clash-plugin 0.9.0", "sitechat-demo-plugin 1.2.3", "ambiguous"):
+        assert part in echo["error"]
+    assert "sitechat-clash-plugin 0.9.0" in listed.stderr  # logged, naming both
+    chosen = _run(
+        plugin_dir,
+        "ask",
+        "hi",
+        "--index",
+        "nowhere",
+        env={**both, "SITECHAT_LLM__PROVIDER": "demo-echo"},
+    )
+    assert chosen.returncode == 1 and "Uninstall all but one" in chosen.stderr
 
 
 SAMPLE_SITE = Path(__file__).resolve().parent.parent / "examples" / "sample_site"
