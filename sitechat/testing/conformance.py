@@ -42,13 +42,23 @@ store, :mod:`sitechat.testing.pg` starts a throwaway server.
 
 from __future__ import annotations
 
-from sitechat.testing._conformance_chat import ChatServiceConformance
-from sitechat.testing._conformance_providers import (
+import pytest
+
+# Before the kit's modules are imported: pytest then rewrites their asserts as it does a
+# test module's, so a failure shows the values compared, not a bare AssertionError.
+pytest.register_assert_rewrite(
+    "sitechat.testing._conformance_chat",
+    "sitechat.testing._conformance_providers",
+    "sitechat.testing._conformance_store",
+)
+
+from sitechat.testing._conformance_chat import ChatServiceConformance  # noqa: E402
+from sitechat.testing._conformance_providers import (  # noqa: E402
     EmbeddingsConformance,
     LLMServiceConformance,
     conformance_prompt,
 )
-from sitechat.testing._conformance_store import (
+from sitechat.testing._conformance_store import (  # noqa: E402
     CONFORMANCE_EMBEDDER,
     OpenStore,
     VectorStoreConformance,
