@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-BROKEN_STORE = '''
+BROKEN_STORE = """
 from typing import ClassVar
 
 import pytest
@@ -34,7 +34,7 @@ class TestWorstFirst(VectorStoreConformance):
             return await WorstFirstStore.open(None, embedder, create=create)
 
         return open_store
-'''
+"""
 
 
 @pytest.mark.slow
