@@ -28,7 +28,7 @@ from sitechat.chat.history import HistoryStore, InMemoryHistoryStore
 from sitechat.chat.prompts import PromptTemplates
 from sitechat.chat.service import RetrievalChatService
 from sitechat.chat.sync import SiteChat
-from sitechat.config import Settings
+from sitechat.config import RetrySettings, Settings
 from sitechat.errors import (
     AuthenticationError,
     BadRequestError,
@@ -111,6 +111,7 @@ __all__ = [
     "RateLimitError",
     "RetrievalChatService",
     "RetrievalResult",
+    "RetrySettings",
     "SearchHit",
     "Section",
     "ServiceUnavailableError",

@@ -42,6 +42,7 @@ EXPECTED = [
     "RateLimitError",
     "RetrievalChatService",
     "RetrievalResult",
+    "RetrySettings",
     "SearchHit",
     "Section",
     "ServiceUnavailableError",
@@ -89,3 +90,11 @@ def test_errors_share_one_root() -> None:
         obj = getattr(sitechat, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, sitechat.SitechatError), name
+
+
+def test_names_the_docs_tell_provider_authors_to_use_import_flat() -> None:
+    """plugins.md's "Set self.retry to a RetrySettings" works with `from sitechat import`."""
+    from sitechat import RetrySettings
+    from sitechat.config import RetrySettings as config_retry
+
+    assert RetrySettings is config_retry
