@@ -156,7 +156,7 @@ def _clash(group: str, name: str, eps: tuple[EntryPoint, ...]) -> str:
             "rename it."
         )
     return (
-        f"The {group} provider name '{name}' is registered by both {_release(eps[0])} and "
+        f"The {group} provider name '{name}' is registered by {_release(eps[0])} and "
         f"{others}, so which one it means is ambiguous. Uninstall all but one of them, or "
         "ask their authors to rename it."
     )

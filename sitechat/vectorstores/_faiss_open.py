@@ -164,7 +164,11 @@ def discard_if_empty(directory: Path, identity: tuple[int, int]) -> bool:
             conn.execute("PRAGMA journal_mode=WAL")  # as every writer sets it anyway
             return False
         aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.discarded-", dir=directory.parent))
-        os.replace(directory, aside / directory.name)
+        try:
+            os.replace(directory, aside / directory.name)
+        except OSError:
+            aside.rmdir()
+            raise
     except (OSError, sqlite3.Error, ValueError):
         return False
     finally:
