@@ -22,8 +22,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -43,6 +44,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 # as a tool killed by SIGPIPE exits: the reader of the output went away
 EXIT_BROKEN_PIPE = 141
+# 128 + the signal's number, as shells report a process ended by SIGINT or SIGTERM
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class _Parser(argparse.ArgumentParser):
@@ -515,7 +519,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             "verify": _verify,
         }[args.command]
         with metrics_stream(metrics_lines):
-            return asyncio.run(handler(args, out))
+            return asyncio.run(_until_terminated(handler(args, out)))
     except SitechatError as exc:
         if args.debug:
             raise
@@ -523,7 +527,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_USAGE if isinstance(exc, _BadOption) else EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("sitechat: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        sys.stderr.write("sitechat: terminated\n")
+        return EXIT_TERMINATED
     except BrokenPipeError:
         # the reader went away (`sitechat search … | head -1`): stop quietly, as Unix tools
         # do, and keep Python from complaining again when it flushes stdout at exit
@@ -546,6 +553,39 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         # main() may run inside another program (a test, a notebook): leave its logging be
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+class _Terminated(Exception):
+    """The process was sent SIGTERM (``timeout``, systemd, ``docker stop``, Kubernetes)."""
+
+
+async def _until_terminated(command: Coroutine[Any, Any, int]) -> int:
+    """Run ``command``, cancelling it on SIGTERM as Ctrl-C does, so its clean-up runs (a
+    first ingest removes the empty index it created) before the process exits."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+        handled = True
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        handled = False
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if terminated:
+            raise _Terminated from None
+        raise
+    finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _configure_logging(*, debug: bool) -> None:
