@@ -127,6 +127,7 @@ class _Crawler:
         self.known = known
         self.scope = Scope([*roots, *sitemaps], options.include, options.exclude)
         self.traps = LinkTrapGuard(options.max_pattern_pages)
+        self.trapped: set[str] = set()  # URLs the trap guard refused (a cut, unless re-listed)
         self.queries = QueryLearner()
         loop = asyncio.get_running_loop()
         self.deadline = loop.time() + options.max_seconds if options.max_seconds else None
@@ -339,17 +340,31 @@ class _Crawler:
 
     # -- the frontier ------------------------------------------------------------------
 
-    def _admit(self, link: str, depth: int, frontier: deque[tuple[str, int]]) -> CrawlResult | None:
-        """Queue ``link`` if it is new, wanted and not a trap; a result when it is refused."""
+    def _admit(
+        self, link: str, depth: int, frontier: deque[tuple[str, int]], *, listed: bool = False
+    ) -> CrawlResult | None:
+        """Queue ``link`` if it is new, wanted and not a trap; a result when it is refused.
+
+        A ``listed`` link (a sitemap entry) passes the trap guard's pattern count, even when
+        links of its pattern were refused before the sitemap was read.
+        """
         link = self.queries.normalise(link)
+        if listed and link in self.trapped:
+            self.trapped.discard(link)
+            self.stats.trap_urls_dropped -= 1
+            frontier.append((link, depth))
+            return None
         if link in self.seen or not self.scope.wanted(link):
             return None
         self.seen.add(link)
         if is_file_link(link):
             return CrawlResult(link, "skipped", "not a page (file type)")
-        admitted, why = self.traps.admit(link)
+        odd = self.traps.malformed(link)
+        admitted, why = self.traps.admit(link, listed=listed)
         if not admitted:
             self.stats.trap_urls_dropped += 1
+            if odd is None:  # a pattern over its bound: the crawl is cut short
+                self.trapped.add(link)
             return CrawlResult(link, "skipped", why) if why else None
         frontier.append((link, depth))
         return None
@@ -384,6 +399,14 @@ class _Crawler:
             del self.in_flight[bare]
         self.probed.add(bare)
         frontier.extendleft(reversed(self.waiting.pop(bare, [])))
+
+    def _trap_note(self) -> str:
+        shapes = sorted({self.traps.pattern(url) for url in self.trapped})
+        others = f" and {len(shapes) - 1} other pattern(s)" if len(shapes) > 1 else ""
+        return (
+            f"max_pattern_pages ({self.options.max_pattern_pages}) reached: "
+            f"{len(self.trapped)} URL(s) like {shapes[0]}{others} were not fetched"
+        )
 
     def _budget_note(self) -> str:
         return f"the time budget of {self.options.max_seconds:g} s ran out"
@@ -427,7 +450,7 @@ class _Crawler:
                     for problem in problems:
                         yield problem
                     for url in urls:
-                        refused = self._admit(url, 0, frontier)
+                        refused = self._admit(url, 0, frontier, listed=True)
                         if refused is not None:
                             yield refused
                             for settled in self._release({refused.url}):
@@ -469,6 +492,8 @@ class _Crawler:
                 self.stats.truncated = f"max_pages ({limit}) reached"
             if self.stats.truncated is None and any(self._would_admit(u) for u in beyond):
                 self.stats.truncated = f"max_depth ({self.options.max_depth}) reached"
+            if self.stats.truncated is None and self.trapped:
+                self.stats.truncated = self._trap_note()
         finally:
             pending: list[asyncio.Future[Any]] = [*running, *sitemap_tasks]
             for task in pending:

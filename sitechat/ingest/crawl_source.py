@@ -5,9 +5,9 @@ Turns settings into :class:`CrawlOptions`, sends the previous crawl's validators
 stored site-wide set when too few pages were re-fetched to tell again), and works out
 which stored pages may be removed: a page fetched and found gone (404, 410), and
 otherwise only pages the source owns (its start URL's path and below, on its site) that a
-crawl with no cut (page, depth or time limit) and no failure (a 5xx, a timeout, an
-unreadable or partial sitemap) did not reach. A failure leaves the pages it may have hidden
-in place, and the crawl is reported incomplete.
+crawl with no cut (page, depth or time limit, or the link-trap guard) and no failure (a
+5xx, a timeout, an unreadable or partial sitemap) did not reach. A failure leaves the
+pages it may have hidden in place, and the crawl is reported incomplete.
 """
 
 from __future__ import annotations

@@ -38,8 +38,9 @@ class CrawlOptions:
     pattern. ``max_pages`` bounds the pages returned as ``"ok"``, ``max_depth`` the link
     hops from a start URL or sitemap entry, ``max_bytes`` one response body (after
     decompression), ``max_seconds`` the whole crawl (``None``: no limit).
-    ``max_pattern_pages`` is the link-trap guard: at most that many URLs that differ
-    only in numbers or query values (``/calendar/2031/07``, ``?month=…``) are fetched.
+    ``max_pattern_pages`` is the link-trap guard: at most that many linked URLs that
+    differ only in numbers or query values (``/calendar/2031/07``, ``?month=…``) are
+    fetched (sitemap entries are not counted); refusing more cuts the crawl short.
 
     Politeness: at most ``concurrency`` requests in flight, ``per_host_concurrency`` to
     one host (default: ``concurrency``), and at least ``delay`` seconds between requests
@@ -188,7 +189,8 @@ class CrawlStats:
     """Counters a crawl fills in as it goes; pass one to :func:`crawl` to read them.
 
     ``truncated`` says why the crawl stopped before its frontier was empty (page limit,
-    time budget), or is None when every reachable page in scope was tried.
+    depth limit, time budget, link-trap guard), or is None when every reachable page in
+    scope was tried.
     ``start_redirects`` maps each start URL that redirected to where it led.
     """
 

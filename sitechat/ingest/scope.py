@@ -47,6 +47,15 @@ def under_prefix(url: str, prefix: str) -> bool:
     return rest == "" or rest[0] in "/?#"
 
 
+def _split_origin(url: str) -> tuple[str, str]:
+    """(``scheme://host:port``, the rest) of an absolute URL; ("", ``url``) otherwise."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "", url
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host}", slash + path
+
+
 def _query_pairs(url: str) -> list[tuple[str, str]]:
     query = url.partition("?")[2]
     pairs = []
@@ -89,10 +98,12 @@ class LinkTrapGuard:
 
     @staticmethod
     def pattern(url: str) -> str:
-        """The shape of ``url``: ``/calendar/9/9?view`` for ``/calendar/2031/07?view=month``."""
+        """The shape of ``url``: ``/calendar/9/9?view`` for ``/calendar/2031/07?view=month``
+        (digits folded in the path only: the host and port stay as they are)."""
         bare, _, query = url.partition("?")
         names = sorted({pair.split("=", 1)[0] for pair in query.split("&") if pair})
-        shape = _DIGITS.sub("9", bare)
+        origin, path = _split_origin(bare)
+        shape = origin + _DIGITS.sub("9", path)
         return shape + ("?" + "&".join(names) if names else "")
 
     @staticmethod
@@ -109,14 +120,22 @@ class LinkTrapGuard:
                     return f"path repeats the segment {segment!r} (a relative-link loop)"
         return None
 
-    def admit(self, url: str) -> tuple[bool, str | None]:
-        """(fetch it?, why not, the first time a pattern is refused; None after that)."""
+    def admit(self, url: str, *, listed: bool = False) -> tuple[bool, str | None]:
+        """(fetch it?, why not, the first time a pattern is refused; None after that).
+
+        A ``listed`` URL (one the site's sitemap names) is the site's own statement of a
+        page, bounded by the sitemap's limits: only a malformed one is refused, and it does
+        not count towards its pattern.
+        """
         odd = self.malformed(url)
         if odd is not None:
             return False, f"link trap guard: {odd}"
-        shape = self.pattern(url)
-        if shape == url:  # no digits, no query: nothing generated about it
+        if listed:
             return True, None
+        bare, has_query, _ = url.partition("?")
+        if not has_query and not _DIGITS.search(_split_origin(bare)[1]):
+            return True, None  # no digits, no query: nothing generated about it
+        shape = self.pattern(url)
         count = self._counts.get(shape, 0) + 1
         self._counts[shape] = count
         if count <= self.per_pattern:

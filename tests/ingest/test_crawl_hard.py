@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -392,3 +393,47 @@ def test_retry_after_that_says_nothing_usable_leaves_the_backoff(value: str | No
     from sitechat.ingest.fetch import retry_after_seconds
 
     assert retry_after_seconds(value, now=1_700_000_000.0) is None
+
+
+async def test_urls_a_sitemap_lists_pass_the_trap_guard(web: ProgrammableServer) -> None:
+    """Numbered URLs the site's sitemap lists are all fetched, even those whose links were
+    refused by the pattern guard before the (slow) sitemap was read."""
+    posts = [f"/post/{i}" for i in range(1, 13)]
+    sitemap = _sitemap([web.url(p) for p in posts])
+
+    def slow_sitemap(path: str, headers: Any) -> Reply:
+        time.sleep(0.5)  # the home page's links are admitted first
+        return Reply(200, sitemap, {"Content-Type": "application/xml"})
+
+    web.routes.update({"/": _page("Blog", "Our blog.", posts), "/sitemap.xml": slow_sitemap})
+    web.routes.update({p: _page(f"Post {p[6:]}", f"Post {p[6:]} talks.") for p in posts})
+    results, stats = await _crawl(web.base + "/", max_pattern_pages=5)
+    assert _ok(results, web.base) == {"/", *posts}
+    assert stats.trap_urls_dropped == 0
+    assert stats.truncated is None
+
+
+async def test_a_trap_guard_cut_makes_the_crawl_incomplete(web: ProgrammableServer) -> None:
+    """Links refused by the pattern guard are a cut, reported in truncated with the pattern."""
+    items = [f"/item/{i}" for i in range(1, 9)]
+    web.routes.update({"/": _page("Shop", "Our items.", items)})
+    web.routes.update({p: _page(f"Item {p[6:]}", f"Item {p[6:]} is fine.") for p in items})
+    results, stats = await _crawl(web.base + "/", max_pattern_pages=5, use_sitemaps=False)
+    assert len(_ok(results, web.base)) == 6
+    assert stats.trap_urls_dropped == 3
+    assert stats.truncated == (
+        f"max_pattern_pages (5) reached: 3 URL(s) like {web.base}/item/9 were not fetched"
+    )
+
+
+def test_trap_patterns_fold_digits_in_the_path_only() -> None:
+    """The pattern keeps the host's digits, and a path whose only number is 9 still counts."""
+    from sitechat.ingest.scope import LinkTrapGuard
+
+    assert LinkTrapGuard.pattern("http://10.0.0.7:8080/a/2031/07?day=3") == (
+        "http://10.0.0.7:8080/a/9/9?day"
+    )
+    guard = LinkTrapGuard(1)
+    assert guard.admit("http://h.test/item/1") == (True, None)
+    assert guard.admit("http://h.test/item/9")[0] is False
+    assert guard.admit("http://h.test/item/2", listed=True) == (True, None)

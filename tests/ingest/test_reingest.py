@@ -1,0 +1,70 @@
+"""Re-ingesting a crawled site against a real local server: what is kept, what is removed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sitechat.embeddings.hashing import HashingEmbeddings
+from sitechat.factories import open_store
+from sitechat.ingest.crawl import CrawlOptions
+from sitechat.ingest.pipeline import ingest_sources
+from tests.ingest.conftest import Reply, html_reply
+
+if TYPE_CHECKING:
+    from sitechat.config import Settings
+    from tests.ingest.conftest import ProgrammableServer
+
+
+def _page(title: str, text: str, links: tuple[str, ...] = ()) -> Reply:
+    anchors = "".join(f"<a href='{link}'>{link}</a> " for link in links)
+    return html_reply(
+        f"<html><head><title>{title}</title></head><body><main><h1>{title}</h1>"
+        f"<p>{text}</p><p>{anchors}</p></main></body></html>"
+    )
+
+
+def _options(web: ProgrammableServer, **extra: Any) -> CrawlOptions:
+    return CrawlOptions(trusted_hosts=(web.base.removeprefix("http://"),), **extra)
+
+
+async def _ingest(settings: Settings, source: str, options: CrawlOptions) -> dict[str, Any]:
+    store, embeddings = await open_store(settings, HashingEmbeddings(), create=True)
+    try:
+        summary = await ingest_sources([source], store, embeddings, settings, crawl_options=options)
+    finally:
+        await store.aclose()
+    return summary.to_dict()
+
+
+async def _stored(settings: Settings) -> set[str]:
+    store, _ = await open_store(settings, HashingEmbeddings())
+    try:
+        return set(await store.urls())
+    finally:
+        await store.aclose()
+
+
+def _shop(web: ProgrammableServer, items: int) -> None:
+    links = tuple(f"/item/{i}" for i in range(items, 0, -1))  # newest first
+    web.routes["/"] = _page("Catalogue", "All our items.", links)
+    for i in range(1, items + 1):
+        web.routes[f"/item/{i}"] = _page(f"Item {i}", f"Item {i} is a widget of colour shade{i}.")
+
+
+async def test_a_trap_guard_cut_removes_no_page_and_is_reported(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """A shop outgrowing max_pattern_pages keeps its older items on re-ingest: the guard's cut
+    makes the crawl incomplete, like a max_pages cut."""
+    _shop(web, 8)
+    first = await _ingest(settings, web.url("/"), _options(web, max_pattern_pages=10))
+    assert first["crawl"]["complete"] is True
+    assert first["pages"]["added"] == 9
+    _shop(web, 12)
+    second = await _ingest(settings, web.url("/"), _options(web, max_pattern_pages=10))
+    assert second["pages"]["removed"] == 0
+    assert second["crawl"]["complete"] is False
+    (note,) = second["crawl"]["truncated"]
+    assert note.startswith("max_pattern_pages (10) reached: 2 URL(s) like ")
+    assert f"{web.base}/item/9" in note  # the host's digits are not folded
+    assert await _stored(settings) >= {web.url("/item/1"), web.url("/item/2")}
