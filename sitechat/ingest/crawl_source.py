@@ -6,8 +6,9 @@ stored site-wide set when too few pages were re-fetched to tell again), and work
 which stored pages may be removed: a page fetched and found gone (404, 410), and
 otherwise only pages the source owns (its start URL's path and below, on its site) that a
 crawl with no cut (page, depth or time limit, or the link-trap guard) and no failure (a
-5xx, a timeout, an unreadable or partial sitemap) did not reach. A failure leaves the
-pages it may have hidden in place, and the crawl is reported incomplete.
+5xx, a timeout, an unreadable or partial sitemap, a stored page refused with another 4xx)
+did not reach. A failure leaves the pages it may have hidden in place, and the crawl is
+reported incomplete.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def _fingerprint(settings: Settings) -> str:
 
 
 def _is_passing_failure(result: CrawlResult) -> bool:
-    """A failure that says nothing about whether the page (or sitemap) still exists."""
+    """A failure that says nothing about whether the page (or sitemap) still exists: a
+    5xx, a 429, a timeout, a network error, an unreadable sitemap, robots.txt unavailable."""
     reason = (result.reason or "").removeprefix("sitemap: ")
     if result.status == "failed":
         return not (reason.startswith("HTTP 4") and not reason.startswith("HTTP 429"))
@@ -111,6 +113,18 @@ def _is_gone(result: CrawlResult) -> bool:
     """The page itself was fetched and the server says it is gone."""
     reason = result.reason or ""
     return result.status == "failed" and reason.startswith(("HTTP 404", "HTTP 410"))
+
+
+def _is_refused(result: CrawlResult) -> bool:
+    """A 4xx other than 404, 410 and 429 (401, 403, 400…): the server would not show the
+    page this time, which says nothing about whether it still exists."""
+    reason = result.reason or ""
+    return (
+        result.status == "failed"
+        and reason.startswith("HTTP 4")
+        and not reason.startswith("HTTP 429")
+        and not _is_gone(result)
+    )
 
 
 def source_owner(source: str, options: CrawlOptions) -> Callable[[str], bool]:
@@ -210,14 +224,20 @@ async def crawl_site(
             failures += 1
         elif _is_gone(result):
             site.gone.add(result.url)
+        elif _is_refused(result) and (result.url in stored or result.url in known):
+            # A stored page now refused (a login wall, a WAF): kept, and so are the pages
+            # it may link to. A link that never led to a stored page (/admin) is no loss.
+            site.protected.add(known[result.url].page_url if result.url in known else result.url)
+            failures += 1
         if on_result is not None:
             on_result(result, len(site.pages) + len(site.unchanged))
     site.seconds = time.perf_counter() - started
     site.pages = _strip_boilerplate(site, state)
     if failures and site.stats.truncated is None:
         site.stats.truncated = (
-            f"{failures} URL(s) could not be read (a server error, a timeout or an unreadable "
-            "sitemap); pages this crawl did not reach were kept"
+            f"{failures} URL(s) could not be read (a server error, a timeout, a stored page "
+            "refused with 401, 403 or another 4xx, or an unreadable sitemap); pages this crawl "
+            "did not reach were kept"
         )
     if site.stats.truncated is None:
         landed = next(iter(site.stats.start_redirects.values()), None)  # one start URL

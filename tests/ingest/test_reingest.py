@@ -68,3 +68,49 @@ async def test_a_trap_guard_cut_removes_no_page_and_is_reported(
     assert note.startswith("max_pattern_pages (10) reached: 2 URL(s) like ")
     assert f"{web.base}/item/9" in note  # the host's digits are not folded
     assert await _stored(settings) >= {web.url("/item/1"), web.url("/item/2")}
+
+
+async def test_pages_refused_with_401_or_403_keep_their_chunks(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """Stored pages answering 401 or 403 (a login wall, a WAF) on re-ingest are kept and the
+    run is incomplete, while a page answering 404 is still removed."""
+    web.routes.update(
+        {
+            "/": _page("Home", "Welcome to the handbook.", ("/pricing", "/login-help", "/old")),
+            "/pricing": _page("Pricing", "The pro plan costs forty two euros per month."),
+            "/login-help": _page("Login help", "Reset your password from the account page."),
+            "/old": _page("Old", "An old page that will be deleted."),
+        }
+    )
+    await _ingest(settings, web.url("/"), _options(web))
+    web.routes["/pricing"] = Reply(403, b"Forbidden (rate limited)")
+    web.routes["/login-help"] = Reply(401, b"Unauthorized")
+    del web.routes["/old"]
+    second = await _ingest(settings, web.url("/"), _options(web))
+    assert second["pages"]["removed"] == 1
+    assert second["crawl"]["complete"] is False
+    assert "2 URL(s) could not be read" in second["crawl"]["truncated"][0]
+    assert await _stored(settings) == {web.url(p) for p in ("/", "/pricing", "/login-help")}
+
+
+async def test_a_link_answering_403_that_was_never_indexed_leaves_the_crawl_complete(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """A link to a forbidden area that never held an indexed page (an /admin link) says
+    nothing about the stored pages: the re-ingest is complete and removes deleted pages."""
+    web.routes.update(
+        {
+            "/": _page("Home", "Welcome to the shop.", ("/admin", "/offer")),
+            "/admin": Reply(403, b"Forbidden"),
+            "/offer": _page("Offer", "The winter offer gives ten percent off sledges."),
+        }
+    )
+    first = await _ingest(settings, web.url("/"), _options(web))
+    assert first["crawl"]["complete"] is True
+    web.routes["/"] = _page("Home", "Welcome to the shop.", ("/admin",))
+    del web.routes["/offer"]
+    second = await _ingest(settings, web.url("/"), _options(web))
+    assert second["crawl"]["complete"] is True
+    assert second["pages"]["removed"] == 1
+    assert await _stored(settings) == {web.url("/")}
