@@ -39,6 +39,8 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _ACCEPT = "text/html,application/xhtml+xml,text/markdown;q=0.9,text/plain;q=0.8,*/*;q=0.1"
 _SITEMAP_ACCEPT = "application/xml,text/xml;q=0.9,application/gzip;q=0.8,*/*;q=0.1"
 
+_NON_HTTP_LOCATION = "redirects to a non-http URL (a Location such as mailto: or javascript:)"
+
 #: The reason given for URLs left unfetched because ``max_seconds`` ran out.
 BUDGET_SPENT = "not fetched: the crawl's time budget ran out"
 
@@ -249,11 +251,12 @@ class Fetcher:
             if isinstance(response, Response):
                 return response
             target = canonicalize_url(response, current)
+            if not target.startswith(("http://", "https://")):
+                raise Stop("skipped", f"redirects to a non-http URL {target!r}")
             if target in chain:
                 loop = " → ".join(safe_url(hop) for hop in [*chain[chain.index(target) :], target])
                 raise Stop("failed", f"redirect loop: {loop}")
-            if target.startswith(("http://", "https://")):
-                await self.check_host(target)  # safety first, so the reason says so
+            await self.check_host(target)  # safety first, so the reason says so
             if redirect_check is not None:
                 redirect_check(current, target)
             chain.append(target)
@@ -324,53 +327,64 @@ class Fetcher:
         self, url: str, purpose: Purpose
     ) -> Response | str | tuple[int, float | None]:
         """One request: a Response, a redirect target, or ``(status, retry_after)`` to retry."""
+        self.stats.requests += 1
+        request = self.client.build_request(
+            "GET", url, headers=self._headers(url, purpose), timeout=self.options.timeout
+        )
+        try:
+            response = await self.client.send(request, stream=True, follow_redirects=False)
+        except httpx.InvalidURL:
+            # httpx prepares the next request of every redirect, and cannot for a Location
+            # with a scheme but no host (mailto:, javascript:, tel:), so it never returns it.
+            raise Stop("skipped", _NON_HTTP_LOCATION) from None
+        try:
+            return await self._answer(url, purpose, response)
+        finally:
+            await response.aclose()
+
+    async def _answer(
+        self, url: str, purpose: Purpose, response: httpx.Response
+    ) -> Response | str | tuple[int, float | None]:
+        """What :meth:`_request` returns for ``response``, its body read within the limit."""
         limit = {
             "page": self.options.max_bytes,
             "robots": _ROBOTS_MAX_BYTES,
             "sitemap": _SITEMAP_MAX_BYTES,
         }[purpose]
-        self.stats.requests += 1
-        async with self.client.stream(
-            "GET",
-            url,
-            headers=self._headers(url, purpose),
-            follow_redirects=False,
-            timeout=self.options.timeout,
-        ) as response:
-            status = response.status_code
-            headers = response.headers
-            if status in _REDIRECT_STATUSES:
-                location = str(headers.get("location", ""))
-                if not location:
-                    raise Stop("failed", f"HTTP {status} redirect without a Location")
-                return location
-            if status in _RETRY_STATUSES and purpose != "robots":
-                return status, retry_after_seconds(headers.get("retry-after"))
-            media, charset = media_type(headers.get("content-type", ""))
-            if status == 304 and purpose == "page":
-                return Response(url, 304, media, charset, headers, b"")
-            if purpose == "page":
-                if status >= 400:
-                    raise Stop("failed", f"HTTP {status}")
-                if status != 200:
-                    raise Stop("skipped", f"unexpected HTTP status {status}")
-                if page_kind(url, media) is None:
-                    raise Stop("skipped", f"unsupported content type {media}")
-            elif status != 200:
-                return Response(url, status, media, charset, headers, b"")
-            declared = headers.get("content-length", "")
-            encoding = headers.get("content-encoding", "").strip().lower()
-            if purpose == "page" and declared.isdigit() and not encoding and int(declared) > limit:
-                raise Stop("skipped", f"too large ({declared} bytes > {limit})")
-            inflater = _Inflater(encoding, limit)
-            async for piece in _raw_pieces(response):
-                self.stats.bytes_received += len(piece)
-                if not inflater.feed(piece):
-                    if purpose == "robots":  # RFC 9309: read at least 500 KiB, ignore the rest
-                        break
-                    raise Stop("skipped", f"too large (more than {limit} bytes)")
-            body = bytes(inflater.out[:limit])
-            return Response(url, status, media, charset, headers, body)
+        status = response.status_code
+        headers = response.headers
+        if status in _REDIRECT_STATUSES:
+            location = str(headers.get("location", ""))
+            if not location:
+                raise Stop("failed", f"HTTP {status} redirect without a Location")
+            return location
+        if status in _RETRY_STATUSES and purpose != "robots":
+            return status, retry_after_seconds(headers.get("retry-after"))
+        media, charset = media_type(headers.get("content-type", ""))
+        if status == 304 and purpose == "page":
+            return Response(url, 304, media, charset, headers, b"")
+        if purpose == "page":
+            if status >= 400:
+                raise Stop("failed", f"HTTP {status}")
+            if status != 200:
+                raise Stop("skipped", f"unexpected HTTP status {status}")
+            if page_kind(url, media) is None:
+                raise Stop("skipped", f"unsupported content type {media}")
+        elif status != 200:
+            return Response(url, status, media, charset, headers, b"")
+        declared = headers.get("content-length", "")
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if purpose == "page" and declared.isdigit() and not encoding and int(declared) > limit:
+            raise Stop("skipped", f"too large ({declared} bytes > {limit})")
+        inflater = _Inflater(encoding, limit)
+        async for piece in _raw_pieces(response):
+            self.stats.bytes_received += len(piece)
+            if not inflater.feed(piece):
+                if purpose == "robots":  # RFC 9309: read at least 500 KiB, ignore the rest
+                    break
+                raise Stop("skipped", f"too large (more than {limit} bytes)")
+        body = bytes(inflater.out[:limit])
+        return Response(url, status, media, charset, headers, body)
 
     async def _fetch_robots(self, robots_url: str) -> tuple[int, str]:
         try:

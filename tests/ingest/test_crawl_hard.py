@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -437,3 +438,27 @@ def test_trap_patterns_fold_digits_in_the_path_only() -> None:
     assert guard.admit("http://h.test/item/1") == (True, None)
     assert guard.admit("http://h.test/item/9")[0] is False
     assert guard.admit("http://h.test/item/2", listed=True) == (True, None)
+
+
+async def test_redirects_to_non_http_urls_are_skipped_with_the_reason(
+    web: ProgrammableServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A redirect to mailto:, javascript: or ftp: is a skip saying so, not an unexpected
+    error with a traceback, and leaves the crawl complete."""
+    targets = {
+        "/contact": "mailto:shop@example.com",
+        "/js": "javascript:void(0)",
+        "/ftp": "ftp://files.example.com/x",
+    }
+    web.routes.update({"/": _page("Home", "Home.", list(targets))})
+    web.routes.update({p: Reply(302, b"", {"Location": t}) for p, t in targets.items()})
+    with caplog.at_level(logging.ERROR, logger="sitechat.ingest.crawl"):
+        results, stats = await _crawl(web.base + "/", use_sitemaps=False)
+    for path in targets:
+        result = results[web.base + path]
+        assert result.status == "skipped"
+        assert result.reason is not None and result.reason.startswith("redirects to a non-http URL")
+    assert "ftp://files.example.com/x" in (results[web.base + "/ftp"].reason or "")
+    assert "mailto:" in (results[web.base + "/contact"].reason or "")
+    assert stats.truncated is None
+    assert caplog.records == []
