@@ -91,6 +91,7 @@ class Extracted:
     seconds: float
     link_share: float = 0.0
     link_count: int = 0
+    written: tuple[tuple[str, str], ...] = ()
 
 
 def extract_response(kind: str, response: Response) -> Extracted:
@@ -118,6 +119,7 @@ def extract_response(kind: str, response: Response) -> Extracted:
             time.perf_counter() - started,
             found.link_share,
             found.link_count,
+            () if found.nofollow else found.written,
         )
     text = decode_text(response.body, response.charset)
     reader = extract_markdown if kind == "markdown" else extract_text

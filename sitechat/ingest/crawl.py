@@ -77,7 +77,9 @@ class CrawlResult:
     """What became of one URL: a page (``"ok"``), ``"unchanged"`` (304), or a reason.
 
     ``links`` are the in-scope links the page holds (for ``"unchanged"``: as remembered);
-    ``etag``/``last_modified`` are the validators to send on the next crawl.
+    ``written`` pairs those of them whose query the page wrote in another order with that
+    form (robots.txt is matched against it); ``etag``/``last_modified`` are the validators
+    to send on the next crawl.
     """
 
     url: str
@@ -89,6 +91,7 @@ class CrawlResult:
     etag: str | None = None
     last_modified: str | None = None
     fetched_url: str | None = None
+    written: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ class KnownPage:
     last_modified: str | None = None
     links: tuple[str, ...] = ()
     content_hash: str = ""
+    written: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,7 @@ class _Crawler:
         self.known = known
         self.scope = Scope([*roots, *sitemaps], options.include, options.exclude)
         self.traps = LinkTrapGuard(options.max_pattern_pages)
+        self.written: dict[str, str] = {}  # canonical URL -> as the site wrote it
         self.trapped: set[str] = set()  # URLs the trap guard refused (a cut, unless re-listed)
         self.queries = QueryLearner()
         loop = asyncio.get_running_loop()
@@ -183,7 +188,9 @@ class _Crawler:
     async def visit(self, url: str) -> CrawlResult | _Claim:
         """Fetch and extract one URL; never raises (every failure becomes a result)."""
         try:
-            response = await self.fetcher.get(url, redirect_check=self._check_redirect)
+            response = await self.fetcher.get(
+                url, redirect_check=self._check_redirect, written=self.written.get(url)
+            )
             if response.status == 304:
                 return self._unchanged(url, response)
             return await self._process(response)
@@ -213,6 +220,7 @@ class _Crawler:
             etag=response.headers.get("etag") or known.etag,
             last_modified=response.headers.get("last-modified") or known.last_modified,
             fetched_url=response.url,
+            written=known.written,
         )
 
     async def _process(self, response: Response) -> CrawlResult | _Claim:
@@ -230,16 +238,29 @@ class _Crawler:
         found = await loop.run_in_executor(self.executor, extract_response, kind, response)
         self.stats.extract_seconds += found.seconds
         links = tuple(link for link in found.links if self.scope.wanted(link))
+        wanted = set(links)
+        written = tuple((url, form) for url, form in found.written if url in wanted)
         page = found.page
         canonical = found.canonical
         etag, modified = page.etag, page.last_modified
         if found.noindex:
-            return CrawlResult(final, "skipped", "noindex", content_type=media, links=links)
+            return CrawlResult(
+                final, "skipped", "noindex", content_type=media, links=links, written=written
+            )
         if is_link_list(found.link_share, found.link_count, self.options.max_link_share):
             why = f"link list ({found.link_share:.0%} of its text is links; followed, not indexed)"
-            return CrawlResult(final, "skipped", why, content_type=media, links=links)
+            return CrawlResult(
+                final, "skipped", why, content_type=media, links=links, written=written
+            )
         if not page.sections:
-            return CrawlResult(final, "skipped", "no text content", content_type=media, links=links)
+            return CrawlResult(
+                final,
+                "skipped",
+                "no text content",
+                content_type=media,
+                links=links,
+                written=written,
+            )
         result = CrawlResult(
             final,
             "ok",
@@ -249,6 +270,7 @@ class _Crawler:
             etag=etag,
             last_modified=modified,
             fetched_url=final,
+            written=written,
         )
         if canonical and canonical != final and self.scope.in_scope(canonical):
             return self._claim(result, canonical)
@@ -473,6 +495,8 @@ class _Crawler:
                         done_urls = {url, result.url, result.fetched_url or result.url}
                         for settled in self._release(done_urls):
                             yield settled
+                    for link, form in result.written:
+                        self.written.setdefault(link, form)
                     if depth >= self.options.max_depth:
                         beyond.update(u for u in result.links if self._would_admit(u))
                         continue

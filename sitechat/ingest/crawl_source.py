@@ -208,6 +208,7 @@ async def crawl_site(
                 result.last_modified,
                 result.links,
                 page_fingerprint(result.page),
+                result.written,
             )
         elif result.status == "unchanged":
             site.unchanged.append(result.url)
@@ -218,6 +219,7 @@ async def crawl_site(
                 result.last_modified,
                 result.links,
                 previous.content_hash,
+                result.written,
             )
         elif _is_passing_failure(result):
             site.protected.add(result.url)

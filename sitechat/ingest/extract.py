@@ -56,6 +56,8 @@ class ExtractedPage:
     link_share: float = 0.0
     """How much of the main text is link text: near 1 for indexes and tables of contents."""
     link_count: int = 0
+    written: tuple[tuple[str, str], ...] = ()
+    """(canonical URL, as written) of the links whose query the page wrote in another order."""
 
     def is_link_list(self, max_link_share: float = DEFAULT_MAX_LINK_SHARE) -> bool:
         """True for a page that is mostly links to other pages; see :func:`is_link_list`."""
@@ -140,18 +142,27 @@ def _meta_robots(tree: LexborHTMLParser) -> tuple[bool, bool]:
     return noindex, nofollow
 
 
-def _links(tree: LexborHTMLParser, base: str) -> tuple[str, ...]:
+def _links(
+    tree: LexborHTMLParser, base: str
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The page's links (canonical), and for those whose query the page wrote in another
+    order, that form (robots.txt rules are matched against it)."""
     hrefs: dict[str, None] = {}
     for anchor in tree.css("a[href]"):
         href = anchor.attrs.get("href")
         if href and not href.startswith(_SKIP_HREF):
             hrefs[href.strip()] = None
     links: dict[str, None] = {}
+    written: dict[str, str] = {}
     for href in hrefs:
         url = canonicalize_url(href, base)
         if url.startswith(("http://", "https://")):
             links[url] = None
-    return tuple(links)
+            if "&" in url and url not in written:
+                as_written = canonicalize_url(href, base, sort_query=False)
+                if as_written != url:
+                    written[url] = as_written
+    return tuple(links), tuple(written.items())
 
 
 def _parse(html: str) -> LexborHTMLParser:
@@ -183,7 +194,7 @@ def extract_html(
     base_tag = tree.css_first("base[href]")
     if base_tag is not None:
         base = canonicalize_url(base_tag.attrs.get("href") or "", url)
-    links = _links(tree, base)
+    links, written = _links(tree, base)
     canonical = None
     canonical_tag = tree.css_first("link[rel~=canonical][href]")
     if canonical_tag is not None:
@@ -204,7 +215,7 @@ def extract_html(
         last_modified=last_modified,
     )
     return ExtractedPage(
-        page, links, canonical, noindex, nofollow, main.link_share, main.link_count
+        page, links, canonical, noindex, nofollow, main.link_share, main.link_count, written
     )
 
 

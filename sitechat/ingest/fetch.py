@@ -232,9 +232,19 @@ class Fetcher:
     # -- the GET -----------------------------------------------------------------------
 
     async def get(
-        self, url: str, *, purpose: Purpose = "page", redirect_check: RedirectCheck | None = None
+        self,
+        url: str,
+        *,
+        purpose: Purpose = "page",
+        redirect_check: RedirectCheck | None = None,
+        written: str | None = None,
     ) -> Response:
-        """GET ``url``, following up to five redirects by hand so each hop is checked."""
+        """GET ``url``, following up to five redirects by hand so each hop is checked.
+
+        ``written`` is ``url`` as the site wrote it, when its query was in another order:
+        robots.txt rules must allow that form (RFC 9309 matches the URL as written) as well
+        as the canonical one sent. Redirect targets are checked the same way.
+        """
         current = url
         chain = [url]
         for _ in range(MAX_REDIRECTS + 1):
@@ -244,13 +254,15 @@ class Fetcher:
             delay = self.options.delay
             if purpose == "page" and self.options.respect_robots:
                 rules = await self.robots.rules_for(current)
-                if not rules.can_fetch(current):
+                if not (rules.can_fetch(current) and (written is None or rules.can_fetch(written))):
                     raise Stop("skipped", rules.note or "disallowed by robots.txt")
                 delay = max(delay, rules.crawl_delay)
             response = await self._with_retries(current, purpose, delay)
             if isinstance(response, Response):
                 return response
             target = canonicalize_url(response, current)
+            form = canonicalize_url(response, current, sort_query=False)
+            written = form if form != target else None
             if not target.startswith(("http://", "https://")):
                 raise Stop("skipped", f"redirects to a non-http URL {target!r}")
             if target in chain:

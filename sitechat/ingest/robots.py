@@ -10,7 +10,8 @@ integer only, and applies the first matching rule instead. Here:
 * ``Allow``/``Disallow`` paths may hold ``*`` (any run of characters) and a trailing
   ``$`` (end of URL); the longest matching pattern decides, ``Allow`` wins a tie, an
   empty ``Disallow`` allows everything, and ``/robots.txt`` itself is always allowed;
-* patterns and URLs are compared with percent-escapes normalised the same way, and the
+* patterns and URLs are compared with percent-escapes normalised the same way (the crawler
+  also checks a link as the site wrote it, query order included), and the
   matcher is linear in the URL length (no regular expressions that a hostile file could
   make backtrack);
 * ``Crawl-delay`` may be fractional, and ``Sitemap:`` lines are collected wherever they

@@ -39,8 +39,9 @@ def _text(value: Any) -> str | None:
 
 @dataclass
 class CrawlState:
-    """Per fetched URL: validators, page URL, links and content hash; plus the site's
-    boilerplate paragraphs and title suffix."""
+    """Per fetched URL: validators, page URL, links (and the links' query order as
+    written, where it differs) and content hash; plus the site's boilerplate paragraphs
+    and title suffix."""
 
     fingerprint: str
     pages: dict[str, KnownPage] = field(default_factory=dict)
@@ -75,13 +76,15 @@ class CrawlState:
         urls = [str(u) for u in data["urls"]]
         pages: dict[str, KnownPage] = {}
         for row in data["pages"]:
-            fetched, page, etag, modified, digest, links = row
+            fetched, page, etag, modified, digest, links = row[:6]
+            written = row[6] if len(row) > 6 else []
             pages[urls[fetched]] = KnownPage(
                 page_url=urls[page],
                 etag=_text(etag),
                 last_modified=_text(modified),
                 links=tuple(urls[i] for i in links),
                 content_hash=str(digest or ""),
+                written=tuple((urls[i], str(form)) for i, form in written),
             )
         boilerplate = frozenset(str(b) for b in data.get("boilerplate", []))
         return cls(fingerprint, pages, boilerplate, str(data.get("title_suffix") or ""))
@@ -103,6 +106,7 @@ class CrawlState:
                 known.last_modified,
                 known.content_hash,
                 [number(link) for link in known.links],
+                *([[[number(u), form] for u, form in known.written]] if known.written else []),
             ]
             for fetched, known in self.pages.items()
         ]

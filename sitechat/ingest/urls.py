@@ -158,7 +158,7 @@ def _split_netloc(netloc: str) -> tuple[str, str]:
     return host, port
 
 
-def _clean_query(query: str) -> str:
+def _clean_query(query: str, sort: bool = True) -> str:
     if not query:
         return ""
     kept = []
@@ -169,12 +169,13 @@ def _clean_query(query: str) -> str:
         if key.startswith("utm_") or key in TRACKING_PARAMS:
             continue
         kept.append(_quote(pair, _QUERY_SAFE))
-    kept.sort(key=lambda p: tuple(p.split("=", 1)))
+    if sort:
+        kept.sort(key=lambda p: tuple(p.split("=", 1)))
     return "&".join(kept)
 
 
 @lru_cache(maxsize=16384)
-def _canonicalize_absolute(url: str) -> str:
+def _canonicalize_absolute(url: str, sort_query: bool = True) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -195,11 +196,11 @@ def _canonicalize_absolute(url: str) -> str:
     path = _remove_dot_segments(path) or "/"
     if not path.startswith("/"):
         path = "/" + path
-    query = _clean_query(parts.query)
+    query = _clean_query(parts.query, sort_query)
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
-def canonicalize_url(url: str, base: str | None = None) -> str:
+def canonicalize_url(url: str, base: str | None = None, *, sort_query: bool = True) -> str:
     """Return the one spelling of ``url`` that sitechat stores and compares.
 
     Resolves against ``base``; lowercases scheme and host (IDNA-encoded); drops userinfo,
@@ -207,6 +208,9 @@ def canonicalize_url(url: str, base: str | None = None) -> str:
     percent-escapes, ``.``/``..`` segments and repeated slashes. Never raises: input it
     cannot parse, and non-http(s) URLs, come back merely stripped of surrounding
     whitespace (use :func:`require_http_url` to refuse those).
+
+    ``sort_query=False`` keeps the query parameters in the order the site wrote them:
+    the URL robots.txt rules are matched against (RFC 9309), not one to compare.
     """
     url = _clean(url)
     if base is not None:
@@ -214,7 +218,7 @@ def canonicalize_url(url: str, base: str | None = None) -> str:
             url = _clean(_join(_clean(base), url))
         except ValueError:
             return url
-    return _canonicalize_absolute(url)
+    return _canonicalize_absolute(url, sort_query)
 
 
 def _clean(url: str) -> str:

@@ -462,3 +462,34 @@ async def test_redirects_to_non_http_urls_are_skipped_with_the_reason(
     assert "mailto:" in (results[web.base + "/contact"].reason or "")
     assert stats.truncated is None
     assert caplog.records == []
+
+
+_QUERY_ROBOTS = b"User-agent: *\nDisallow: /search?q=\nDisallow: /*?sort=\n"
+_QUERY_LINKS = ["/search?q=shoes&page=2", "/list?sort=price&cat=1", "/list?cat=2&sort=name", "/go"]
+
+
+def _query_site(web: ProgrammableServer, home: Reply) -> None:
+    web.routes.update(
+        {
+            "/robots.txt": Reply(200, _QUERY_ROBOTS),
+            "/": home,
+            "/search": _page("Search", "Results."),
+            "/list": lambda path, headers: _page(f"List {path}", f"Listing {path}."),
+            "/go": Reply(302, b"", {"Location": "/search?q=boots&page=3"}),
+        }
+    )
+
+
+async def test_robots_rules_naming_a_query_match_the_url_as_written(
+    web: ProgrammableServer,
+) -> None:
+    """``Disallow: /search?q=`` and ``/*?sort=`` refuse links that write those parameters
+    first, although the canonical URL sorts them later; a redirect is checked the same way."""
+    _query_site(web, _page("Home", "Home.", _QUERY_LINKS))
+    results, _ = await _crawl(web.base + "/", use_sitemaps=False)
+    fetched = {h for h in web.hits if h.startswith(("/search", "/list"))}
+    assert fetched == {"/list?cat=2&sort=name"}
+    assert results[web.base + "/search?page=2&q=shoes"].reason == "disallowed by robots.txt"
+    assert results[web.base + "/list?cat=1&sort=price"].reason == "disallowed by robots.txt"
+    assert results[web.base + "/go"].reason == "disallowed by robots.txt"
+    assert _ok(results, web.base) == {"/", "/list?cat=2&sort=name"}

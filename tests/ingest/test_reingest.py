@@ -114,3 +114,25 @@ async def test_a_link_answering_403_that_was_never_indexed_leaves_the_crawl_comp
     assert second["crawl"]["complete"] is True
     assert second["pages"]["removed"] == 1
     assert await _stored(settings) == {web.url("/")}
+
+
+async def test_a_page_answering_304_keeps_its_links_query_order_for_robots(
+    web: ProgrammableServer, settings: Settings
+) -> None:
+    """On a re-ingest where the home page answers 304, its remembered links are still
+    matched against robots.txt as the page wrote them, so a disallowed one stays unfetched."""
+    home = _page("Home", "Home.", ("/search?q=shoes&page=2", "/list?cat=2&sort=name"))
+    home.headers["ETag"] = '"home-1"'
+    web.routes.update(
+        {
+            "/robots.txt": Reply(200, b"User-agent: *\nDisallow: /search?q=\n"),
+            "/": home,
+            "/search": _page("Search", "Search results."),
+            "/list": _page("List", "A listing."),
+        }
+    )
+    await _ingest(settings, web.url("/"), _options(web, use_sitemaps=False))
+    second = await _ingest(settings, web.url("/"), _options(web, use_sitemaps=False))
+    assert second["pages"]["not_modified"] == 1
+    assert not any(hit.startswith("/search") for hit in web.hits)
+    assert web.hits.count("/list?cat=2&sort=name") == 2
