@@ -96,7 +96,12 @@ class CrawlResult:
 
 @dataclass(frozen=True, slots=True)
 class KnownPage:
-    """What an earlier crawl learned about the URL it fetched, for a conditional re-crawl."""
+    """What an earlier crawl learned about the URL it fetched, for a conditional re-crawl.
+
+    ``blocks`` (the page's paragraph hashes, see :func:`~.extract.page_blocks`) and
+    ``title`` are the page as extracted, before site chrome was stripped; None when not
+    known (a state from an older version).
+    """
 
     page_url: str
     etag: str | None = None
@@ -104,6 +109,8 @@ class KnownPage:
     links: tuple[str, ...] = ()
     content_hash: str = ""
     written: tuple[tuple[str, str], ...] = ()
+    blocks: frozenset[str] | None = None
+    title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,10 @@ from sitechat.ingest.crawl import (
 )
 from sitechat.ingest.extract import (
     boilerplate_blocks,
+    common_suffix,
     common_title_suffix,
+    page_blocks,
+    repeated_blocks,
     strip_blocks,
     strip_title_suffix,
 )
@@ -209,6 +212,8 @@ async def crawl_site(
                 result.links,
                 page_fingerprint(result.page),
                 result.written,
+                page_blocks(result.page),
+                result.page.title,
             )
         elif result.status == "unchanged":
             site.unchanged.append(result.url)
@@ -220,6 +225,8 @@ async def crawl_site(
                 result.links,
                 previous.content_hash,
                 result.written,
+                previous.blocks,
+                previous.title,
             )
         elif _is_passing_failure(result):
             site.protected.add(result.url)
@@ -258,16 +265,20 @@ def _owner(source: str, landed: str | None, options: CrawlOptions) -> Callable[[
 
 
 def _strip_boilerplate(site: CrawledSite, state: CrawlState | None) -> list[Page]:
-    """Site-wide chrome (paragraphs, the title suffix) out of the fresh pages; reuses what
-    the whole site showed for small re-crawls, where too few pages are fetched to tell."""
-    fresh, total = len(site.pages), len(site.pages) + len(site.unchanged)
-    if state is not None and site.unchanged and 2 * fresh < total:
-        pages = strip_blocks(site.pages, state.boilerplate)
-        return strip_title_suffix(pages, state.title_suffix)
-    blocks = boilerplate_blocks(site.pages)
-    pages = strip_blocks(site.pages, blocks)
-    suffix = common_title_suffix(pages)
+    """Site-wide chrome (paragraphs, the title suffix) out of the fresh pages, judged on
+    every page the crawl reached: the fresh ones and, for those that answered 304, what
+    the state remembers of them, so a re-crawl decides as a fresh crawl would. With a
+    state too old to remember that, a small re-crawl reuses the stored set."""
+    reached = list(site._fresh.values())  # one per page fetched or unchanged
+    block_sets = [k.blocks for k in reached if k.blocks is not None]
+    titles = [k.title for k in reached if k.title is not None]
+    if len(block_sets) == len(titles) == len(reached):
+        blocks, suffix = repeated_blocks(block_sets), common_suffix(titles)
+    elif state is not None and 2 * len(site.pages) < len(reached):
+        return strip_title_suffix(strip_blocks(site.pages, state.boilerplate), state.title_suffix)
+    else:
+        blocks, suffix = boilerplate_blocks(site.pages), common_title_suffix(site.pages)
     if state is not None:
         state.boilerplate = blocks
         state.title_suffix = suffix
-    return strip_title_suffix(pages, suffix)
+    return strip_title_suffix(strip_blocks(site.pages, blocks), suffix)

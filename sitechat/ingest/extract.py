@@ -28,6 +28,7 @@ __all__ = [
     "MIN_LINK_LIST_LINKS",
     "ExtractedPage",
     "boilerplate_blocks",
+    "common_suffix",
     "common_title_suffix",
     "decode_html",
     "extract_html",
@@ -35,7 +36,9 @@ __all__ = [
     "extract_text",
     "is_link_list",
     "looks_binary",
+    "page_blocks",
     "remove_boilerplate",
+    "repeated_blocks",
     "strip_blocks",
     "strip_title_suffix",
 ]
@@ -240,19 +243,32 @@ def boilerplate_blocks(pages: Sequence[Page], min_share: float = 0.5) -> frozens
     Code blocks never count. The hashes can be stored and applied to a later, partial
     re-crawl with :func:`strip_blocks`, where too few pages are fetched to tell again.
     """
-    if len(pages) < 4:
+    return repeated_blocks([page_blocks(page) for page in pages], min_share)
+
+
+def page_blocks(page: Page) -> frozenset[str]:
+    """Hashes of the paragraphs of ``page`` that could be site chrome (code blocks never
+    are): what :func:`repeated_blocks` counts, and what a re-crawl remembers of a page."""
+    return frozenset(
+        content_hash(_collapse(block))
+        for section in page.sections
+        for block in _blocks(section.text)
+        if "```" not in block and block.strip()
+    )
+
+
+def repeated_blocks(
+    block_sets: Sequence[Collection[str]], min_share: float = 0.5
+) -> frozenset[str]:
+    """The hashes in at least ``min_share`` of ``block_sets`` (one per page, from
+    :func:`page_blocks`); empty for fewer than four pages."""
+    if len(block_sets) < 4:
         return frozenset()
     counts: dict[str, int] = {}
-    for page in pages:
-        seen = {
-            content_hash(_collapse(block))
-            for section in page.sections
-            for block in _blocks(section.text)
-            if "```" not in block and block.strip()
-        }
-        for digest in seen:
+    for blocks in block_sets:
+        for digest in blocks:
             counts[digest] = counts.get(digest, 0) + 1
-    threshold = max(2.0, min_share * len(pages))
+    threshold = max(2.0, min_share * len(block_sets))
     return frozenset(digest for digest, n in counts.items() if n >= threshold)
 
 
@@ -312,13 +328,18 @@ def common_title_suffix(pages: Sequence[Page], min_share: float = 0.5) -> str:
     of those, the longest wins. Like boilerplate, it needs several pages to be told from a
     coincidence, and can be stored and applied to a later partial re-crawl.
     """
-    if len(pages) < 4:
+    return common_suffix([page.title for page in pages], min_share)
+
+
+def common_suffix(titles: Sequence[str], min_share: float = 0.5) -> str:
+    """:func:`common_title_suffix` of the pages with these ``titles``."""
+    if len(titles) < 4:
         return ""
     counts: dict[str, int] = {}
-    for page in pages:
-        for suffix in _title_suffixes(page.title):
+    for title in titles:
+        for suffix in _title_suffixes(title):
             counts[suffix] = counts.get(suffix, 0) + 1
-    threshold = max(4.0, min_share * len(pages))
+    threshold = max(4.0, min_share * len(titles))
     common = [suffix for suffix, n in counts.items() if n >= threshold]
     return max(common, key=len, default="")
 

@@ -1,11 +1,11 @@
 """What the pipeline remembers between crawls, so a re-crawl can ask "changed since?".
 
 A conditional GET needs the ETag / Last-Modified of the previous fetch, and a page that
-answers 304 has no body to take links from, so its links must be remembered too; the
-boilerplate found across the whole site is kept so that a re-crawl that re-fetches only
-a few pages strips the same chrome from them. All of it lives in one small JSON file
-next to the index (``crawl-state.json``), written atomically; URLs are stored once and
-links refer to them by number. Nothing is trusted from it beyond strings and numbers: a
+answers 304 has no body to take links from, so its links must be remembered too, and so
+must its paragraph hashes and title, so that a re-crawl judges site chrome on every page
+as a fresh crawl would. All of it lives in one JSON file next to the index
+(``crawl-state.json``), written atomically; URLs and paragraph hashes are stored once and
+referred to by number. Nothing is trusted from it beyond strings and numbers: a
 file that is missing, damaged, from another version, or written with other extraction
 or chunking settings is ignored, which only costs a full re-fetch.
 """
@@ -74,10 +74,12 @@ class CrawlState:
     @classmethod
     def _decode(cls, data: dict[str, Any], fingerprint: str) -> CrawlState:
         urls = [str(u) for u in data["urls"]]
+        blocks = [str(b) for b in data.get("blocks", [])]
         pages: dict[str, KnownPage] = {}
         for row in data["pages"]:
             fetched, page, etag, modified, digest, links = row[:6]
             written = row[6] if len(row) > 6 else []
+            extracted = len(row) > 8  # the page's paragraphs and title, before stripping
             pages[urls[fetched]] = KnownPage(
                 page_url=urls[page],
                 etag=_text(etag),
@@ -85,36 +87,43 @@ class CrawlState:
                 links=tuple(urls[i] for i in links),
                 content_hash=str(digest or ""),
                 written=tuple((urls[i], str(form)) for i, form in written),
+                blocks=frozenset(blocks[i] for i in row[7]) if extracted else None,
+                title=str(row[8]) if extracted else None,
             )
         boilerplate = frozenset(str(b) for b in data.get("boilerplate", []))
         return cls(fingerprint, pages, boilerplate, str(data.get("title_suffix") or ""))
 
     def encode(self) -> dict[str, Any]:
         numbers: dict[str, int] = {}
+        block_numbers: dict[str, int] = {}  # chrome repeats on many pages: stored once
 
-        def number(url: str) -> int:
-            found = numbers.get(url)
+        def number(url: str, table: dict[str, int] = numbers) -> int:
+            found = table.get(url)
             if found is None:
-                found = numbers[url] = len(numbers)
+                found = table[url] = len(table)
             return found
 
-        rows = [
-            [
+        rows = []
+        for fetched, known in self.pages.items():
+            row: list[Any] = [
                 number(fetched),
                 number(known.page_url),
                 known.etag,
                 known.last_modified,
                 known.content_hash,
                 [number(link) for link in known.links],
-                *([[[number(u), form] for u, form in known.written]] if known.written else []),
+                [[number(u), form] for u, form in known.written],
             ]
-            for fetched, known in self.pages.items()
-        ]
+            if known.blocks is not None and known.title is not None:
+                row.append(sorted(number(b, block_numbers) for b in known.blocks))
+                row.append(known.title)
+            rows.append(row)
         return {
             "format": _FORMAT,
             "version": _VERSION,
             "fingerprint": self.fingerprint,
             "urls": list(numbers),
+            "blocks": list(block_numbers),
             "pages": rows,
             "boilerplate": sorted(self.boilerplate),
             "title_suffix": self.title_suffix,

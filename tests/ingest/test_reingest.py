@@ -136,3 +136,58 @@ async def test_a_page_answering_304_keeps_its_links_query_order_for_robots(
     assert second["pages"]["not_modified"] == 1
     assert not any(hit.startswith("/search") for hit in web.hits)
     assert web.hits.count("/list?cat=2&sort=name") == 2
+
+
+async def _texts(settings: Settings) -> dict[str, str]:
+    store, _ = await open_store(settings, HashingEmbeddings())
+    try:
+        texts: dict[str, str] = {}
+        for url in await store.urls():
+            chunks = await store.get(list(await store.chunk_hashes(url)))
+            texts[url] = " ".join(chunk.text for chunk in chunks)
+        return texts
+    finally:
+        await store.aclose()
+
+
+_ANIMALS = "aardvark bonobo caracal dugong echidna fossa gibbon hyrax ibex jerboa".split()
+_NEW = "The export button now supports CSV and JSON files."
+
+
+def _handbook(web: ProgrammableServer, edited: int) -> None:
+    home = _page("Home", "Product handbook home.", tuple(f"/{n}" for n in _ANIMALS))
+    home.headers["ETag"] = '"home"'
+    web.routes["/"] = home
+    for i, name in enumerate(_ANIMALS):
+        extra = ""
+        if i < edited:
+            extra = (f"<p>{_NEW}</p>" if i < 3 else "") + f"<p>Release two notes on {name}.</p>"
+        reply = html_reply(
+            f"<html><head><title>{name}</title></head><body><main><h1>{name}</h1>"
+            f"<p>The {name} page explains the {name} feature.</p>{extra}"
+            "<p>Was this page helpful? Tell us.</p></main></body></html>"
+        )
+        reply.headers["ETag"] = f'"{name}-{2 if i < edited else 1}"'
+        web.routes[f"/{name}"] = reply
+
+
+async def test_a_re_ingest_judges_site_chrome_on_every_page_like_a_fresh_ingest(
+    web: ProgrammableServer, settings: Settings, tmp_path: Any
+) -> None:
+    """Six of eleven pages edited, three gaining one sentence: the re-ingest keeps that
+    sentence (3 of 11 pages, not chrome) as a fresh ingest does, and still strips the line
+    every page carries."""
+    options = _options(web, use_sitemaps=False)
+    _handbook(web, edited=0)
+    await _ingest(settings, web.url("/"), options)
+    _handbook(web, edited=6)
+    second = await _ingest(settings, web.url("/"), options)
+    assert second["pages"]["not_modified"] == 5
+    texts = await _texts(settings)
+    fresh = settings.model_copy(update={"index": str(tmp_path / "fresh")})
+    await _ingest(fresh, web.url("/"), options)
+    assert texts == await _texts(fresh)
+    assert sorted(u for u, text in texts.items() if _NEW in text) == [
+        web.url(f"/{n}") for n in _ANIMALS[:3]
+    ]
+    assert not any("helpful" in text for text in texts.values())
