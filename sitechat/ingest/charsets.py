@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import codecs
 
-__all__ = ["codec_for", "decode_unlabelled"]
+__all__ = ["codec_for", "decode_bom", "decode_unlabelled"]
+
+# A byte-order mark decides the encoding before any label (WHATWG "BOM sniff").
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 
 _WINDOWS_1252 = frozenset(
     {
@@ -58,3 +65,12 @@ def decode_unlabelled(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("cp1252", errors="replace")
+
+
+def decode_bom(data: bytes) -> str | None:
+    """``data`` decoded by its byte-order mark (UTF-8, UTF-16 LE or BE), without the mark;
+    None when it starts with none."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom) :].decode(name, errors="replace")
+    return None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from selectolax.lexbor import LexborHTMLParser
 
-from sitechat.ingest.charsets import codec_for, decode_unlabelled
+from sitechat.ingest.charsets import codec_for, decode_bom, decode_unlabelled
 from sitechat.ingest.html_content import main_sections
 from sitechat.ingest.markdown import extract_markdown, extract_text
 from sitechat.ingest.nesting import flatten_deep_nesting
@@ -112,13 +112,9 @@ def decode_html(data: bytes, declared: str | None = None) -> str:
     """Decode bytes as a browser would: BOM, then the HTTP charset, then ``<meta>``, else
     UTF-8 if valid, else windows-1252; Latin-1 and ASCII labels mean windows-1252 (see
     :mod:`sitechat.ingest.charsets`)."""
-    for bom, name in (
-        (codecs.BOM_UTF8, "utf-8"),
-        (codecs.BOM_UTF16_LE, "utf-16-le"),
-        (codecs.BOM_UTF16_BE, "utf-16-be"),
-    ):
-        if data.startswith(bom):
-            return data[len(bom) :].decode(name, errors="replace")
+    marked = decode_bom(data)
+    if marked is not None:
+        return marked
     candidates = [declared] if declared else []
     match = _META_CHARSET.search(data, 0, 4096)
     if match:

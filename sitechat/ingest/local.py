@@ -13,7 +13,6 @@ reason.
 
 from __future__ import annotations
 
-import codecs
 import logging
 import os
 import stat
@@ -22,7 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sitechat.errors import IngestError
-from sitechat.ingest.charsets import decode_unlabelled
+from sitechat.ingest.charsets import decode_bom, decode_unlabelled
 from sitechat.ingest.extract import extract_html, extract_markdown, extract_text
 from sitechat.ingest.options import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINK_SHARE
 from sitechat.ingest.urls import canonicalize_url
@@ -65,8 +64,10 @@ def _page_url(relative: str, path: Path, base_url: str | None) -> str:
 
 
 def _decode(data: bytes) -> str:
-    """A text or Markdown file: UTF-8 (a BOM allowed), else windows-1252."""
-    return decode_unlabelled(data.removeprefix(codecs.BOM_UTF8))
+    """A text or Markdown file: by its byte-order mark (UTF-8, UTF-16), else UTF-8 when
+    valid, else windows-1252."""
+    marked = decode_bom(data)
+    return marked if marked is not None else decode_unlabelled(data)
 
 
 def _refusal(path: Path, inside: Path | None, max_bytes: int) -> str | None:

@@ -9,11 +9,10 @@ leaves inline markup in the text, where it does no harm to retrieval.
 
 from __future__ import annotations
 
-import codecs
 import re
 from urllib.parse import unquote, urlsplit
 
-from sitechat.ingest.charsets import codec_for, decode_unlabelled
+from sitechat.ingest.charsets import codec_for, decode_bom, decode_unlabelled
 from sitechat.models import Page, Section
 
 __all__ = ["decode_text", "extract_markdown", "extract_text", "github_slug", "title_from_url"]
@@ -71,8 +70,9 @@ def title_from_url(url: str) -> str:
 def decode_text(body: bytes, charset: str | None = None) -> str:
     """Decode a served text or Markdown file: BOM, then the HTTP charset, else UTF-8 if
     valid, else windows-1252 (see :mod:`sitechat.ingest.charsets`)."""
-    if body.startswith(codecs.BOM_UTF8):
-        return body[3:].decode("utf-8", errors="replace")
+    marked = decode_bom(body)
+    if marked is not None:
+        return marked
     name = codec_for(charset) if charset else None  # None too for a name Python lacks
     return body.decode(name, errors="replace") if name else decode_unlabelled(body)
 

@@ -166,3 +166,17 @@ def test_fifos_and_files_over_max_bytes_are_skipped_not_read(tmp_path: Path) -> 
     assert skipped["https://docs.test/big.txt"] == "too large (5000 bytes, more than 2000)"
     single, why = _read_with_skips(tmp_path / "big.txt", max_bytes=2000)
     assert single == [] and why["https://docs.test/big.txt"].startswith("too large")
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-8"])
+def test_text_and_markdown_files_with_a_byte_order_mark_decode_by_it(
+    tmp_path: Path, codec: str
+) -> None:
+    """UTF-16 (and UTF-8) Markdown and text files with a BOM are read as text, not mojibake."""
+    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff", "utf-8": b"\xef\xbb\xbf"}[codec]
+    (tmp_path / "manatee.md").write_bytes(bom + "# Manatées\n\nA gentle sea cow.\n".encode(codec))
+    (tmp_path / "dugong.txt").write_bytes(bom + "The dugong grazes on seagrass.".encode(codec))
+    pages = {p.url.rsplit("/", 1)[-1]: p for p in iter_local_pages(tmp_path)}
+    assert pages["manatee.md"].title == "Manatées"
+    assert pages["manatee.md"].sections[0].text == "A gentle sea cow."
+    assert pages["dugong.txt"].sections[0].text == "The dugong grazes on seagrass."

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sitechat.ingest.extract import extract_markdown, extract_text
-from sitechat.ingest.markdown import github_slug, title_from_url
+from sitechat.ingest.markdown import decode_text, github_slug, title_from_url
 
 GUIDE = Path(__file__).parent / "sites" / "docs" / "guide.md"
 
@@ -93,3 +94,12 @@ def test_markdown_never_raises_and_keeps_text(text: str) -> None:
     """Any text parses into sections that each hold some text."""
     page = extract_markdown(text, "http://x.test/a.md")
     assert all(s.text.strip() for s in page.sections)
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("charset", [None, "utf-8", "iso-8859-1"])
+def test_a_served_text_file_with_a_utf16_bom_decodes_by_it(codec: str, charset: str | None) -> None:
+    """A served UTF-16 text or Markdown body with its BOM decodes by the BOM, whatever the
+    HTTP charset says, as UTF-16 HTML does."""
+    bom = b"\xff\xfe" if codec == "utf-16-le" else b"\xfe\xff"
+    assert decode_text(bom + "# Manatées".encode(codec), charset) == "# Manatées"
