@@ -8,7 +8,8 @@ Reading a folder is bounded like crawling a site: only regular files are read (a
 a device named ``x.html`` would block or never end), files larger than ``max_bytes`` are
 skipped, and a symbolic link that resolves outside the folder is skipped, so a link to
 ``/etc/passwd`` dropped into a docs folder is never indexed. Each is reported with the
-reason.
+reason; so is a file whose bytes are not text (an image saved as ``logo.html``), as the
+crawler skips such a body.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from urllib.parse import quote
 
 from sitechat.errors import IngestError
 from sitechat.ingest.charsets import decode_bom, decode_unlabelled
-from sitechat.ingest.extract import extract_html, extract_markdown, extract_text
+from sitechat.ingest.extract import extract_html, extract_markdown, extract_text, looks_binary
 from sitechat.ingest.options import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINK_SHARE
 from sitechat.ingest.urls import canonicalize_url
 from sitechat.models import Page
@@ -104,6 +105,8 @@ def _read_page(path: Path, url: str, max_link_share: float, max_bytes: int) -> P
         return f"too large (more than {max_bytes} bytes)"
     suffix = path.suffix.lower()
     content_type = _CONTENT_TYPES[suffix]
+    if looks_binary(data):  # an image or an archive saved under a page's name
+        return f"binary content in a {suffix} file"
     if content_type == "text/html":
         found = extract_html(data, url, content_type=content_type)
         if found.noindex:
@@ -134,8 +137,8 @@ def iter_local_pages(
     not be listed), and so are HTML pages that ask not to be indexed (``<meta name=robots
     content=noindex>``) or are link lists (see ``max_link_share`` in
     :class:`~sitechat.ingest.options.CrawlOptions`): ``on_skip(url, reason)`` hears of each.
-    So are files that are not regular files, files over ``max_bytes``, and (in a folder)
-    symbolic links that resolve outside ``root``.
+    So are files that are not regular files, files over ``max_bytes``, files whose bytes
+    are not text, and (in a folder) symbolic links that resolve outside ``root``.
     """
     root = Path(root).expanduser()
 

@@ -180,3 +180,20 @@ def test_text_and_markdown_files_with_a_byte_order_mark_decode_by_it(
     assert pages["manatee.md"].title == "Manatées"
     assert pages["manatee.md"].sections[0].text == "A gentle sea cow."
     assert pages["dugong.txt"].sections[0].text == "The dugong grazes on seagrass."
+
+
+def test_binary_files_with_a_page_suffix_are_skipped_as_binary(tmp_path: Path) -> None:
+    """A PNG saved as logo.html and compressed bytes in backup.txt are skipped and listed with
+    the reason, as the crawler skips such bodies; UTF-16 text is still read."""
+    import gzip
+
+    (tmp_path / "logo.html").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16)
+    (tmp_path / "backup.txt").write_bytes(gzip.compress(os.urandom(4000)))
+    (tmp_path / "notes.txt").write_bytes(b"\xff\xfe" + "Plain notes.".encode("utf-16-le"))
+    skipped: dict[str, str] = {}
+    pages = list(iter_local_pages(tmp_path, on_skip=lambda u, r: skipped.update({u: r})))
+    assert [p.url.rsplit("/", 1)[-1] for p in pages] == ["notes.txt"]
+    assert {u.rsplit("/", 1)[-1]: r for u, r in skipped.items()} == {
+        "logo.html": "binary content in a .html file",
+        "backup.txt": "binary content in a .txt file",
+    }
