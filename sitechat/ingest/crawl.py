@@ -51,7 +51,7 @@ from sitechat.ingest.robots import origin_of
 from sitechat.ingest.scope import LinkTrapGuard, QueryLearner, Scope, bare_url
 from sitechat.ingest.sitemap_reader import read_sitemaps
 from sitechat.ingest.transport import crawler_client, host_is_trusted
-from sitechat.ingest.urls import check_public_host, host_of, require_http_url
+from sitechat.ingest.urls import canonicalize_url, check_public_host, host_of, require_http_url
 from sitechat.models import Page
 
 __all__ = [
@@ -478,7 +478,11 @@ class _Crawler:
                     urls, problems = sitemap_task.result()
                     for problem in problems:
                         yield problem
-                    for url in urls:
+                    for listed in urls:
+                        url = canonicalize_url(listed)
+                        form = canonicalize_url(listed, sort_query=False)
+                        if form != url:
+                            self.written.setdefault(url, form)
                         refused = self._admit(url, 0, frontier, listed=True)
                         if refused is not None:
                             yield refused

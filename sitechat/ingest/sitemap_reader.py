@@ -12,7 +12,9 @@ warning, and marks the crawl incomplete (:attr:`CrawlStats.truncated`): the page
 are unknown, so none of them may be taken as gone. A guessed ``/sitemap.xml`` that cannot
 be read is not reported. A sitemap read only in part (cut short, malformed, more URLs than
 one file may list) is used for the URLs before the break and reported the same way; so is
-a sitemap index too large or too deep to follow to its end.
+a sitemap index too large or too deep to follow to its end, and a sitemap with ``<loc>``
+entries that are not absolute http(s) URLs (relative ones break the protocol, and are not
+fetched).
 
 Only sitemaps on the crawl's own sites (those of the start URLs and of the sitemaps the
 user named) are fetched: a ``Sitemap:`` line of robots.txt, or a sitemap index entry,
@@ -28,6 +30,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -71,6 +74,26 @@ async def _candidates(
         if not listed:
             found.setdefault(origin + "/sitemap.xml", None)
     return list(found.items())
+
+
+def _is_absolute_http(loc: str) -> bool:
+    """A ``<loc>`` the sitemaps.org protocol accepts: an absolute http(s) URL with a host."""
+    try:
+        parts = urlsplit(loc)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def _relative_note(locs: Sequence[str]) -> str:
+    """Why a sitemap's relative (or otherwise not http) ``<loc>`` entries were not used."""
+    shown = repr(locs[0] if len(locs[0]) <= 80 else locs[0][:80] + "…")
+    what = (
+        f"1 <loc> entry that is not an absolute http(s) URL ({shown}"
+        if len(locs) == 1
+        else f"{len(locs)} <loc> entries that are not absolute http(s) URLs (such as {shown}"
+    )
+    return f"lists {what}; the sitemaps.org protocol requires full URLs), not fetched"
 
 
 def _unread(url: str, named_by: str | None, why: str, stats: CrawlStats) -> CrawlResult:
@@ -152,7 +175,11 @@ async def read_sitemaps(
         stats.sitemaps_read += 1
         if content.error is not None:
             problems.append(_unread(url, named_by, content.error, stats))
-        pages.extend(loc for loc, _ in content.pages)
+        locs = [loc.strip() for loc, _ in content.pages]
+        relative = [loc for loc in locs if not _is_absolute_http(loc)]
+        if relative:
+            problems.append(_unread(url, named_by, _relative_note(relative), stats))
+        pages.extend(loc for loc in locs if _is_absolute_http(loc))
         stats.sitemap_urls += len(content.pages)
         if level < _MAX_NESTING:
             children = (canonicalize_url(s, url) for s in content.sitemaps)

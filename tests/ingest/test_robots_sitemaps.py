@@ -388,3 +388,42 @@ async def test_reingest_with_a_named_sitemap_now_404_removes_no_page(
     assert second["pages"]["removed"] == 0
     assert second["crawl"]["complete"] is False
     assert [f["url"] for f in second["failed"]] == [web.url("/sm.xml")]
+
+
+async def test_relative_sitemap_locs_are_reported_not_silently_dropped(
+    web: ProgrammableServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Relative <loc> entries break the sitemaps.org protocol: they are not fetched, and the
+    sitemap is reported failed (with the count and an example), logged, and the crawl marked
+    incomplete; its absolute entries are still crawled."""
+    web.routes.update(
+        {
+            "/": _home(),
+            "/sitemap.xml": _urlset("/guide", "faq", web.url("/ok")),
+            "/guide": html_reply("<main><h1>Guide</h1><p>The guide.</p></main>"),
+            "/ok": html_reply("<main><h1>OK</h1><p>An absolute entry.</p></main>"),
+        }
+    )
+    with caplog.at_level(logging.WARNING, logger="sitechat.ingest.sitemap_reader"):
+        results, stats = await _crawl_site(web)
+    reason = _failed(results)[web.url("/sitemap.xml")]
+    assert "2 <loc> entries that are not absolute http(s) URLs (such as '/guide'" in reason
+    assert "/guide" not in web.hits
+    assert results[web.url("/ok")].status == "ok"
+    assert stats.truncated is not None and "/sitemap.xml" in stats.truncated
+    assert any("not absolute" in message for message in caplog.messages)
+
+
+async def test_sitemap_entries_are_canonicalised_before_crawling(web: ProgrammableServer) -> None:
+    """A sitemap entry spelled with a dot segment and its query in another order is the same
+    page as the canonical link to it: fetched once, under its canonical URL."""
+    web.routes.update(
+        {
+            "/": html_reply("<main><h1>Home</h1><p>Home.</p><a href='/a/b?x=2&y=1'>b</a></main>"),
+            "/sitemap.xml": _urlset(web.url("/a/./b?y=1&amp;x=2")),
+            "/a/b": html_reply("<main><h1>B</h1><p>Page b.</p></main>"),
+        }
+    )
+    results, _ = await _crawl_site(web)
+    assert len([hit for hit in web.hits if hit.startswith("/a/")]) == 1
+    assert results[web.url("/a/b?x=2&y=1")].status == "ok"
