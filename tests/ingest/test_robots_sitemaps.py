@@ -112,6 +112,46 @@ def test_hostile_pattern_is_fast() -> None:
     assert not _wildcard_match(pattern, "/" + "a" * 5000)
 
 
+class _CountingText(str):
+    """A URL path that counts the searches made in it."""
+
+    finds = 0
+
+    def find(self, *args: Any) -> int:
+        _CountingText.finds += 1
+        return super().find(*args)
+
+
+def test_a_wildcard_pattern_costs_one_search_per_piece() -> None:
+    """Matching a pattern of 200 stars against a long path makes at most one search per
+    piece between its stars, however the path defeats it."""
+    _CountingText.finds = 0
+    pattern = "/" + "*a" * 200 + "*b"
+    assert not _wildcard_match(pattern, _CountingText("/" + "a" * 150 + "x" * 4000 + "b"))
+    assert _wildcard_match(pattern, _CountingText("/" + "xa" * 200 + "b"))
+    assert _CountingText.finds <= 2 * 201
+
+
+def test_a_rule_repeated_thousands_of_times_is_checked_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hostile robots.txt of 14,000 copies of one wildcard rule costs one match per URL."""
+    from sitechat.ingest import robots
+
+    calls: list[str] = []
+    real = robots._pieces_match
+
+    def counted(pieces: tuple[str, ...], text: str) -> bool:
+        calls.append(text)
+        return real(pieces, text)
+
+    monkeypatch.setattr(robots, "_pieces_match", counted)
+    rules = parse_robots("User-agent: *\n" + "Disallow: /*a*a*a*a*a*b\n" * 14_000, UA)
+    assert rules.can_fetch("https://site.test/" + "a" * 1900)
+    assert not rules.can_fetch("https://site.test/aaaaab")
+    assert len(calls) == 2
+
+
 SITEMAP = b"""<?xml version="1.0" encoding="UTF-8"?>
 <urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
   <url><loc> https://site.test/a </loc><lastmod>2024-05-01</lastmod></url>
