@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -212,6 +213,20 @@ class IngestSettings(BaseModel):
     @classmethod
     def _check_trusted_hosts(cls, value: list[str]) -> list[str]:
         return [normalize_trusted_host(entry) for entry in value]
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _check_patterns(cls, value: list[str]) -> list[str]:
+        # at start-up, so a typo is a settings error (a usage error on the command line)
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"{pattern!r} is not a regular expression ({exc}); patterns are Python "
+                    "regular expressions searched in each link's URL"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _check_overlap(self) -> IngestSettings:

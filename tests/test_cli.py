@@ -114,6 +114,16 @@ def test_bad_option_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
+def test_an_include_pattern_that_is_no_regex_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--include '('` exits 2 naming the option, before any index is created."""
+    code, _ = run("ingest", str(SAMPLE_SITE), "--index", str(tmp_path / "i"), "--include", "(")
+    assert code == 2
+    assert "--include: '(' is not a regular expression" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists()
+
+
 def test_unknown_source_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A source that is neither a URL nor a path is refused clearly, creating no index."""
     code, _ = run("ingest", "no/such/folder", "--index", str(tmp_path / "i"))

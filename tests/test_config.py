@@ -201,3 +201,13 @@ def test_a_chunk_overlap_of_half_the_chunk_size_is_refused_at_load(
     assert "SITECHAT_INGEST__CHUNK_SIZE" in message
     monkeypatch.setenv("SITECHAT_INGEST__CHUNK_OVERLAP", "100")
     assert Settings.load(env_file=None).ingest.chunk_size == 250
+
+
+def test_an_include_pattern_that_is_no_regex_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken SITECHAT_INGEST__INCLUDE/EXCLUDE regex fails when settings load, naming
+    the variable and the pattern, not when the crawl starts."""
+    monkeypatch.setenv("SITECHAT_INGEST__EXCLUDE", '["/blog/", "("]')
+    with pytest.raises(ConfigurationError, match=r"SITECHAT_INGEST__EXCLUDE: '\(' is not a"):
+        Settings.load(env_file=None)
