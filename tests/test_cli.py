@@ -174,6 +174,16 @@ def test_private_url_refused_by_default(
     assert "--allow-private" in capsys.readouterr().err
 
 
+def test_an_unknown_host_gives_its_advice_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A host that does not resolve is named once, with one piece of advice, not two."""
+    code, _ = run("ingest", "https://no-such-host.invalid/", "--index", str(tmp_path / "i"))
+    err = capsys.readouterr().err
+    assert code == 1 and "Could not resolve host 'no-such-host.invalid'" in err
+    assert "Check the URL" not in err and err.count("Check that the URL is reachable") == 1
+
+
 def test_unreachable_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A URL nothing answers on fails with exit 1 and one line."""
     code, _ = run(

@@ -165,7 +165,9 @@ async def _crawl_source(
     if not site.pages and not site.unchanged:
         # this source's own failures, not an earlier source's
         reasons = summary.failed[failed_before:] or summary.skipped[skipped_before:]
+        # the advice below replaces the reason's own ("… Check the URL.")
         why = f"{reasons[0][0]}: {reasons[0][1]}" if reasons else "no page was found"
+        why = why.removesuffix(" Check the URL.").rstrip(".")
         raise FetchError(
             f"Could not ingest any page from {redact(source)} ({redact(why)}). Check that the "
             "URL is reachable and serves HTML, Markdown or text."
