@@ -609,3 +609,17 @@ async def test_a_redirecting_start_url_does_not_claim_the_rest_of_its_new_site(
     second = await _ingest_into(settings, web.url("/docs"), options=_options(web))
     assert second["pages"]["removed"] == 0
     assert await _stored_urls(settings) == {web.url("/blog/"), web.url("/v2/")}
+
+
+def test_the_crawl_state_file_gets_the_umask_permissions(tmp_path: Path) -> None:
+    """crawl-state.json is readable like the index's other files (0644 under umask 022),
+    not 0600 as a bare temporary file would be."""
+    import stat
+
+    from sitechat.ingest import state
+
+    if state._FILE_MODE == 0o600:
+        pytest.skip("this process's umask itself gives 0600")
+    path = tmp_path / "index" / "crawl-state.json"
+    state.CrawlState("fingerprint").save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == state._FILE_MODE

@@ -37,6 +37,18 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _file_mode() -> int:
+    """What the umask gives a new file (reading the umask means setting it: put back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# read once, at import: the umask is process-wide, and setting it while other threads
+# create files would be a race
+_FILE_MODE = _file_mode()
+
+
 @dataclass
 class CrawlState:
     """Per fetched URL: validators, page URL, links (and the links' query order as
@@ -130,10 +142,14 @@ class CrawlState:
         }
 
     def save(self, path: Path) -> None:
-        """Write atomically: a crash leaves the previous file, never half of one."""
+        """Write atomically: a crash leaves the previous file, never half of one. The file
+        gets the permissions the umask gives, like the index's other files (``mkstemp``
+        alone makes it 0600, unreadable to another user re-ingesting the same index)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=".crawl-state-", dir=path.parent)
         try:
+            if hasattr(os, "fchmod"):  # POSIX; Windows has no such permissions
+                os.fchmod(handle, _FILE_MODE)
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 json.dump(self.encode(), out, separators=(",", ":"))
             os.replace(temporary, path)
