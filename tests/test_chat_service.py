@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -507,6 +508,42 @@ async def test_task_cancellation_stops_the_stream_promptly() -> None:
         await task
     assert llm.closed
     assert llm.tokens_sent < 100
+
+
+@pytest.mark.parametrize("stop", ["close", "cancel"])
+async def test_an_answer_stopped_midway_writes_one_stopped_metrics_line(stop: str) -> None:
+    """A reader who stops the stream (closed, or its task cancelled) is counted: one EMF
+    line with Stopped 1 and Outcome "stopped", and the time it had run."""
+    import io
+    import json
+
+    from sitechat.observability import ChatMetrics, EMFWriter
+
+    out = io.StringIO()
+    llm = FakeLLMService([" ".join(f"w{i}" for i in range(500))], delay=0.001)
+    service = await _service(llm)
+    service.metrics = ChatMetrics(EMFWriter(stream=out), provider="fake/fake")
+    events = service.stream_events("How do I delete my account?")
+    streaming = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in events:
+            if isinstance(event, TokenEvent) and llm.tokens_sent >= 3:
+                streaming.set()
+                if stop == "close":
+                    return
+
+    task = asyncio.ensure_future(consume())
+    await streaming.wait()
+    if stop == "cancel":
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await events.aclose()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 1, lines
+    assert lines[0]["Stopped"] == 1 and lines[0]["Outcome"] == "stopped"
+    assert lines[0]["ProviderErrors"] == 0 and lines[0]["AnswerLatency"] > 0
 
 
 async def test_supporting_passage_sits_beside_the_best_one() -> None:

@@ -272,6 +272,12 @@ class RetrievalChatService(ChatService):
                 )
             )
             return
+        except (GeneratorExit, asyncio.CancelledError):
+            # the reader stopped the answer (the app's Stop button, a closed connection):
+            # counted, so a dashboard sees how often answers are abandoned and after how long
+            timings = self._timings(started, retrieval_ms, first_token_at, len(parts))
+            self.metrics.record_stopped(timings)
+            raise
         except Exception as exc:  # a provider bug must not crash the UI
             logger.exception("unexpected error from LLM provider %s", self.llm.describe())
             yield self._recorded(

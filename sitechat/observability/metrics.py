@@ -52,6 +52,7 @@ CHAT_METRICS: dict[str, Unit] = {
     "ProviderErrors": "Count",
     "Throttles": "Count",
     "EmptyRetrievals": "Count",
+    "Stopped": "Count",
     "RetrievalLatency": "Milliseconds",
     "TimeToFirstToken": "Milliseconds",
     "AnswerLatency": "Milliseconds",
@@ -201,6 +202,7 @@ class ChatMetrics:
                 isinstance(event, ErrorEvent) and event.error_type == "RateLimitError"
             ),
             "EmptyRetrievals": int(isinstance(event, DoneEvent) and not event.covered),
+            "Stopped": 0,
         }
         metrics = [Metric(name, value, CHAT_METRICS[name]) for name, value in counts.items()]
         metrics += _timing_metrics(event.timings)
@@ -214,12 +216,40 @@ class ChatMetrics:
         else:
             properties["Outcome"] = "answered" if event.covered else "not_covered"
             properties["Cited"] = len(event.cited)
+        return self._write(self.writer, metrics, properties, request_id)
+
+    def record_stopped(
+        self, timings: Timings, *, request_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """Write the line for an answer the reader stopped while it streamed (the app's
+        Stop button, a closed connection): ``Stopped`` 1, ``Outcome`` ``"stopped"``."""
+        if self.writer is None:
+            return None
+        counts = {
+            "Answers": 1,
+            "ProviderErrors": 0,
+            "Throttles": 0,
+            "EmptyRetrievals": 0,
+            "Stopped": 1,
+        }
+        metrics = [Metric(name, value, CHAT_METRICS[name]) for name, value in counts.items()]
+        metrics += _timing_metrics(timings)
+        properties: dict[str, object] = {"Event": "answer", "Outcome": "stopped"}
+        return self._write(self.writer, metrics, properties, request_id)
+
+    def _write(
+        self,
+        writer: EMFWriter,
+        metrics: list[Metric],
+        properties: dict[str, object],
+        request_id: str | None,
+    ) -> dict[str, Any] | None:
         if self.provider:
             properties["Provider"] = self.provider
         rid = request_id or current_request_id()
         if rid:
             properties["RequestId"] = rid
-        return _write_best_effort(self.writer, metrics, properties)
+        return _write_best_effort(writer, metrics, properties)
 
 
 def _timing_metrics(timings: Timings | None) -> list[Metric]:
