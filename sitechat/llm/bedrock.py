@@ -191,6 +191,48 @@ class _Failure:
 
 _END = object()
 
+# Which answer a pool thread is streaming, so that the boto3 event stream it opens can be
+# closed by the event loop when the reader stops: boto3 otherwise blocks the thread in a
+# socket read until the model's next chunk, and abandoned answers would fill the pool.
+_streaming = threading.local()
+
+
+class _OpenStreams:
+    """The boto3 event streams of one answer; closed at once when the answer is abandoned."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self._closed = False
+
+    def add(self, stream: Any) -> None:
+        with self._lock:
+            if not self._closed:
+                self._streams.append(stream)
+                return
+        _close_quietly(stream)  # abandoned before the stream even opened
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            _close_quietly(stream)
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        stream.close()  # the reading thread's blocked read then fails, and it ends
+    except Exception:  # a stream that cannot close is left to time out
+        return
+
+
+def _capture_stream(parsed: Any = None, **_: Any) -> None:
+    """botocore ``after-call`` hook: hand a ConverseStream's event stream to its answer."""
+    streams = getattr(_streaming, "streams", None)
+    if streams is not None and isinstance(parsed, dict) and parsed.get("stream") is not None:
+        streams.add(parsed["stream"])
+
 
 class BedrockLLMService(BaseLLMService):
     """Answers with a model on Amazon Bedrock through the Converse API, streaming.
@@ -252,6 +294,13 @@ class BedrockLLMService(BaseLLMService):
         self._executor = ThreadPoolExecutor(
             max_workers=config.max_concurrency, thread_name_prefix="sitechat-bedrock"
         )
+        events = getattr(getattr(client, "meta", None), "events", None)
+        if events is not None:  # a no-op outside this service's streams; registered once
+            events.register(
+                "after-call.bedrock-runtime.ConverseStream",
+                _capture_stream,
+                unique_id="sitechat-capture-stream",
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -314,16 +363,22 @@ class BedrockLLMService(BaseLLMService):
             except RuntimeError:  # the loop has closed: nobody is listening any more
                 abandoned.set()
 
+        streams = _OpenStreams()
+
         def produce() -> None:
+            _streaming.streams = streams
             try:
                 for chunk in self._chat.stream(messages):
                     if abandoned.is_set():
                         return
                     deliver(chunk)
             except Exception as exc:
-                deliver(_Failure(exc))
+                if not abandoned.is_set():
+                    deliver(_Failure(exc))
             else:
                 deliver(_END)
+            finally:
+                _streaming.streams = None
 
         self._executor.submit(produce)
         try:
@@ -336,6 +391,7 @@ class BedrockLLMService(BaseLLMService):
                 yield cast(AIMessageChunk, item)
         finally:
             abandoned.set()
+            streams.close()
 
     async def aclose(self) -> None:
         """Release the thread pool, and the boto3 client if this service built it."""

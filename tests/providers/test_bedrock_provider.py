@@ -447,3 +447,28 @@ async def test_missing_credentials_explain_the_aws_chain(
     with pytest.raises(AuthenticationError, match="AWS_PROFILE"):
         await llm.generate_response(QUESTION)
     await llm.aclose()
+
+
+async def test_a_stream_closed_by_its_reader_frees_its_pool_thread_at_once(
+    bedrock_server: BedrockRuntimeServer,
+    make_bedrock_client: Callable[..., Any],
+    fast_retry: RetrySettings,
+) -> None:
+    """Stopping an answer whose model pauses a minute between chunks frees its thread now,
+    not at the next chunk (nor at the client's read timeout, set past the pause): with one
+    thread, the next question is answered. The bound of 20 s only keeps a regression from
+    holding the suite for the whole pause."""
+    llm = BedrockLLMService(
+        model=MODEL,
+        client=make_bedrock_client(bedrock_server, read_timeout=120),
+        config=BedrockConfig(max_concurrency=1),
+        retry=fast_retry,
+    )
+    bedrock_server.script(Reply("a b c d", token_size=2, token_delay=60), Reply("Next answer."))
+    stream = llm.stream(QUESTION)
+    async for _ in stream:
+        break  # the reader stops after the first piece
+    await stream.aclose()
+    answer = await asyncio.wait_for(llm.generate_response(QUESTION), timeout=20)
+    assert answer == "Next answer."
+    await llm.aclose()
