@@ -117,6 +117,14 @@ def _run(
     )
 
 
+def _ask_with_llm(
+    plugin_dir: Path, provider: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`sitechat ask` with ``provider`` as the LLM: it fails when that LLM is built."""
+    llm = {"SITECHAT_LLM__PROVIDER": provider}
+    return _run(plugin_dir, "ask", "hi", "--index", "nowhere", env={**(env or {}), **llm})
+
+
 @pytest.mark.slow
 def test_installed_plugin_is_listed_with_its_distribution(plugin_dir: Path) -> None:
     """`sitechat providers` lists a pip-installed plugin and flags its broken entries."""
@@ -165,14 +173,7 @@ def test_plugin_is_selectable_through_settings(plugin_dir: Path) -> None:
 @pytest.mark.slow
 def test_broken_plugin_fails_clearly_only_when_selected(plugin_dir: Path) -> None:
     """Selecting the broken plugin gives one line naming it; other commands keep working."""
-    result = _run(
-        plugin_dir,
-        "ask",
-        "hi",
-        "--index",
-        "nowhere",
-        env={"SITECHAT_LLM__PROVIDER": "demo-broken-import"},
-    )
+    result = _ask_with_llm(plugin_dir, "demo-broken-import")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "demo-broken-import" in result.stderr
@@ -240,14 +241,7 @@ def test_a_plugin_class_left_abstract_is_broken_and_blamed_on_the_plugin(
         "abstract methods of BaseLLMService unimplemented (_astream)"
         in (rows["demo-abstract"]["error"])
     )
-    chosen = _run(
-        plugin_dir,
-        "ask",
-        "hi",
-        "--index",
-        "nowhere",
-        env={"SITECHAT_LLM__PROVIDER": "demo-abstract"},
-    )
+    chosen = _ask_with_llm(plugin_dir, "demo-abstract")
     assert chosen.returncode == 1
     assert "bug in that package, not in your settings" in chosen.stderr
     assert "SITECHAT_DEMO_ABSTRACT__" not in chosen.stderr and "Traceback" not in chosen.stderr
@@ -275,14 +269,7 @@ def test_a_name_two_distributions_register_is_shown_and_resolved_by_rule(
     for part in ("sitechat-clash-plugin 0.9.0", "sitechat-demo-plugin 1.2.3", "ambiguous"):
         assert part in echo["error"]
     assert "sitechat-clash-plugin 0.9.0" in listed.stderr  # logged, naming both
-    chosen = _run(
-        plugin_dir,
-        "ask",
-        "hi",
-        "--index",
-        "nowhere",
-        env={**both, "SITECHAT_LLM__PROVIDER": "demo-echo"},
-    )
+    chosen = _ask_with_llm(plugin_dir, "demo-echo", both)
     assert chosen.returncode == 1 and "Uninstall all but one" in chosen.stderr
 
 
