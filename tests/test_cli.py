@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Generator, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -633,25 +632,20 @@ def test_ingest_summary_names_a_start_url_that_redirected(
     assert "s3cr3t" not in text + out
 
 
-class _SlowPages(SimpleHTTPRequestHandler):
-    """Every page takes a while and links to three more: an ingest that is still running."""
+class _HangingPages(SimpleHTTPRequestHandler):
+    """Pages that answer only once ``release`` is set: an ingest still crawling, with
+    nothing stored yet. ``asked`` is set by the first page request (the crawl is under way)."""
+
+    asked = threading.Event()
+    release = threading.Event()
 
     def do_GET(self) -> None:
         if self.path in ("/robots.txt", "/sitemap.xml"):
             self.send_error(404)
             return
-        time.sleep(0.5)
-        links = "".join(f'<a href="{self.path.rstrip("/")}/p{i}">p{i}</a> ' for i in range(3))
-        body = f"<html><head><title>Page {self.path}</title></head><body><main>"
-        body += (
-            f"<h1>Page {self.path}</h1><p>Words about {self.path}.</p>{links}</main></body></html>"
-        )
-        data = body.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.asked.set()
+        self.release.wait(60)
+        self.send_error(503)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -660,7 +654,8 @@ class _SlowPages(SimpleHTTPRequestHandler):
 def test_sigterm_ends_a_first_ingest_like_ctrl_c(tmp_path: Path) -> None:
     """SIGTERM (`timeout`, `docker stop`, Kubernetes) mid-ingest exits 143 saying so, and
     the new index it created is removed, as for Ctrl-C."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowPages)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HangingPages)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     index = tmp_path / "index"
     exe = Path(sys.executable).parent / "sitechat"
@@ -672,13 +667,12 @@ def test_sigterm_ends_a_first_ingest_like_ctrl_c(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 60
-        while not (index / "manifest.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert process.poll() is None, "the ingest ended before it could be stopped"
+        assert _HangingPages.asked.wait(60), "the ingest never asked for a page"
+        assert index.exists() and process.poll() is None
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
     finally:
+        _HangingPages.release.set()
         server.shutdown()
         server.server_close()
     assert process.returncode == 143, err
