@@ -198,10 +198,10 @@ def answer_units(text: str, asked: Set[str] = frozenset()) -> list[str]:
     """The sentences of ``text``, with each table row as a sentence of its own.
 
     The ingester writes a table as lines of cells joined by ``" | "``; its first line is
-    taken as the header. A row reads ``label — column: value; …`` (or ``column: value; …``
-    when the first column has no header), so a row quoted alone still says what its
-    values are. When ``asked`` (the question's stemmed words) names some of the columns
-    ("the Team plan"), only those columns are quoted.
+    taken as the header, and the first column as each row's label. A row reads
+    ``label — column: value; …``, so a row quoted alone still says what its values are.
+    When ``asked`` (the question's stemmed words) names some of the other columns ("the
+    Team plan", "the annual price"), only those are quoted, still after the label.
     """
     units: list[str] = []
     prose: list[str] = []
@@ -231,20 +231,22 @@ def _in_code(before: Sequence[str]) -> bool:
 
 def _table_rows(lines: Sequence[str], asked: Set[str]) -> list[str]:
     header, *rows = ([cell.strip() for cell in line.split(_CELL_SEP)] for line in lines)
-    labelled = header[0] == ""  # a corner cell left empty: the first column names each row
-    columns: Sequence[int] = range(1, len(header)) if labelled else range(len(header))
+    # the first column names each row ("Business", "Price, billed monthly"), whether its
+    # heading is empty or says what the rows are ("Plan"): it leads every quoted row
+    columns: Sequence[int] = range(1, len(header))
     named = [i for i in columns if header[i] and asked & set(content_terms(header[i]))]
     if named and len(named) < len(columns):
         columns = named
     out = []
     for cells in rows:
         pairs = "; ".join(
-            f"{header[i]}: {cells[i]}" if header[i] else cells[i]
+            f"{header[i]}: {value}" if header[i] else value
             for i in columns
             if cells[i] not in _EMPTY_CELLS
+            for value in [cells[i].rstrip(".")]  # the row ends in one full stop
         )
         if not pairs:
             continue
-        row = f"{cells[0]} — {pairs}" if labelled and cells[0] else pairs
+        row = f"{cells[0]} — {pairs}" if cells[0] else pairs
         out.append(row if row.endswith((".", "!", "?")) else f"{row}.")
     return out

@@ -94,12 +94,21 @@ def test_a_row_names_every_filled_column_when_the_question_names_none() -> None:
     assert not any(unit.startswith(" | Free") for unit in units)  # the header is no answer
 
 
-def test_a_table_with_a_header_in_every_column_reads_as_pairs() -> None:
-    """With no empty corner cell, a row reads 'column: value; …', ending in one full stop."""
-    text = "Format | Notes\nMarkdown | Keeps tags.\nPlain text | No tags"
+def test_a_table_with_a_header_in_every_column_keeps_each_rows_label() -> None:
+    """With a heading over the first column too ("Plan"), that column still labels each
+    row, also when the question picks another column; one full stop ends a row."""
+    text = (
+        "Plan | Monthly price | Storage\n"
+        "Starter | $5 per member | 2 GB\n"
+        "Business | $25 per member. | 100 GB"
+    )
     assert answer_units(text) == [
-        "Format: Markdown; Notes: Keeps tags.",
-        "Format: Plain text; Notes: No tags.",
+        "Starter — Monthly price: $5 per member; Storage: 2 GB.",
+        "Business — Monthly price: $25 per member; Storage: 100 GB.",
+    ]
+    assert answer_units(text, {"storag"}) == [
+        "Starter — Storage: 2 GB.",
+        "Business — Storage: 100 GB.",
     ]
 
 
