@@ -568,6 +568,8 @@ async def _until_terminated(command: Coroutine[Any, Any, int]) -> int:
 
     def terminate() -> None:
         nonlocal terminated
+        if terminated:  # a second SIGTERM must not cancel the clean-up the first started
+            return
         terminated = True
         if task is not None:
             task.cancel()

@@ -275,6 +275,16 @@ def test_a_question_template_without_a_placeholder_is_refused_when_built(
     assert f"PromptTemplates.question has no {missing} placeholder" in str(caught.value)
 
 
+@pytest.mark.parametrize("template", ["Q: {question:d}\nS: {sources}", "{sources} {question!x}"])
+def test_a_question_template_that_cannot_be_filled_is_refused_when_built(template: str) -> None:
+    """A format spec or conversion the answer would trip on is refused when built, not
+    raised at every question."""
+    from sitechat.chat.prompts import PromptTemplates
+
+    with pytest.raises(InvalidInputError, match=r"PromptTemplates\.question cannot be filled in"):
+        PromptTemplates(question=template)
+
+
 async def test_process_message_returns_text_or_stream() -> None:
     """The seed's process_message gives a string, or an async iterator with stream=True."""
     service = await _service(FakeLLMService(["Use the AppImage [1]."]))

@@ -678,3 +678,26 @@ def test_sigterm_ends_a_first_ingest_like_ctrl_c(tmp_path: Path) -> None:
     assert process.returncode == 143, err
     assert "sitechat: terminated" in err and "Traceback" not in err
     assert not index.exists()
+
+
+def test_a_second_sigterm_does_not_cut_the_clean_up_short() -> None:
+    """SIGTERM twice: the command is cancelled once, and its clean-up runs to the end."""
+    import asyncio
+
+    from sitechat.cli import _Terminated, _until_terminated
+
+    cleaned: list[str] = []
+
+    async def command() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(30)
+            return 0
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # a second one, during the clean-up
+            await asyncio.sleep(0.05)
+            cleaned.append("done")
+
+    with pytest.raises(_Terminated):
+        asyncio.run(_until_terminated(command()))
+    assert cleaned == ["done"]

@@ -623,3 +623,41 @@ def test_the_crawl_state_file_gets_the_umask_permissions(tmp_path: Path) -> None
     path = tmp_path / "index" / "crawl-state.json"
     state.CrawlState("fingerprint").save(path)
     assert stat.S_IMODE(path.stat().st_mode) == state._FILE_MODE
+
+
+async def test_a_failed_first_ingest_into_a_directory_made_for_it_keeps_that_directory(
+    tmp_path: Path,
+) -> None:
+    """`mkdir idx` then an ingest that fetches nothing: the empty index goes, the empty
+    directory the user made stays."""
+    import sitechat
+
+    index = tmp_path / "idx"
+    index.mkdir()
+    with pytest.raises(IngestError):
+        await sitechat.ingest("http://127.0.0.1:9/", index=str(index), allow_private=True)
+    assert index.is_dir() and list(index.iterdir()) == []
+
+
+def test_a_crawl_state_from_the_previous_format_is_still_read(tmp_path: Path) -> None:
+    """A version-1 crawl-state.json (no paragraph hashes) keeps its validators and links."""
+    import json
+
+    from sitechat.ingest import state
+
+    path = tmp_path / "crawl-state.json"
+    path.write_text(
+        json.dumps(
+            {
+                "format": state._FORMAT,
+                "version": 1,
+                "fingerprint": "f",
+                "urls": ["https://d/a", "https://d/b"],
+                "pages": [[0, 0, '"etag-a"', None, "hash-a", [1]]],
+            }
+        ),
+        encoding="utf-8",
+    )
+    known = state.CrawlState.load(path, "f").pages["https://d/a"]
+    assert known.etag == '"etag-a"' and known.links == ("https://d/b",)
+    assert state._VERSION == 2  # written files say so, and an older sitechat skips them

@@ -116,6 +116,14 @@ class PromptTemplates:
     acknowledgement: str = "Glad that helps. Is there anything else about the site I can look up?"
 
     def __post_init__(self) -> None:
+        try:  # a field spec the answer would trip on ({question:d}, {sources!x})
+            fill_question(self.question, "", "")
+        except (ValueError, KeyError, IndexError) as exc:
+            raise InvalidInputError(
+                f"PromptTemplates.question cannot be filled in ({exc}). Write the "
+                "placeholders as plain {sources} and {question}, and double any other brace "
+                "meant for str.format ({{ and }})."
+            ) from None
         present = _placeholders_in(self.question)
         for name, without in _PLACEHOLDERS.items():
             if name not in present:

@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "crawl-state.json"
 _FORMAT = "sitechat-crawl-state"
-_VERSION = 1
+_VERSION = 2  # 2: per-page paragraph hashes and title, links as written
+# a version-1 file (no paragraph hashes) is read too; an older sitechat skips a version-2
+# one as another version's, rather than reporting it damaged
+_READABLE_VERSIONS = (1, _VERSION)
 
 
 def _text(value: Any) -> str | None:
@@ -73,7 +76,7 @@ class CrawlState:
         if (
             not isinstance(data, dict)
             or data.get("format") != _FORMAT
-            or data.get("version") != _VERSION
+            or data.get("version") not in _READABLE_VERSIONS
             or data.get("fingerprint") != fingerprint
         ):
             return cls(fingerprint)

@@ -57,6 +57,8 @@ class LoadedIndex:
     read_only: bool
     created: bool = False
     """Whether this open created the directory (not another process, nor an earlier run)."""
+    in_given_directory: bool = False
+    """Whether it was created where the user had made an empty directory for it."""
 
 
 def open_directory(
@@ -83,6 +85,7 @@ def open_directory(
                 f"sitechat ingest <URL> --index {directory}"
             )
         # a new index starts exact; it moves to HNSW when it grows (``_faiss_vectors``)
+        given = directory.is_dir()  # empty, checked above: made for the index by the user
         try:
             created = create_directory(directory, embedder, flat_index)
         except OSError as exc:
@@ -92,7 +95,7 @@ def open_directory(
                 "user cannot hold a new index)."
             ) from None
     else:
-        created = False
+        created = given = False
     loaded = load_directory(directory, params)
     recorded = loaded.embedder
     if embedder is not None and embedder != recorded and create and _holds_nothing(loaded):
@@ -110,7 +113,7 @@ def open_directory(
             f"{embedder.dimension}) is configured. Re-ingest into a new index "
             "(--index NEW_DIR), or configure the original embedder."
         )
-    return replace(loaded, created=True) if created else loaded
+    return replace(loaded, created=True, in_given_directory=given) if created else loaded
 
 
 def _holds_nothing(loaded: LoadedIndex) -> bool:
@@ -136,9 +139,12 @@ def directory_identity(directory: Path) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def discard_if_empty(directory: Path, identity: tuple[int, int]) -> bool:
+def discard_if_empty(
+    directory: Path, identity: tuple[int, int], *, keep_directory: bool = False
+) -> bool:
     """Remove the index in ``directory`` if it is still the directory ``identity`` names and,
     on disk now, has never stored a chunk and is open in no other process.
+    ``keep_directory`` leaves an empty directory in its place: the user had made one.
 
     The last checks and the removal run under an exclusive lock on its database, which no
     other process can take or read through meanwhile. Any doubt leaves the directory: a
@@ -173,6 +179,9 @@ def discard_if_empty(directory: Path, identity: tuple[int, int]) -> bool:
         return False
     finally:
         conn.close()
+    if keep_directory:
+        with contextlib.suppress(OSError):
+            directory.mkdir()
     shutil.rmtree(aside, ignore_errors=True)
     return True
 

@@ -114,6 +114,7 @@ class FaissVectorStore(VectorStore):
         self._read_only = loaded.read_only
         # which directory this open created, to tell it from one renamed to its name later
         self._created = directory_identity(directory) if loaded.created else None
+        self._in_given_directory = loaded.in_given_directory
         self._dirty = False
         self._closed = False
         self._data_lock = threading.Lock()
@@ -249,7 +250,12 @@ class FaissVectorStore(VectorStore):
         open (another may have filled it meanwhile). Returns whether it was removed."""
         if self._created is None or not self._closed:
             return False
-        return await asyncio.to_thread(discard_if_empty, self._directory, self._created)
+        return await asyncio.to_thread(
+            discard_if_empty,
+            self._directory,
+            self._created,
+            keep_directory=self._in_given_directory,
+        )
 
     def _close_sync(self) -> None:
         with self._write_lock, self._data_lock:
