@@ -203,30 +203,29 @@ def answer_units(text: str, asked: Set[str] = frozenset()) -> list[str]:
     When ``asked`` (the question's stemmed words) names some of the other columns ("the
     Team plan", "the annual price"), only those are quoted, still after the label.
     """
+    if _CELL_SEP not in text:  # most passages: prose only
+        return split_sentences(text)
     units: list[str] = []
     prose: list[str] = []
     lines = text.split("\n")
+    in_code = False  # inside a ``` fence, bars are code (shell pipes), not cells
     i = 0
     while i < len(lines):
         width = lines[i].count(_CELL_SEP)
         end = i + 1
-        if width:
+        if width and not in_code:
             while end < len(lines) and lines[end].count(_CELL_SEP) == width:
                 end += 1
-        if end - i >= 2 and not _in_code(lines[:i]):
+        if end - i >= 2:
             units.extend(split_sentences("\n".join(prose)))
             prose = []
             units.extend(_table_rows(lines[i:end], asked))
         else:
-            prose.extend(lines[i:end])
+            prose.append(lines[i])
+            in_code ^= lines[i].lstrip().startswith("```")
         i = end
     units.extend(split_sentences("\n".join(prose)))
     return units
-
-
-def _in_code(before: Sequence[str]) -> bool:
-    """Whether a line after ``before`` sits inside a ``` fence (code, not a table)."""
-    return sum(line.lstrip().startswith("```") for line in before) % 2 == 1
 
 
 def _table_rows(lines: Sequence[str], asked: Set[str]) -> list[str]:
