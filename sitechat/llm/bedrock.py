@@ -16,8 +16,9 @@ never blocks and concurrent chats do not wait on each other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -192,39 +193,60 @@ class _Failure:
 _END = object()
 
 # Which answer a pool thread is streaming, so that the boto3 event stream it opens can be
-# closed by the event loop when the reader stops: boto3 otherwise blocks the thread in a
+# stopped by the event loop when the reader stops: boto3 otherwise blocks the thread in a
 # socket read until the model's next chunk, and abandoned answers would fill the pool.
 _streaming = threading.local()
 
 
 class _OpenStreams:
-    """The boto3 event streams of one answer; closed at once when the answer is abandoned."""
+    """The boto3 event streams of one answer.
+
+    The event loop calls :meth:`abandon` when the reader stops; it only shuts the sockets'
+    read side, which never blocks. The pool thread, whose blocked read that ends, then
+    closes the streams itself in :meth:`close`: closing a response while another thread
+    reads it waits for that read, and would stall the event loop until the next chunk.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._streams: list[Any] = []
-        self._closed = False
+        self._abandoned = False
 
     def add(self, stream: Any) -> None:
+        """Called in the pool thread as the stream opens."""
         with self._lock:
-            if not self._closed:
-                self._streams.append(stream)
-                return
-        _close_quietly(stream)  # abandoned before the stream even opened
+            self._streams.append(stream)
+            abandoned = self._abandoned
+        if abandoned:  # abandoned before the stream even opened
+            _shut_reading(stream)
+
+    def abandon(self) -> None:
+        """Called in the event loop: wake the pool thread's blocked read."""
+        with self._lock:
+            self._abandoned = True
+            streams = list(self._streams)
+        for stream in streams:
+            _shut_reading(stream)
 
     def close(self) -> None:
+        """Called in the pool thread when it is done with the answer."""
         with self._lock:
-            self._closed = True
             streams, self._streams = self._streams, []
         for stream in streams:
-            _close_quietly(stream)
+            with contextlib.suppress(Exception):  # a failed close has nothing more to free
+                stream.close()
 
 
-def _close_quietly(stream: Any) -> None:
-    try:
-        stream.close()  # the reading thread's blocked read then fails, and it ends
-    except Exception:  # a stream that cannot close is left to time out
-        return
+def _shut_reading(stream: Any) -> None:
+    """Shut the read side of an event stream's socket, so a read blocked on it sees the
+    end of the stream now. (Closing the socket would not wake it.) urllib3 before 2.3 has
+    no ``shutdown``: there the thread waits for the next chunk or the read timeout."""
+    shutdown = getattr(getattr(stream, "_raw_stream", None), "shutdown", None)
+    if callable(shutdown):
+        try:
+            shutdown()
+        except Exception:  # already released to the pool: its read has ended
+            return
 
 
 def _capture_stream(parsed: Any = None, **_: Any) -> None:
@@ -331,12 +353,16 @@ class BedrockLLMService(BaseLLMService):
                 return
             said = False
             stop = None
-            async for chunk in self._chunks_from_thread(list(messages)):
-                piece = chunk_piece(chunk)
-                if not said:
-                    said = bool(piece if isinstance(piece, str) else piece.text)
-                stop = chunk.response_metadata.get("stopReason") or stop
-                yield piece
+            # closed explicitly: an abandoned ``async for`` leaves its generator to the
+            # garbage collector, and the pool thread reading the stream waits until then
+            chunks = self._chunks_from_thread(list(messages))
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    piece = chunk_piece(chunk)
+                    if not said:
+                        said = bool(piece if isinstance(piece, str) else piece.text)
+                    stop = chunk.response_metadata.get("stopReason") or stop
+                    yield piece
             check_ending(self.name, self.model, said=said, stop=stop)
             return
         except Exception as exc:
@@ -351,7 +377,7 @@ class BedrockLLMService(BaseLLMService):
 
     async def _chunks_from_thread(
         self, messages: list[BaseMessage]
-    ) -> AsyncIterator[AIMessageChunk]:
+    ) -> AsyncGenerator[AIMessageChunk, None]:
         """Run the blocking boto3 stream in a pool thread and relay its chunks to the loop."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -379,6 +405,7 @@ class BedrockLLMService(BaseLLMService):
                 deliver(_END)
             finally:
                 _streaming.streams = None
+                streams.close()
 
         self._executor.submit(produce)
         try:
@@ -391,7 +418,7 @@ class BedrockLLMService(BaseLLMService):
                 yield cast(AIMessageChunk, item)
         finally:
             abandoned.set()
-            streams.close()
+            streams.abandon()
 
     async def aclose(self) -> None:
         """Release the thread pool, and the boto3 client if this service built it."""

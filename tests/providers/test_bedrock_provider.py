@@ -449,11 +449,6 @@ async def test_missing_credentials_explain_the_aws_chain(
     await llm.aclose()
 
 
-@pytest.mark.xfail(
-    reason="passes here, timed out once on a fresh clone in CI: the event-stream capture "
-    "is not yet proven on every install (see the session note)",
-    strict=False,
-)
 async def test_a_stream_closed_by_its_reader_frees_its_pool_thread_at_once(
     bedrock_server: BedrockRuntimeServer,
     make_bedrock_client: Callable[..., Any],
