@@ -6,6 +6,7 @@ The rules and their reasons are in ``sitechat.retrieval.hybrid``'s module docstr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ __all__ = [
     "PASSAGE_DECAY",
     "RRF_K",
     "diversify",
+    "exact_first",
     "fuse_by_page",
     "reciprocal_rank_fusion",
 ]
@@ -100,6 +102,47 @@ def fuse_by_page(
         fused.append((page_scores[page] * PASSAGE_DECAY**n, chunk))
     fused.sort(key=_first, reverse=True)
     return [SearchHit(chunk, score) for score, chunk in fused]
+
+
+def exact_first(hits: Sequence[SearchHit], compounds: Sequence[str]) -> list[SearchHit]:
+    """``hits`` with each page's passages that hold one of ``compounds`` verbatim moved
+    ahead of its others: first those whose heading names it as a whole (``GET /v1/users``
+    for ``v1/users``), then those whose heading holds it (``GET /v1/users/{id}``), then
+    those whose text does.
+
+    A page keeps its places in the list, and each place its score; only which of the
+    page's passages fills it changes. A compound is matched from a word boundary, so
+    ``2.3.1`` is not found in ``12.3.1`` or ``2.3.10``, and case is ignored.
+    """
+    if not compounds or len(hits) < 2:
+        return list(hits)
+    alternatives = "|".join(re.escape(c) for c in compounds)
+    found = re.compile(rf"(?<![\w.])(?:{alternatives})(?!\w|[.:_-]\w)", re.IGNORECASE)
+    whole = re.compile(rf"(?<![\w.])(?:{alternatives})(?![^\s,;:!?)\]]|[.:]\S)", re.IGNORECASE)
+    slots: dict[str, list[int]] = {}
+    for position, hit in enumerate(hits):
+        slots.setdefault(hit.chunk.url, []).append(position)
+    ordered = list(hits)
+    for positions in slots.values():
+        if len(positions) < 2:
+            continue
+        page = [hits[i] for i in positions]
+        tiers = [_exact_tier(found, whole, hit.chunk) for hit in page]
+        if not any(tiers):
+            continue
+        # a stable sort: passages of one tier keep their fused order
+        best = sorted(range(len(page)), key=lambda i: -tiers[i])
+        for position, i in zip(positions, best, strict=True):
+            ordered[position] = SearchHit(page[i].chunk, hits[position].score)
+    return ordered
+
+
+def _exact_tier(found: re.Pattern[str], whole: re.Pattern[str], chunk: Chunk) -> int:
+    """3 when ``chunk``'s heading names a compound as a whole, 2 when it holds one, 1 when
+    its text does, else 0."""
+    if found.search(chunk.heading):
+        return 3 if whole.search(chunk.heading) else 2
+    return 1 if found.search(chunk.text) else 0
 
 
 def diversify(hits: Sequence[SearchHit], k: int, max_per_page: int) -> list[SearchHit]:

@@ -7,8 +7,9 @@ against the other. How the pieces fit, and why (figures in ``docs/src/retrieval.
 1. **Query terms.** The keyword side gets the question's words minus stopwords and
    question filler ("how do I", "please"), unstemmed (the index stems them its own way),
    plus a few expansions from a small thesaurus of words users and docs spell
-   differently (folder/directory, regex/regular expression). Expansions only widen the
-   keyword match; the dense side embeds the question as asked.
+   differently (folder/directory, regex/regular expression), and the question's
+   versions and paths whole (``2.3.1``), which the store matches as phrases. Expansions
+   only widen the keyword match; the dense side embeds the question as asked.
 2. **Two pools.** Each side returns ``max(4k, 50)`` passages: deep enough for a page's
    evidence to add up, shallow enough to stay in a few milliseconds.
 3. **Page-level fusion.** A user is helped by the right page, and a page's relevance is
@@ -27,7 +28,10 @@ against the other. How the pieces fit, and why (figures in ``docs/src/retrieval.
 5. **Re-ranking.** An embedder with a passage scorer (the offline ``static`` one matches
    token by token) re-orders the best ``rerank_depth`` fused passages: their fused order
    and their order by its score are fused again, page by page (``sitechat.retrieval.rerank``).
-6. **Diversity.** ``max_per_page`` caps how many passages one page may fill.
+6. **Exact names lead their page.** Within each page, passages holding one of the
+   question's versions or paths verbatim (:func:`exact_compounds`) move ahead of the
+   page's others; pages keep their places (``sitechat.retrieval.fusion.exact_first``).
+7. **Diversity.** ``max_per_page`` caps how many passages one page may fill.
 
 ``covered`` is judged on each returned passage's own evidence, never on fused scores
 (which are ranks): a dense similarity at or above the embedder's calibrated
@@ -44,11 +48,16 @@ from dataclasses import dataclass
 
 from langchain_core.embeddings import Embeddings
 
-from sitechat._text import STOPWORDS, content_terms
+from sitechat._text import STOPWORDS, compound_words, content_terms
 from sitechat.config import RetrievalSettings
 from sitechat.errors import InvalidInputError, ProviderError
 from sitechat.models import SearchHit
-from sitechat.retrieval.fusion import diversify, fuse_by_page, reciprocal_rank_fusion
+from sitechat.retrieval.fusion import (
+    diversify,
+    exact_first,
+    fuse_by_page,
+    reciprocal_rank_fusion,
+)
 from sitechat.retrieval.rerank import PassageScorer, rerank_fused
 from sitechat.vectorstores.base import VectorStore
 
@@ -76,6 +85,7 @@ _QUERY_FILLER = STOPWORDS | frozenset(
     "someone something anything".split()
 )
 _WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
+_EXACT_RE = re.compile(r"[./_:]|\d")
 
 # Words users type and the words documentation uses for the same thing. Deliberately
 # small and generic: every entry adds matches, so each must rarely mislead.
@@ -133,12 +143,25 @@ class RetrievalResult:
 
 
 def keyword_terms(query: str) -> list[str]:
-    """The words of ``query`` worth matching: lower-cased, unstemmed, no stopwords or filler."""
+    """The words of ``query`` worth matching: lower-cased, unstemmed, no stopwords or filler;
+    then its :func:`exact_compounds` whole (``2.3.1``, ``v1/users``), which a store
+    searches as phrases, unless every part of one is filler."""
     seen: dict[str, None] = {}
     for word in _WORD_RE.findall(query.lower()):
         if word not in _QUERY_FILLER:
             seen.setdefault(word, None)
+    for compound in exact_compounds(query):
+        if any(part not in _QUERY_FILLER for part in _WORD_RE.findall(compound)):
+            seen.setdefault(compound, None)
     return list(seen)
+
+
+def exact_compounds(query: str) -> list[str]:
+    """The compounds of ``query`` that name one thing exactly: a version (``2.3.1``), a
+    path (``v1/users``), a dotted or snake_case name. Hyphenated words (``two-factor``,
+    ``command-line``) are left out: documents spell them with and without the hyphen, and
+    their parts are searched anyway."""
+    return [c for c in compound_words(query) if _EXACT_RE.search(c)]
 
 
 def expand_terms(terms: Sequence[str]) -> list[str]:
@@ -227,6 +250,7 @@ class HybridRetriever:
         )
         if use_dense:
             fused = self._reranked(query, fused, evidence)
+        fused = exact_first(fused, exact_compounds(query))
         hits = diversify(fused, k, self.settings.max_per_page)
         similarity = {h.chunk.id: h.score for h in dense_hits}
         covered = self._covered(query, hits, similarity)

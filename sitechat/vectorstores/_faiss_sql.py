@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn
 
+from sitechat._text import WORD_OR_COMPOUND_RE
 from sitechat.embeddings.hashing import ENGLISH_STOPWORDS
 from sitechat.errors import InvalidInputError, StoreError
 from sitechat.models import Chunk
@@ -59,7 +60,10 @@ BM25_WEIGHTS = (4.0, 2.0, 1.0)
 _MAX_QUERY_TOKENS = 64
 # Bound parameters per statement stay far below SQLite's limit (32766 since 3.32).
 _IN_LIST_SIZE = 500
-_QUERY_TOKEN_RE = re.compile(r"[^\W_]+")
+# a compound (``2.3.1``, ``v1/users``) whole, else a word; FTS5 reads a quoted compound as
+# the phrase of its parts, so it matches only where they stand together, in that order
+_WORD_RE = re.compile(r"[^\W_]+")
+_QUERY_TOKEN_RE = WORD_OR_COMPOUND_RE
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -293,10 +297,17 @@ def filter_sql(
 
 
 def query_words(query: str) -> list[str]:
-    """The distinct words of ``query``, lower-cased, stopwords dropped while others remain."""
+    """The distinct words of ``query``, lower-cased, stopwords dropped while others remain.
+
+    A compound (``2.3.1``, ``os.path.join``) is kept whole, to be matched as a phrase, and
+    its parts follow it as words of their own.
+    """
     seen: dict[str, None] = {}
     for token in _QUERY_TOKEN_RE.findall(query.lower()):
         seen.setdefault(token, None)
+        if not token.isalnum():
+            for part in _WORD_RE.findall(token):
+                seen.setdefault(part, None)
         if len(seen) >= _MAX_QUERY_TOKENS:
             break
     return [token for token in seen if token not in ENGLISH_STOPWORDS] or list(seen)

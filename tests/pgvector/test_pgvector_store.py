@@ -27,6 +27,7 @@ from sitechat.errors import (
     StoreError,
 )
 from sitechat.models import Chunk, content_hash
+from sitechat.retrieval.hybrid import keyword_terms
 from sitechat.testing.pg import TemporaryPostgres
 from sitechat.vectorstores._pg_sql import collection_table_name
 from sitechat.vectorstores.base import EmbedderInfo
@@ -189,6 +190,19 @@ async def test_keyword_search_stems_and_ignores_stopwords(store: PgVectorStore) 
     await store.upsert(chunks, vectors(chunks))
     assert [h.chunk.id for h in await store.keyword_search("installing packages")] == ["a"]
     assert await store.keyword_search("the") == []
+
+
+async def test_keyword_search_matches_a_version_whole(store: PgVectorStore) -> None:
+    """The retriever's query for "2.3.1" keeps it whole, and PostgreSQL's parser matches
+    the version itself first, ahead of a passage holding only its parts."""
+    chunks = [
+        make_chunk("parts", "Fixed login on Safari 2.3 in release 1.3.1.", title="1.3.1"),
+        make_chunk("exact", "Fixed a crash in webhooks.", title="2.3.1"),
+        make_chunk("none", "Weather report.", title="Other"),
+    ]
+    await store.upsert(chunks, vectors(chunks))
+    hits = await store.keyword_search(" ".join(keyword_terms("what changed in 2.3.1")), k=3)
+    assert hits[0].chunk.id == "exact", [h.chunk.id for h in hits]
 
 
 async def test_hnsw_index_is_built_past_the_threshold(postgres: TemporaryPostgres) -> None:
