@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 from langchain_core.embeddings import Embeddings
 
-from sitechat._text import STOPWORDS, compound_words, content_terms
+from sitechat._text import STOPWORDS, compound_words, content_terms, stem
 from sitechat.config import RetrievalSettings
 from sitechat.errors import InvalidInputError, ProviderError
 from sitechat.models import SearchHit
@@ -88,31 +88,50 @@ _WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
 _EXACT_RE = re.compile(r"[./_:]|\d")
 
 # Words users type and the words documentation uses for the same thing. Deliberately
-# small and generic: every entry adds matches, so each must rarely mislead.
+# small and generic: every entry adds matches, so each must rarely mislead. ``word =
+# phrase`` is the same thing said another way (an abbreviation, a spelling): a passage
+# with the phrase covers the word (see ``_covered``). ``word: a, b`` only widens the
+# keyword search to related words. Commas separate alternatives.
 _THESAURUS_TEXT = """
-folder: directory | folders: directories | subfolder: subdirectory | subfolders: subdirectories
-regex: regular expression | regexp: regular expression | regexes: regular expressions
-delete: remove | erase: delete remove | kill: terminate | uninstall: remove
-args: arguments | arg: argument | params: parameters | param: parameter
-config: configuration | settings: configuration | env: environment | dict: dictionary
-docs: documentation | repo: repository | auth: authentication | login: sign in
-temp: temporary | tmp: temporary | scratch: temporary
-async: asynchronous | app: application | db: database | cpu: processor | cpus: processors
-cores: processors | parallel: concurrent | concurrently: parallel | slow: performance
-crash: error | error: exception | errors: exceptions | bug: error | setup: install
-upgrade: update | price: pricing | cost: pricing | money: refund | phone: mobile
-mac: macos | 2fa: two factor authentication | terminal: command line | cli: command line
-console: terminal | unzip: extract | decompress: extract | compress: archive
-zip: archive | download: fetch | fetch: download | website: web | webpage: web page
-pause: sleep | wait: sleep | timestamp: epoch | duplicate: copy | clone: copy
-undo: restore revert cancel | recover: restore | undelete: restore
+folder = directory | folders = directories | subfolder = subdirectory
+subfolders = subdirectories | regex = regular expression | regexp = regular expression
+regexes = regular expressions | delete = remove | erase: delete, remove | kill: terminate
+uninstall: remove | args = arguments | arg = argument | params = parameters
+param = parameter | config = configuration | settings: configuration | env = environment
+dict = dictionary | docs = documentation | repo = repository | auth = authentication
+login = sign in | temp = temporary | tmp = temporary | scratch: temporary
+async = asynchronous | app = application | db = database | cpu = processor
+cpus = processors | cores: processors | parallel: concurrent | concurrently: parallel
+slow: performance | crash: error | error: exception | errors: exceptions | bug: error
+setup: install | upgrade: update | price: pricing | cost: pricing | money: refund
+phone: mobile | mac = macos | 2fa = two factor authentication | terminal: command line
+cli = command line | console: terminal | unzip: extract | decompress: extract
+compress: archive | zip: archive | download: fetch | fetch: download | website: web
+webpage = web page | pause: sleep | wait: sleep | timestamp: epoch | duplicate: copy
+clone: copy | undo: restore, revert, cancel | recover: restore | undelete: restore
 """
-_THESAURUS: dict[str, tuple[str, ...]] = {
-    word.strip(): tuple(expansion.split())
-    for entry in _THESAURUS_TEXT.replace("\n", "|").split("|")
-    if entry.strip()
-    for word, expansion in [entry.split(":", 1)]
-}
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    alternatives: tuple[str, ...]
+    same: bool  # the alternatives say the same thing, so they cover the word too
+
+
+def _thesaurus(text: str) -> dict[str, _Entry]:
+    entries: dict[str, _Entry] = {}
+    for entry in text.replace("\n", "|").split("|"):
+        if not entry.strip():
+            continue
+        same = "=" in entry
+        word, alternatives = entry.split("=" if same else ":", 1)
+        entries[word.strip()] = _Entry(
+            tuple(a.strip() for a in alternatives.split(",") if a.strip()), same
+        )
+    return entries
+
+
+_THESAURUS = _thesaurus(_THESAURUS_TEXT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +188,8 @@ def expand_terms(terms: Sequence[str]) -> list[str]:
     present = set(terms)
     extra: dict[str, None] = {}
     for term in terms:
-        for word in _THESAURUS.get(term, ()):
+        entry = _THESAURUS.get(term)
+        for word in " ".join(entry.alternatives).split() if entry else ():
             if word not in present:
                 extra.setdefault(word, None)
     return list(extra)
@@ -318,6 +338,7 @@ class HybridRetriever:
         if not hits:
             return False
         terms = set(content_terms(query))
+        said_otherwise = _said_otherwise(query, terms)
         threshold = self._dense_threshold()
         for hit in hits:
             score = similarity.get(hit.chunk.id)
@@ -325,7 +346,27 @@ class HybridRetriever:
                 return True
             if terms:
                 chunk = hit.chunk
-                found = terms & set(content_terms(f"{chunk.title} {chunk.heading} {chunk.text}"))
+                words = set(content_terms(f"{chunk.title} {chunk.heading} {chunk.text}"))
+                found = terms & words
+                found.update(
+                    term
+                    for term, phrases in said_otherwise.items()
+                    if any(phrase <= words for phrase in phrases)
+                )
                 if len(found) / len(terms) >= self.settings.min_keyword_coverage:
                     return True
         return False
+
+
+def _said_otherwise(query: str, terms: set[str]) -> dict[str, list[frozenset[str]]]:
+    """For each content term of ``query`` that the thesaurus says another way (``2fa`` =
+    "two factor authentication"), the content terms of each other way: a passage holding
+    all of one holds the term, for judging coverage."""
+    found: dict[str, list[frozenset[str]]] = {}
+    for word in _WORD_RE.findall(query.lower()):
+        entry = _THESAURUS.get(word)
+        term = stem(word)
+        if entry is not None and entry.same and term in terms:
+            phrases = [frozenset(content_terms(a)) for a in entry.alternatives]
+            found[term] = [p for p in phrases if p]
+    return found

@@ -22,7 +22,7 @@ from sitechat.retrieval.hybrid import (
 )
 from sitechat.testing.fakes import FakeEmbeddings, InMemoryVectorStore
 from sitechat.vectorstores.base import EmbedderInfo
-from tests.passages import hit
+from tests.passages import hit, passage_store
 
 
 def test_keyword_terms_drop_filler_and_keep_order() -> None:
@@ -195,3 +195,39 @@ async def test_api_search_refuses_a_bad_k_before_opening_the_index(
 
     with pytest.raises(InvalidInputError, match="k must be a whole number of at least 1"):
         await sitechat.search("anything", k=k, settings=settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("query", "covered"),
+    [
+        ("2fa", True),  # "2fa = two factor authentication": said another way
+        ("where do I set up 2fa", True),
+        ("2fa zebra giraffe", False),  # one word of three is still too few
+        ("crash", False),  # "crash: error" only widens the search
+    ],
+)
+async def test_a_word_the_passage_says_another_way_counts_as_covered(
+    query: str, covered: bool
+) -> None:
+    """A thesaurus equivalent (all of its words) counts as the question's word when judging
+    coverage; a merely related word does not."""
+    store, embeddings = await passage_store(
+        {
+            "https://d/security": (
+                "Security",
+                "two-factor",
+                "Admins turn on two-factor authentication in their profile. An error "
+                "is shown when a code is wrong.",
+            ),
+        }
+    )
+    result = await HybridRetriever(store, embeddings).retrieve(query, k=3)
+    assert result.covered is covered
+
+
+async def test_part_of_an_equivalent_phrase_does_not_cover_the_word() -> None:
+    """ "two" alone is not "two factor authentication": every word of it must be there."""
+    store, embeddings = await passage_store(
+        {"https://d/team": ("Team", "size", "Two people share an authentication token.")}
+    )
+    assert not (await HybridRetriever(store, embeddings).retrieve("2fa", k=3)).covered
