@@ -202,9 +202,10 @@ class _OpenStreams:
     """The boto3 event streams of one answer.
 
     The event loop calls :meth:`abandon` when the reader stops; it only shuts the sockets'
-    read side, which never blocks. The pool thread, whose blocked read that ends, then
-    closes the streams itself in :meth:`close`: closing a response while another thread
-    reads it waits for that read, and would stall the event loop until the next chunk.
+    read side, which never blocks and ends the pool thread's blocked read. The pool thread
+    then closes the streams itself in :meth:`close`: closing a response while another
+    thread reads it waits for that read, and would stall the event loop until the next
+    chunk.
     """
 
     def __init__(self) -> None:
