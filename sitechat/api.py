@@ -95,20 +95,10 @@ async def ingest(
     finally:
         await store.aclose()
         if not finished:
-            await _discard_if_empty(store)
+            # an empty index would open fine later and answer "not covered" to everything
+            await store.discard_if_empty()
     IngestMetrics.from_settings(cfg).record(summary)  # one EMF line, when enabled
     return summary
-
-
-async def _discard_if_empty(store: VectorStore) -> None:
-    """Remove a FAISS index this failed ingest created and nothing was stored in: an empty
-    one would later open fine and answer "not covered" to everything, hiding the failure.
-    What counts is the directory on disk now, not this store's view of it: another process
-    may have opened or filled the same index meanwhile, and then it stays."""
-    from sitechat.vectorstores.faiss import FaissVectorStore  # loaded already if it is one
-
-    if isinstance(store, FaissVectorStore):
-        await store.discard_if_empty()
 
 
 async def search(

@@ -172,6 +172,15 @@ class VectorStore(ABC):
         """Persist pending changes and release resources."""
         await self.persist()
 
+    async def discard_if_empty(self) -> bool:
+        """After :meth:`aclose`, when the first ingest into a new index failed: remove what
+        opening this store created if nothing was ever stored in it, so the failure is not
+        hidden by an empty index that answers "not covered" to everything. Returns whether
+        anything was removed. The default removes nothing; a store that creates its index
+        on open (the FAISS one) overrides it, and must leave an index another process has
+        filled or opened meanwhile."""
+        return False
+
     async def verify(self) -> StoreCheck:
         """Check the store in full and report what is damaged; never raises for damage.
 

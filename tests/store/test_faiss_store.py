@@ -26,6 +26,7 @@ from sitechat.errors import (
     StoreError,
 )
 from sitechat.models import Chunk
+from sitechat.testing.fakes import InMemoryVectorStore
 from sitechat.vectorstores import _faiss_files, _faiss_open, _faiss_payload
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
 from sitechat.vectorstores.faiss import FaissVectorStore
@@ -1117,3 +1118,11 @@ async def test_a_filtered_search_by_a_reader_survives_another_process_saving(
         assert len(await reader.search(query, 5, {"group": "old"})) == 5
     finally:
         await reader.aclose()
+
+
+async def test_a_store_without_its_own_clean_up_discards_nothing() -> None:
+    """``VectorStore.discard_if_empty`` defaults to a no-op, so a failed ingest into a
+    plugin or database store leaves it as it was."""
+    store = InMemoryVectorStore(INFO)
+    await store.aclose()
+    assert await store.discard_if_empty() is False
