@@ -32,6 +32,17 @@ def _rust_book() -> Path | None:
 RUST_BOOK = _rust_book()
 
 
+def _next_to_the_rust_book(name: str) -> Path | None:
+    """Another book the same component installs next to the Rust book, or None."""
+    folder = RUST_BOOK.parent / name if RUST_BOOK is not None else None
+    return folder if folder is not None and (folder / "index.html").is_file() else None
+
+
+#: *The Cargo Book* and *The rustc book*, or None when they are not installed.
+CARGO_BOOK = _next_to_the_rust_book("cargo")
+RUSTC_BOOK = _next_to_the_rust_book("rustc")
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """No access log on the console."""

@@ -8,6 +8,9 @@ like any site, and the bundled sample site is read from its folder:
 * *The Rust Programming Language* (the book in rustup's ``rust-docs`` component, found
   through ``rustc --print sysroot`` or given with ``--rust-book``), with held-out
   questions only: nothing was ever tuned on it. Skipped when it is not installed.
+* *The Cargo Book* and *The rustc book* (installed by the same component, next to the
+  Rust book; or given with ``--cargo-book`` / ``--rustc-book``), with held-out questions
+  only, written from the pages alone like the Rust book's.
 
 Question sets are in ``examples/eval``. Configurations:
 
@@ -23,14 +26,15 @@ The off-topic columns ask questions the site does not cover (``"expected": []``)
 those retrieval judged not covered ("declined"), so the chat would say so instead of
 answering from unrelated passages.
 
-The "held-out" column pools the held-out questions of both documentation sites.
+The "held-out" column pools the held-out questions of the three documentation sites.
 
 A second table counts, on the sets with section labels (``*-sections.jsonl``), the
 questions whose answering section came back: among the hits, and among the passages the
 chat answers from (see ``tests/benchmarks/sections.py``).
 
 Usage: python tests/benchmarks/bench_retrieval_quality.py [--local] [--keep DIR] [-k 5]
-[--only static,hashing,local] [--sites python-docs,rust-book,sample] [--rust-book DIR]
+[--only static,hashing,local] [--sites python-docs,rust-book,cargo-book,rustc-book,sample]
+[--rust-book DIR] [--cargo-book DIR] [--rustc-book DIR]
 ``--keep DIR`` stores the indexes there and reuses them on the next run.
 """
 
@@ -64,12 +68,16 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script: tests.doc_sites is in the repository
 
 from tests.benchmarks.sections import SectionMap, measure_sections  # noqa: E402
+from tests.doc_sites import CARGO_BOOK, RUST_BOOK, RUSTC_BOOK, served  # noqa: E402
 from tests.doc_sites import PYTHON_DOCS as DOCS  # noqa: E402
-from tests.doc_sites import RUST_BOOK, served  # noqa: E402
 
 SAMPLE_SITE = ROOT / "examples" / "sample_site"
 T = TypeVar("T")
 QUESTIONS = ROOT / "examples" / "eval"
+HELD_OUT_CARGO = "cargo-book-heldout.jsonl"
+HELD_OUT_RUSTC = "rustc-book-heldout.jsonl"
+#: The columns the pooled "held-out" figure adds up.
+HELD_OUT_COLUMNS = ("python held-out", "rust held-out", "cargo held-out", "rustc held-out")
 
 
 def local_embeddings(threads: int) -> Embeddings:
@@ -138,11 +146,17 @@ SPLITS = (
     "python tuning",
     "python held-out",
     "rust held-out",
+    "cargo held-out",
+    "rustc held-out",
     "held-out",
     "sample",
     "python off-topic",
     "sample off-topic",
 )
+
+
+def given_or(given: str | None, installed: Path | None) -> Path | None:
+    return Path(given) if given else installed
 
 
 def rust_book(given: str | None) -> Path | None:
@@ -176,16 +190,20 @@ def sites(args: argparse.Namespace) -> list[Site]:
             (("sample", "sample-site-sections.jsonl"),),
         ),
     ]
-    book = rust_book(args.rust_book)
-    if book is None:
-        print(
-            "the Rust book is not installed (rustup component add rust-docs): skipped",
-            file=sys.stderr,
-        )
-    else:
+    books = (
+        ("rust-book", rust_book(args.rust_book), "rust held-out", "rust-book-heldout.jsonl"),
+        ("cargo-book", given_or(args.cargo_book, CARGO_BOOK), "cargo held-out", HELD_OUT_CARGO),
+        ("rustc-book", given_or(args.rustc_book, RUSTC_BOOK), "rustc held-out", HELD_OUT_RUSTC),
+    )
+    for position, (name, folder, column, questions) in enumerate(books, start=1):
+        if folder is None:
+            print(
+                f"{name} is not installed (rustup component add rust-docs): skipped",
+                file=sys.stderr,
+            )
+            continue
         found.insert(
-            1,
-            Site("rust-book", book, "index.html", (("rust held-out", "rust-book-heldout.jsonl"),)),
+            min(position, len(found) - 1), Site(name, folder, "index.html", ((column, questions),))
         )
     if args.sites:
         wanted = {name.removesuffix("-site") for name in args.sites.split(",")}
@@ -284,7 +302,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
                 ingest[site.name] = columns.pop("ingest")["seconds"]
                 per_mode[mode].update(columns)
         for mode, columns in per_mode.items():
-            held = [columns[c] for c in ("python held-out", "rust held-out") if c in columns]
+            held = [columns[c] for c in HELD_OUT_COLUMNS if c in columns]
             if held:
                 found, total = sum(c["found"] for c in held), sum(c["n"] for c in held)
                 columns["held-out"] = {
@@ -301,7 +319,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
 def print_table(rows: list[dict[str, Any]], k: int) -> None:
     print(
         f"\nPage-level recall@{k} / MRR (median retrieval ms: first ask / asked again); "
-        "held-out pools both sites"
+        "held-out pools the documentation sites"
     )
     columns = [c for c in SPLITS if any(c in row for row in rows)]
     print(f"{'configuration':<16} " + " ".join(f"{c:>28}" for c in columns))
@@ -362,8 +380,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for --local")
     parser.add_argument("--misses", action="store_true", help="print tuning/sample misses")
     parser.add_argument("--only", help="comma-separated embedders to run (static,hashing,local)")
-    parser.add_argument("--sites", help="comma-separated sites (python-docs,rust-book,sample)")
+    parser.add_argument(
+        "--sites", help="comma-separated sites (python-docs,rust-book,cargo-book,rustc-book,sample)"
+    )
     parser.add_argument("--rust-book", metavar="DIR", help="the Rust book's HTML folder")
+    parser.add_argument("--cargo-book", metavar="DIR", help="the Cargo book's HTML folder")
+    parser.add_argument("--rustc-book", metavar="DIR", help="the rustc book's HTML folder")
     args = parser.parse_args()
     rows = in_workdir(args.keep, lambda workdir: run(args, workdir))
     print_table(rows, args.k)
