@@ -71,7 +71,7 @@ from sitechat.models import (
 )
 from sitechat.retrieval.hybrid import HybridRetriever, RetrievalResult
 from sitechat.retrieval.langchain import as_langchain_retriever
-from sitechat.vectorstores.base import EmbedderInfo, StoreCheck, VectorStore
+from sitechat.vectorstores.base import EmbedderInfo, PageSizes, StoreCheck, VectorStore
 
 __all__ = [
     "Answer",
@@ -102,6 +102,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelNotFoundError",
     "Page",
+    "PageSizes",
     "PermissionDeniedError",
     "PluginError",
     "PromptTemplates",

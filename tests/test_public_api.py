@@ -33,6 +33,7 @@ EXPECTED = [
     "MissingDependencyError",
     "ModelNotFoundError",
     "Page",
+    "PageSizes",
     "PermissionDeniedError",
     "PluginError",
     "PromptTemplates",

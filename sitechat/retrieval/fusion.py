@@ -11,8 +11,10 @@ from collections.abc import Container, Sequence
 from typing import Any
 
 from sitechat.models import Chunk, SearchHit
+from sitechat.vectorstores.base import PageSizes
 
 __all__ = [
+    "CHANCE_EVIDENCE",
     "PAGE_EVIDENCE_DECAY",
     "PASSAGE_DECAY",
     "RRF_K",
@@ -25,6 +27,11 @@ __all__ = [
 RRF_K = 60
 # A page's further passages in one ranked list count this much of its best one.
 PAGE_EVIDENCE_DECAY = 0.4
+# Of a page's further passages in a list of n, the first CHANCE_EVIDENCE * n * (its share
+# of the store's chunks) add nothing: a page holding a fifth of the site (a changelog)
+# has passages in any list by its size alone. Chosen on the Python tuning questions and
+# the Cargo book's (docs/src/retrieval.md).
+CHANCE_EVIDENCE = 0.25
 # A page's n-th passage scores PASSAGE_DECAY ** n of the page: its first passage keeps
 # the page's place, a second one competes with the next pages' first passages.
 PASSAGE_DECAY = 0.3
@@ -64,12 +71,15 @@ def fuse_by_page(
     weights: Sequence[float] | None = None,
     k: int = RRF_K,
     evidence: Container[str] | None = None,
+    sizes: PageSizes | None = None,
 ) -> list[SearchHit]:
     """Fuse ranked passage lists by page (see the module docstring), best first.
 
     A page's further passages in a list add to its score only when their chunk ids are in
     ``evidence`` (all of them when it is None): a passage that is merely in the pool
-    says nothing about its page.
+    says nothing about its page. With ``sizes``, neither do as many of them as the page's
+    size alone would put in the list (:data:`CHANCE_EVIDENCE`); the passage that
+    crosses that count adds the fraction it crosses by.
 
     Every passage of every list is returned once, scored ``page score * 0.3 ** n`` where
     ``n`` counts the better passages of the same page, and sorted by that score.
@@ -81,15 +91,24 @@ def fuse_by_page(
     page_scores: dict[str, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
         page_rank = k
-        seen: set[str] = set()
+        further: dict[str, int] = {}  # evidence passages after each page's first
+        chance = CHANCE_EVIDENCE * len(ranking) / sizes.total if sizes and sizes.total else 0.0
         for hit in ranking:
             page = hit.chunk.url
-            if page not in seen:
-                seen.add(page)
+            counted = further.get(page)
+            if counted is None:
+                further[page] = 0
                 page_rank += 1
                 gain = weight / page_rank
             elif evidence is None or hit.chunk.id in evidence:
+                further[page] = counted = counted + 1
                 gain = weight * PAGE_EVIDENCE_DECAY / page_rank
+                if chance:
+                    beyond = counted - chance * sizes.chunks.get(page, 0)  # type: ignore[union-attr]
+                    if beyond < 1.0:
+                        if beyond <= 0.0:
+                            continue
+                        gain *= beyond
             else:
                 continue
             page_scores[page] = page_scores.get(page, 0.0) + gain

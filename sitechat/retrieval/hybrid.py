@@ -59,7 +59,7 @@ from sitechat.retrieval.fusion import (
     reciprocal_rank_fusion,
 )
 from sitechat.retrieval.rerank import PassageScorer, rerank_fused
-from sitechat.vectorstores.base import VectorStore
+from sitechat.vectorstores.base import PageSizes, VectorStore
 
 __all__ = [
     "EVIDENCE_SIMILARITY",
@@ -265,11 +265,12 @@ class HybridRetriever:
 
         dense_hits, keyword_hits = await asyncio.gather(dense(), keyword())
         evidence = self._evidence(dense_hits, keyword_hits)
+        sizes = await self._page_sizes(dense_hits, keyword_hits)
         fused = fuse_by_page(
-            [dense_hits, keyword_hits], [self._dense_weight(), 1.0], evidence=evidence
+            [dense_hits, keyword_hits], [self._dense_weight(), 1.0], evidence=evidence, sizes=sizes
         )
         if use_dense:
-            fused = self._reranked(query, fused, evidence)
+            fused = self._reranked(query, fused, evidence, sizes)
         fused = exact_first(fused, exact_compounds(query))
         hits = diversify(fused, k, self.settings.max_per_page)
         similarity = {h.chunk.id: h.score for h in dense_hits}
@@ -291,8 +292,19 @@ class HybridRetriever:
         found.update(hit.chunk.id for hit in dense_hits if hit.score >= floor)
         return found
 
+    async def _page_sizes(
+        self, dense_hits: Sequence[SearchHit], keyword_hits: Sequence[SearchHit]
+    ) -> PageSizes | None:
+        """The sizes of the pages found (see step 3), when the store can tell."""
+        pages = {hit.chunk.url: None for hits in (dense_hits, keyword_hits) for hit in hits}
+        return await self.store.page_sizes(list(pages)) if len(pages) > 1 else None
+
     def _reranked(
-        self, query: str, fused: list[SearchHit], evidence: set[str] | None = None
+        self,
+        query: str,
+        fused: list[SearchHit],
+        evidence: set[str] | None = None,
+        sizes: PageSizes | None = None,
     ) -> list[SearchHit]:
         """The top ``rerank_depth`` passages re-ordered by the embedder's passage scorer,
         when it has one (see ``sitechat.retrieval.rerank``)."""
@@ -308,7 +320,7 @@ class HybridRetriever:
                 f"{len(head)} passages. Fix the embedder, or turn re-ranking off with "
                 "SITECHAT_RETRIEVAL__RERANK_DEPTH=0."
             )
-        return rerank_fused(fused, scores, depth, evidence)
+        return rerank_fused(fused, scores, depth, evidence, sizes)
 
     def _dense_weight(self) -> float:
         """How much the embedder's ranking counts against keyword search's (1.0: as much).

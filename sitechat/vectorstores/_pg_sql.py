@@ -158,6 +158,12 @@ class Statements:
         ).format(table=table)
         self.urls = sql.SQL("SELECT DISTINCT url FROM {table} ORDER BY url").format(table=table)
         self.count = sql.SQL("SELECT count(*) FROM {table}").format(table=table)
+        # params: page URLs, collection name; the row with a NULL url carries the total
+        # the collection recorded at its last save (a scan of the table would be slow)
+        self.page_sizes = sql.SQL(
+            "SELECT url, count(*) FROM {table} WHERE url = ANY(%s) GROUP BY url "
+            "UNION ALL SELECT NULL, chunk_count FROM {collections} WHERE name = %s"
+        ).format(table=table, collections=names.collections_id)
         self.record_count = sql.SQL(
             "UPDATE {collections} SET chunk_count = (SELECT count(*) FROM {table}), "
             "updated_at = now() WHERE name = %s RETURNING chunk_count"

@@ -23,6 +23,9 @@ Member                         Contract
                                ingest can embed only what changed.
 ``urls()``                     Every page URL in the store.
 ``count()``                    Number of chunks.
+``page_sizes(urls)``           Optional: how many chunks these pages and the whole
+                               store hold (:class:`PageSizes`), or None (the
+                               default) when the store cannot tell cheaply.
 ``persist()``                  Make every change durable; a crash before it returns
                                leaves the previous persisted state readable.
 ``verify()``                   Read everything persisted once and report damage as
@@ -50,7 +53,7 @@ from sitechat.models import Chunk, SearchHit
 if TYPE_CHECKING:
     from sitechat.config import Settings
 
-__all__ = ["EmbedderInfo", "StoreCheck", "VectorStore", "page_of"]
+__all__ = ["EmbedderInfo", "PageSizes", "StoreCheck", "VectorStore", "page_of"]
 
 
 def page_of(url: str) -> str:
@@ -65,6 +68,20 @@ class EmbedderInfo:
 
     name: str
     dimension: int
+
+
+@dataclass(frozen=True, slots=True)
+class PageSizes:
+    """How many chunks some pages hold, and how many the whole store holds.
+
+    The hybrid retriever reads them to tell a page that matches in many places from one
+    that is merely large: of a ranked list of ``n`` passages, a page holding a share
+    ``chunks[url] / total`` of the store gets about ``n`` times that share by chance.
+    """
+
+    chunks: Mapping[str, int]
+    """Chunks per page URL; a page missing from it has none (or was not asked about)."""
+    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +188,16 @@ class VectorStore(ABC):
     async def aclose(self) -> None:
         """Persist pending changes and release resources."""
         await self.persist()
+
+    async def page_sizes(self, urls: Sequence[str]) -> PageSizes | None:
+        """How many chunks each page in ``urls`` holds, and the whole store.
+
+        Called by the hybrid retriever on every query with the pages its searches found
+        (a few dozen), so it must be cheap: one indexed query, not a scan. The default
+        returns None, and retrieval then counts every further passage of a page as
+        evidence whatever the page's size.
+        """
+        return None
 
     async def discard_if_empty(self) -> bool:
         """After :meth:`aclose`, when the first ingest into a new index failed: remove what

@@ -72,7 +72,7 @@ from sitechat.vectorstores._faiss_vectors import (
 )
 from sitechat.vectorstores._faiss_verify import verify_directory
 from sitechat.vectorstores._rows import check_chunk_text, storable, storable_filter, unit_rows
-from sitechat.vectorstores.base import EmbedderInfo, StoreCheck, VectorStore
+from sitechat.vectorstores.base import EmbedderInfo, PageSizes, StoreCheck, VectorStore
 
 if TYPE_CHECKING:
     from sitechat.config import Settings
@@ -466,6 +466,12 @@ class FaissVectorStore(VectorStore):
 
     async def count(self) -> int:
         return await self._read(lambda: self._vectors.live)
+
+    async def page_sizes(self, urls: Sequence[str]) -> PageSizes:
+        pages = list(dict.fromkeys(u for u in urls if storable(u)))
+        return await self._read(
+            lambda: PageSizes(sql.page_chunk_counts(self._conn, pages), self._vectors.live)
+        )
 
     async def _read(self, work: Callable[[], T], *, inline: bool = True) -> T:
         """Run ``work`` under the data lock: here if it is free and cheap, else in a thread."""

@@ -51,7 +51,7 @@ from sitechat.errors import (
 from sitechat.models import Chunk, SearchHit
 from sitechat.vectorstores._pg_config import PgVectorConfig
 from sitechat.vectorstores._rows import check_chunk_text, storable, storable_filter, unit_rows
-from sitechat.vectorstores.base import EmbedderInfo, StoreCheck, VectorStore
+from sitechat.vectorstores.base import EmbedderInfo, PageSizes, StoreCheck, VectorStore
 
 # the driver is an extra: without it the store is still listed, and says what to install
 # when it is opened (as the openai and bedrock providers do when they are built)
@@ -454,6 +454,15 @@ class PgVectorStore(VectorStore):
     async def count(self) -> int:
         rows = await self._fetch(self._sql.count, [])
         return int(rows[0][0])
+
+    async def page_sizes(self, urls: Sequence[str]) -> PageSizes | None:
+        """Chunks per page, and the collection's total as its last save recorded it; None
+        before the first save (no total to compare with)."""
+        pages = list(dict.fromkeys(u for u in urls if storable(u)))
+        rows = await self._fetch(self._sql.page_sizes, [pages, self._collection])
+        counts = {str(url): int(n) for url, n in rows if url is not None}
+        total = max((int(n) for url, n in rows if url is None), default=0)
+        return PageSizes(counts, total) if total > 0 else None
 
     # ------------------------------------------------------------------ plumbing
 

@@ -37,6 +37,8 @@ from sitechat.vectorstores.faiss import FaissVectorStore
 class TestFaissVectorStore(VectorStoreConformance):
     """The embedded default store."""
 
+    reports_page_sizes = True
+
     @pytest.fixture
     def open_store(self, tmp_path: Path) -> OpenStore:
         async def open_store(embedder: EmbedderInfo | None, *, create: bool) -> VectorStore:
@@ -49,6 +51,7 @@ class TestInMemoryVectorStore(VectorStoreConformance):
     """The fake store users test against: nothing to reopen."""
 
     persists_across_reopen = False
+    reports_page_sizes = True
 
     @pytest.fixture
     def open_store(self, settings: Settings) -> OpenStore:
@@ -62,6 +65,7 @@ class TestPgVectorStore(VectorStoreConformance):
     """PostgreSQL + pgvector, exact search (below the HNSW threshold)."""
 
     hnsw_threshold = 10_000
+    reports_page_sizes = True
 
     @pytest.fixture
     def open_store(self, postgres: TemporaryPostgres) -> OpenStore:

@@ -21,7 +21,7 @@ from sitechat.retrieval.hybrid import (
     keyword_terms,
 )
 from sitechat.testing.fakes import FakeEmbeddings, InMemoryVectorStore
-from sitechat.vectorstores.base import EmbedderInfo
+from sitechat.vectorstores.base import EmbedderInfo, PageSizes
 from tests.passages import hit, passage_store
 
 
@@ -60,6 +60,44 @@ def test_only_passages_of_evidence_add_to_their_page() -> None:
     gated = fuse_by_page([dense, keyword], evidence={"only-1", "many-1"})
     assert gated[0].chunk.url == "https://d/only"
     assert sorted(h.chunk.id for h in gated) == sorted({h.chunk.id for h in dense + keyword})
+
+
+def test_a_large_page_gains_nothing_for_the_passages_its_size_explains() -> None:
+    """A page holding half the store has passages in any list by its size alone: those do
+    not add to its score, so a small page matching twice beats it."""
+    ranking = [hit("focus", 1), hit("log", 1), hit("log", 2), hit("log", 3)]
+    ranking += [hit("focus", 2)] + [hit(f"filler{i}", 1) for i in range(15)]
+    assert fuse_by_page([ranking])[0].chunk.url == "https://d/log"
+    sizes = PageSizes({"https://d/log": 50, "https://d/focus": 5}, total=100)
+    assert fuse_by_page([ranking], sizes=sizes)[0].chunk.url == "https://d/focus"
+
+
+def test_page_sizes_leave_small_pages_evidence_whole() -> None:
+    """A page too small to be in the list by chance keeps every further passage's gain."""
+    ranking = [hit("a", 1), hit("b", 1), hit("a", 2), hit("a", 3)]
+    sizes = PageSizes({"https://d/a": 3, "https://d/b": 1}, total=10_000)
+    plain = {h.chunk.id: h.score for h in fuse_by_page([ranking])}
+    sized = {h.chunk.id: h.score for h in fuse_by_page([ranking], sizes=sizes)}
+    assert sized == pytest.approx(plain, rel=1e-3)
+
+
+async def test_the_retriever_asks_the_store_for_the_sizes_of_the_pages_found() -> None:
+    """Both searches' pages go to ``page_sizes`` once per query, and a store that cannot
+    tell (None) still gets fused results."""
+    asked: list[list[str]] = []
+
+    class Recording(InMemoryVectorStore):
+        async def page_sizes(self, urls: Sequence[str]) -> PageSizes | None:
+            asked.append(sorted(urls))
+            return None
+
+    embeddings = FakeEmbeddings()
+    store = Recording(EmbedderInfo(embeddings.embedder_name, embeddings.dimension))
+    chunks = [hit(page, n).chunk for page in ("cache", "log", "tea") for n in range(3)]
+    await store.upsert(chunks, embeddings.embed_documents([c.text for c in chunks]))
+    result = await HybridRetriever(store, embeddings).retrieve("cache passage")
+    assert asked == [["https://d/cache", "https://d/log", "https://d/tea"]]
+    assert result.hits
 
 
 async def test_on_a_small_site_the_only_page_with_the_word_comes_first(
