@@ -20,30 +20,52 @@ from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 __all__ = ["RedactedException", "redact", "redacted_exception", "safe_url"]
 
+# A value runs to a space, a comma or semicolon, or a quote. Punctuation that a key, a token
+# or a signature never ends with (base64 and base64url, hex, RFC 6750's b64token; "=" is
+# padding and "/" "+" are base64 digits, so those stay in) closes the sentence, list or
+# bracket the value sits in: trailing, it is left out of the mask.
+_TRAILING = r".:!?)\]}>`"
+
+
+def _value(ends: str, trailing: str = _TRAILING) -> str:
+    """A run of anything but ``ends``, less the ``trailing`` punctuation it ends with; a run
+    of nothing but such punctuation is taken whole."""
+    return rf"(?:[^{ends}]*[^{ends}{trailing}]|[^{ends}]+)"
+
+
+_TOKEN = _value(r"\s,;\"'")
+# a password or a secret may end in any punctuation ("Summer2024!"): masked to its end
+_UNTRIMMED = r"[^\s,;\"']+"
+
 # a value may be quoted, or written as a bytes repr: botocore's debug log prints headers as
 # {'X-Amz-Security-Token': b'...'} and its signature as "Signature:\n<hex>"
+_NAMED = r"([\"']?\s*[:=]\s*(?:b?[\"'])?)"
+
 _SECRET_PATTERNS = (
     (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-]{6,}"), r"\1-***"),
-    (re.compile(r"(?i)\bbearer\s+[^\s,;\"']+"), "Bearer ***"),
+    (re.compile(r"(?i)\bbearer\s+" + _TOKEN), "Bearer ***"),
     (
         re.compile(
             r"(?i)\b(Signature|Credential|X-Amz-Security-Token|X-Amz-Signature)"
-            r"([\"']?\s*[:=]\s*(?:b?[\"'])?)[^\s,;&\"']+"
+            + _NAMED
+            + _value(r"\s,;&\"'")
         ),
         r"\1\2***",
     ),
     (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{12,}"), "***"),
-    # user:password@ in any URL, and query parameters that usually carry a credential
+    # user:password@ in any URL, and query parameters that usually carry a credential; a
+    # query value may hold a comma or a semicolon, but not end with one
     (re.compile(r"(?<=//)[^/\s@:]*:[^/\s@]*@"), "***@"),
-    (re.compile(r"(?i)([?&](?:key|sig|auth|code|access_token)=)[^&#\s\"']+"), r"\1***"),
     (
-        # a whole word or the end of a snake_case one (access_token), not TimeToFirstToken
         re.compile(
-            r"(?i)\b((?:\w+[_-])?(?:api[_-]?key|secret|token|password))"
-            r"([\"']?\s*[:=]\s*(?:b?[\"'])?)[^\s,;\"']+"
+            r"(?i)([?&](?:key|sig|auth|code|access_token)=)"
+            + _value(r"&#\s\"'", trailing=_TRAILING + ",;")
         ),
-        r"\1\2***",
+        r"\1***",
     ),
+    # a whole word or the end of a snake_case one (access_token), not TimeToFirstToken
+    (re.compile(r"(?i)\b((?:\w+[_-])?(?:api[_-]?key|token))" + _NAMED + _TOKEN), r"\1\2***"),
+    (re.compile(r"(?i)\b((?:\w+[_-])?(?:secret|password))" + _NAMED + _UNTRIMMED), r"\1\2***"),
 )
 
 

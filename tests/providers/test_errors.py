@@ -195,6 +195,101 @@ def test_redact_leaves_harmless_percent_escapes_alone() -> None:
     assert redact(text) == text
 
 
+# what follows a secret in prose, a list, quotes or brackets
+PUNCTUATION = ".,;:!?)]}'\""
+# RFC 6750's b64token, the alphabet of bearer tokens and of named tokens and API keys; a
+# signed token (a JWT) ends with its signature, never with a dot
+B64TOKEN = r"[A-Za-z0-9\-._~+/]*[A-Za-z0-9\-_~+/]=*"
+BASE64 = r"[A-Za-z0-9+/]{8,60}={0,2}"
+
+# each pattern: what comes before the secret, the secret's shape, and what is shown for both
+SHAPED_SECRETS = {
+    "OpenAI key": ("key ", r"sk-[A-Za-z0-9_\-]{6,40}", "key sk-***"),
+    "bearer token": ("Authorization: Bearer ", B64TOKEN, "Authorization: Bearer ***"),
+    "SigV4 signature": ("Signature=", r"[0-9a-f]{64}", "Signature=***"),
+    "security token": ("X-Amz-Security-Token: ", BASE64, "X-Amz-Security-Token: ***"),
+    "credential scope": (
+        "Credential=",
+        r"AKIA[A-Z0-9]{16}/20[0-9]{6}/[a-z]{2}-[a-z]+-[1-9]/[a-z0-9-]{2,12}/aws4_request",
+        "Credential=***",
+    ),
+    "AWS access key id": ("key ", r"(AKIA|ASIA)[A-Z0-9]{16}", "key ***"),
+    "signature in a query": (
+        "GET https://api.example/v1?sig=",
+        r"([A-Za-z0-9+/=_~\-]|%[0-9A-F]{2}){8,60}",
+        "GET https://api.example/v1?sig=***",
+    ),
+    "named token": ("access_token=", B64TOKEN, "access_token=***"),
+    "named API key": ("api_key: ", B64TOKEN, "api_key: ***"),
+}
+
+
+@st.composite
+def _shaped_secret(draw: st.DrawFn) -> tuple[str, str, str]:
+    before, shape, shown = SHAPED_SECRETS[draw(st.sampled_from(sorted(SHAPED_SECRETS)))]
+    return before, draw(st.from_regex(shape, fullmatch=True)), shown
+
+
+@given(case=_shaped_secret(), punctuation=st.sampled_from(PUNCTUATION), end=st.booleans())
+def test_redact_masks_exactly_the_secret_and_keeps_the_punctuation_after_it(
+    case: tuple[str, str, str], punctuation: str, end: bool
+) -> None:
+    """A key, token or signature followed by punctuation is masked to its last character
+    ('=' padding and '/' '+' included), and the punctuation after it stays."""
+    before, secret, shown = case
+    after = "" if end else " and more"
+    assert redact(before + secret + punctuation + after) == shown + punctuation + after
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "Incorrect API key provided: sk-proj-AbC123xyz_789.",
+            "Incorrect API key provided: sk-***.",
+        ),
+        ("token=ABC123, next", "token=***, next"),
+        ("rejected (token=ABC123).", "rejected (token=***)."),
+        (
+            "header 'Authorization: Bearer eyJ0.eyJz.c2ln==' refused",
+            "header 'Authorization: Bearer ***' refused",
+        ),
+        ('{"api_key": "ABC123"}', '{"api_key": "***"}'),
+        ("[X-Amz-Security-Token=IQoJb3/+Jp==]", "[X-Amz-Security-Token=***]"),
+        ("see `Bearer ABC123`!", "see `Bearer ***`!"),
+    ],
+)
+def test_redact_keeps_the_quotes_and_brackets_around_a_secret(text: str, shown: str) -> None:
+    """A secret quoted, bracketed or ending a sentence loses nothing but itself."""
+    assert redact(text) == shown
+
+
+@given(
+    value=st.text(alphabet="abcXYZ0123456789-_~+/=.:!?)]}>(", min_size=1, max_size=40),
+    name=st.sampled_from(["Bearer ", "token=", "Signature=", "GET /v1?key="]),
+)
+def test_redact_masks_punctuation_inside_a_secret(value: str, name: str) -> None:
+    """Only punctuation a secret ends with is left out of the mask: none inside it, and a
+    value made of nothing but punctuation is masked whole."""
+    body = value.rstrip(".:!?)]}>")
+    kept = value[len(body) :] if body else ""
+    assert redact(f"x {name}{value} y") == f"x {name}***{kept} y"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("password: Summer2024!", "password: ***"),
+        ("(client_secret=abc)", "(client_secret=***"),
+        ("password=hunter2, user=alice", "password=***, user=alice"),
+    ],
+)
+def test_redact_masks_a_password_to_its_end(text: str, shown: str) -> None:
+    """A password or secret may end in any punctuation, so its trailing punctuation is
+    masked with it; only a space, a comma, a semicolon or a quote ends it."""
+    assert redact(text) == shown
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
