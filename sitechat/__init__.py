@@ -15,13 +15,7 @@ Everything public is importable from this module; submodules are implementation 
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("sitechat")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
-
+from sitechat._version import __version__
 from sitechat.api import ingest, open_chat, search, verify_index
 from sitechat.chat.base import ChatService
 from sitechat.chat.history import HistoryStore, InMemoryHistoryStore

@@ -35,7 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from sitechat._redact import redact
 from sitechat.errors import ConfigurationError
-from sitechat.ingest.options import normalize_trusted_host
+from sitechat.ingest.options import DEFAULT_USER_AGENT, normalize_trusted_host
 
 __all__ = [
     "ChatSettings",
@@ -168,7 +168,7 @@ class IngestSettings(BaseModel):
     max_bytes_per_page: int = Field(default=5_000_000, ge=1024)
     concurrency: int = Field(default=4, ge=1, le=64)
     timeout: float = Field(default=20.0, gt=0, allow_inf_nan=False)
-    user_agent: str = "sitechat (+https://github.com/sitechat/sitechat)"
+    user_agent: str = DEFAULT_USER_AGENT
     allow_private: bool = False
     include: list[str] = Field(
         default_factory=list, description="Regexes: only matching links are followed."

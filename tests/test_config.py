@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from sitechat.config import Settings, env_prefix_for, load_provider_config
+import sitechat
+from sitechat.config import IngestSettings, Settings, env_prefix_for, load_provider_config
 from sitechat.errors import ConfigurationError
+from sitechat.ingest.options import DEFAULT_USER_AGENT, CrawlOptions
 
 
 def test_documented_variable_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,3 +214,14 @@ def test_an_include_pattern_that_is_no_regex_is_refused_at_load(
     monkeypatch.setenv("SITECHAT_INGEST__EXCLUDE", '["/blog/", "("]')
     with pytest.raises(ConfigurationError, match=r"SITECHAT_INGEST__EXCLUDE: '\(' is not a"):
         Settings.load(env_file=None)
+
+
+def test_the_user_agent_default_is_the_crawler_s_and_carries_the_version() -> None:
+    """SITECHAT_INGEST__USER_AGENT defaults to the one User-Agent CrawlOptions() sends,
+    sitechat/<installed version> with the project's URL."""
+    assert IngestSettings.model_fields["user_agent"].default is DEFAULT_USER_AGENT
+    assert CrawlOptions().user_agent is DEFAULT_USER_AGENT
+    assert Settings.load(env_file=None).ingest.user_agent == DEFAULT_USER_AGENT
+    assert sitechat.__version__ == version("sitechat")
+    expected = f"sitechat/{version('sitechat')} (+https://github.com/sitechat/sitechat)"
+    assert expected == DEFAULT_USER_AGENT

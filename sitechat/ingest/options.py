@@ -7,6 +7,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from sitechat._version import __version__
 from sitechat.errors import InvalidInputError
 
 __all__ = [
@@ -17,7 +18,10 @@ __all__ = [
     "normalize_trusted_host",
 ]
 
-DEFAULT_USER_AGENT = "sitechat/0.1 (+https://github.com/sitechat/sitechat)"
+#: The User-Agent of every crawl that sets none: ``CrawlOptions()``, and the
+#: ``SITECHAT_INGEST__USER_AGENT`` setting's default. Its first word, ``sitechat``, is the
+#: product token robots.txt groups are matched against.
+DEFAULT_USER_AGENT = f"sitechat/{__version__} (+https://github.com/sitechat/sitechat)"
 #: Pages with 20 links or more whose main text is more than this share of link text are
 #: link lists: followed, not indexed. Measured on the Python documentation: 65 of its 530
 #: pages are such lists (generated indexes, chapter tables of contents: 0.77-1.0 links);

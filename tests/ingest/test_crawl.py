@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import aclosing
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
+from sitechat.config import Settings
 from sitechat.errors import InvalidInputError, UnsafeURLError
 from sitechat.ingest.crawl import CrawlOptions, CrawlResult, crawl
+from sitechat.ingest.crawl_source import crawl_options_from
 from sitechat.ingest.options import CrawlStats
 from tests.ingest.conftest import ProgrammableServer, Reply, serve
 
@@ -379,3 +382,33 @@ async def test_the_sitemap_of_the_site_a_start_url_redirects_to_is_read() -> Non
         new.url("/docs/"),
         new.url("/docs/orphan"),
     }
+
+
+@pytest.mark.parametrize("made_from", ["code", "settings"])
+async def test_a_crawl_sends_the_default_user_agent(
+    web: ProgrammableServer, settings: Settings, made_from: str
+) -> None:
+    """With no User-Agent set, robots.txt and every page are requested as
+    sitechat/<installed version>, by CrawlOptions() and by the default settings alike."""
+    sent: list[str] = []
+
+    def recording(reply: Reply) -> Callable[[str, Any], Reply]:
+        def route(path: str, headers: Any) -> Reply:
+            sent.append(headers.get("User-Agent"))
+            return reply
+
+        return route
+
+    web.routes = {
+        "/robots.txt": recording(Reply(200, b"User-agent: *\nAllow: /\n")),
+        "/": recording(_page("<p>Home.</p><a href='/guide'>g</a>")),
+        "/guide": recording(_page("<p>The guide.</p>")),
+    }
+    if made_from == "code":
+        options = CrawlOptions(allow_private=True)
+    else:
+        options = crawl_options_from(settings, allow_private=True)
+    results = [r async for r in crawl([web.url("/")], options=options)]
+    assert [r.status for r in results] == ["ok", "ok"]
+    expected = f"sitechat/{version('sitechat')} (+https://github.com/sitechat/sitechat)"
+    assert sent == [expected] * 3
