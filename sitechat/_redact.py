@@ -41,6 +41,8 @@ _UNTRIMMED = r"[^\s,;\"']+"
 # {'X-Amz-Security-Token': b'...'} and its signature as "Signature:\n<hex>"
 _NAMED = r"([\"']?\s*[:=]\s*(?:b?[\"'])?)"
 
+_CREDENTIAL_NAMES = r"(?:secret(?:[_-]?(?:access[_-]?)?key)?|password|passwd|private[_-]?key)"
+
 _SECRET_PATTERNS = (
     (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-]{6,}"), r"\1-***"),
     (re.compile(r"(?i)\bbearer\s+" + _TOKEN), "Bearer ***"),
@@ -65,7 +67,11 @@ _SECRET_PATTERNS = (
     ),
     # a whole word or the end of a snake_case one (access_token), not TimeToFirstToken
     (re.compile(r"(?i)\b((?:\w+[_-])?(?:api[_-]?key|token))" + _NAMED + _TOKEN), r"\1\2***"),
-    (re.compile(r"(?i)\b((?:\w+[_-])?(?:secret|password))" + _NAMED + _UNTRIMMED), r"\1\2***"),
+    # ... and secret_key, aws_secret_access_key, private_key, passwd
+    (
+        re.compile(r"(?i)\b((?:\w+[_-])?" + _CREDENTIAL_NAMES + ")" + _NAMED + _UNTRIMMED),
+        r"\1\2***",
+    ),
 )
 
 

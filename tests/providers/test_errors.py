@@ -148,6 +148,12 @@ def test_redact_leaves_words_that_merely_contain_token(text: str, kept: str) -> 
         "api_key=abc123XYZ",
         "GET /v1?sig=abc123XYZ&x=1",
         "password: abc123XYZ",
+        "aws_secret_access_key = abc123XYZ",
+        "AWS_SECRET_ACCESS_KEY=abc123XYZ",
+        "SECRET_KEY='abc123XYZ'",
+        '{"client_secret": "abc123XYZ"}',
+        "private_key: abc123XYZ",
+        "DB_PASSWD=abc123XYZ",
     ],
 )
 def test_redact_masks_named_credentials(text: str) -> None:
