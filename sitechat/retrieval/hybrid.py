@@ -51,7 +51,7 @@ from langchain_core.embeddings import Embeddings
 from sitechat._text import STOPWORDS, compound_words, content_terms, stem
 from sitechat.config import RetrievalSettings
 from sitechat.errors import InvalidInputError, ProviderError
-from sitechat.models import SearchHit
+from sitechat.models import Chunk, SearchHit
 from sitechat.retrieval.fusion import (
     diversify,
     exact_first,
@@ -63,6 +63,7 @@ from sitechat.vectorstores.base import PageSizes, VectorStore
 
 __all__ = [
     "EVIDENCE_SIMILARITY",
+    "SUMMARY_LEAD_CHARS",
     "HybridRetriever",
     "RetrievalResult",
     "check_k",
@@ -78,6 +79,12 @@ MIN_POOL = 50
 # up: 0.3 for the offline default. Chosen on the Python tuning questions, where 0.6 keeps
 # every figure as it was and higher shares lose questions (docs/src/retrieval.md).
 EVIDENCE_SIMILARITY = 0.6
+# A page's lead (the text under its top heading alone) this short is a summary of the page
+# ("This page lists what each plan costs, how payments and invoices work…"): it finds the
+# page, but the answer is in a section below it. 400 characters is a paragraph or two; the
+# Python docs' module introductions run longer, and the passages the chat answers from for
+# the Python questions are the same with or without the rule (docs/src/retrieval.md).
+SUMMARY_LEAD_CHARS = 400
 
 # Contraction leftovers ("I'm" -> "m") and question filler that no page is about.
 _QUERY_FILLER = STOPWORDS | frozenset(
@@ -145,8 +152,10 @@ class RetrievalResult:
     """The best page's next passages that ``hits`` left out to make room for other pages.
 
     Ranking favours distinct pages, which finds the right page more often; an answer, though,
-    often needs two passages of that page (a section's summary, then its steps). The chat
-    service shows these next to the best page's first passage: see :attr:`context`.
+    often needs two passages of that page (a section's summary, then its steps), and three
+    when the first is the page's short lead, which says what the page covers rather than
+    what it says. The chat service shows these next to the best page's first passage: see
+    :attr:`context`.
     """
 
     @property
@@ -198,16 +207,24 @@ def expand_terms(terms: Sequence[str]) -> list[str]:
 def _supporting(
     fused: Sequence[SearchHit], hits: Sequence[SearchHit], extra: int = 1
 ) -> tuple[SearchHit, ...]:
-    """Up to ``extra`` further passages of the top page, in fused order, not already in hits."""
+    """Further passages of the top page, in fused order, not already in hits, so that the
+    page has ``1 + extra`` passages in all; one more when its first is a short lead."""
     if not hits:
         return ()
-    top_page = hits[0].chunk.url
+    top = hits[0].chunk
+    wanted = 1 + extra + _is_summary_lead(top)
     taken = {h.chunk.id for h in hits}
-    on_page = sum(1 for h in hits if h.chunk.url == top_page)
-    if on_page > extra:
+    on_page = sum(1 for h in hits if h.chunk.url == top.url)
+    if on_page >= wanted:
         return ()
-    found = [h for h in fused if h.chunk.url == top_page and h.chunk.id not in taken]
-    return tuple(found[:extra])
+    found = [h for h in fused if h.chunk.url == top.url and h.chunk.id not in taken]
+    return tuple(found[: wanted - on_page])
+
+
+def _is_summary_lead(chunk: Chunk) -> bool:
+    """Whether ``chunk`` is its page's lead, under the top heading alone, and short enough
+    to be a summary of the page (:data:`SUMMARY_LEAD_CHARS`)."""
+    return len(chunk.heading_path) <= 1 and len(chunk.text) <= SUMMARY_LEAD_CHARS
 
 
 def check_k(k: object) -> int:

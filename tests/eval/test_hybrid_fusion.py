@@ -181,6 +181,27 @@ def test_supporting_passages_come_from_the_top_page_only() -> None:
     assert _supporting([], []) == ()
 
 
+def test_a_short_lead_on_top_brings_two_more_passages_of_its_page() -> None:
+    """When the best passage is its page's short lead (what the page covers, under the top
+    heading alone), the page's next two passages support it, not one; a long one, or a
+    section's passage, still brings one."""
+    from sitechat.models import SearchHit
+    from sitechat.retrieval.hybrid import _supporting
+
+    def hit(cid: str, url: str, headings: tuple[str, ...], text: str = "t") -> SearchHit:
+        return SearchHit(Chunk(cid, url, "Billing", headings, None, text, cid), 1.0)
+
+    def supporting(first: SearchHit) -> list[str]:
+        rest = [hit("b1", "B", ("B",)), hit("a2", "A", ("Billing", "Trial"))]
+        rest += [hit("a3", "A", ("Billing", "Plans")), hit("c1", "C", ("C",))]
+        fused = [first, *rest]
+        return [h.chunk.id for h in _supporting(fused, [first, fused[1], fused[4]])]
+
+    assert supporting(hit("a1", "A", ("Billing",), "This page lists each plan.")) == ["a2", "a3"]
+    assert supporting(hit("a1", "A", ("Billing",), "An introduction. " * 60)) == ["a2"]
+    assert supporting(hit("a1", "A", ("Billing", "Refunds"), "Refunds take 5 days.")) == ["a2"]
+
+
 def test_the_answer_context_puts_the_supporting_passage_second() -> None:
     """``context``: the best page's next passage after its first, the weakest hit dropped,
     and nothing at all for a query that is not covered."""
