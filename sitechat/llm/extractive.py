@@ -74,15 +74,9 @@ class ExtractiveLLMService(BaseLLMService):
     async def _astream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[LLMDelta]:
         prompt = parse_prompt(messages)
         earlier = [str(m.content) for m in messages[:-1] if isinstance(m, HumanMessage)]
-        # a passage is about its section as much as its page: "Download the installer"
-        # under "Install on Windows" answers how to install on Windows
-        sources = [
-            (n, f"{title} {section}".strip(), url, text)
-            for (n, title, url, text), section in zip(
-                prompt.sources, prompt.sections or [""] * len(prompt.sources), strict=True
-            )
-        ]
-        answer = self.compose(prompt.question, sources, context=earlier[-1:])
+        answer = self.compose(
+            prompt.question, prompt.sources, context=earlier[-1:], sections=prompt.sections
+        )
         output_tokens = 0
         for match in _TOKEN_RE.finditer(answer):
             output_tokens += 1
@@ -95,13 +89,16 @@ class ExtractiveLLMService(BaseLLMService):
         question: str,
         sources: Sequence[tuple[int, str, str, str]],
         context: Sequence[str] = (),
+        sections: Sequence[str] = (),
     ) -> str:
         """The extractive answer to ``question`` from ``(n, title, url, text)`` sources;
         ``context`` holds the user's earlier questions, whose words count half (a follow-up
-        such as "and how do I undo that?" names its topic only there)."""
+        such as "and how do I undo that?" names its topic only there); ``sections`` holds
+        each source's heading path as the prompt gives it (``Install › Windows``), in the
+        order of ``sources``."""
         if not sources:
             return _NO_SOURCES
-        candidates = self._candidates(question, sources, context)
+        candidates = self._candidates(question, sources, context, sections)
         chosen = self._choose(candidates)
         if not chosen:
             first = next((c for c in candidates if c.source_rank == 0), None)
@@ -121,16 +118,24 @@ class ExtractiveLLMService(BaseLLMService):
         question: str,
         sources: Sequence[tuple[int, str, str, str]],
         context: Sequence[str] = (),
+        sections: Sequence[str] = (),
     ) -> list[_Candidate]:
         """Every sentence of every source, scored against the question's words.
 
         A word counts by its rarity among the sentences (IDF), fully when the sentence has
-        it and half when only its source's title does (a step under "Deleting notes" is
-        about notes without saying so). Thesaurus expansions and the earlier question's
-        words count half too, and a sentence that has both what a follow-up asks and the
-        earlier topic counts half again.
+        it and half when only its source's title or headings do (a step under "Deleting
+        notes" is about notes without saying so). Thesaurus expansions and the earlier
+        question's words count half too, and a sentence that has both what a follow-up asks
+        and the earlier topic counts half again.
+
+        A sentence is quoted only if it holds one of those words, or if the heading it sits
+        under does and its headings and page title hold all of the question's own words:
+        "Download the installer" under "Install › Windows" answers how to install on
+        Windows. That heading is the innermost one, and only its words the page title lacks
+        count for this: a page's title and its lead heading cover every sentence of it.
         """
-        weights = dict.fromkeys(content_terms(question), 1.0)
+        own = content_terms(question)
+        weights = dict.fromkeys(own, 1.0)
         for term in content_terms(" ".join(expand_terms(keyword_terms(question)))):
             weights.setdefault(term, 0.5)
         asked = set(weights)
@@ -139,18 +144,26 @@ class ExtractiveLLMService(BaseLLMService):
         topic = set(weights) - asked
         query = set(weights)
         split = [
-            (rank, n, pos, sentence, set(content_terms(sentence)), titled)
-            for rank, (n, title, _url, text) in enumerate(sources)
-            for titled in [set(content_terms(title)) & query]
+            (rank, n, pos, sentence, set(content_terms(sentence)), titled, headed)
+            for rank, ((n, title, _url, text), section) in enumerate(
+                zip(sources, sections or [""] * len(sources), strict=True)
+            )
+            for page_terms in [set(content_terms(title))]
+            for around in [page_terms | set(content_terms(section))]
+            for titled in [around & query]
+            for headed in [
+                around.issuperset(own)
+                and bool((set(content_terms(_innermost(section))) - page_terms) & query)
+            ]
             for pos, sentence in enumerate(answer_units(text, asked))
         ]
         wants_steps = bool(_HOW_RE.match(question))
         document_frequency: Counter[str] = Counter()
-        for *_, terms, titled in split:
+        for *_, terms, titled, _headed in split:
             document_frequency.update((terms | titled) & query)
         total = max(len(split), 1)
         out = []
-        for rank, n, pos, sentence, terms, titled in split:
+        for rank, n, pos, sentence, terms, titled, headed in split:
             matched = terms & query
             score = sum(
                 weights[t]
@@ -158,8 +171,8 @@ class ExtractiveLLMService(BaseLLMService):
                 * math.log(1 + total / document_frequency[t])
                 for t in matched | titled
             )
-            if not matched:
-                score = 0.0  # a sentence must say something the question asks about
+            if not matched and not headed:
+                score = 0.0  # a sentence must say, or sit under, something the question asks
             elif topic and (matched | titled) & topic and (matched | titled) & asked:
                 score *= 1.5  # a follow-up's answer: what it asks, about the earlier topic
             # "how do I …" is answered by steps: list items and menu paths
@@ -192,6 +205,11 @@ class ExtractiveLLMService(BaseLLMService):
             chosen.append(cand)
             length += len(cand.text)
         return chosen
+
+
+def _innermost(section: str) -> str:
+    """The last heading of a heading path as the prompt writes it (``Install › Windows``)."""
+    return section.rpartition(" › ")[2]
 
 
 def answer_units(text: str, asked: Set[str] = frozenset()) -> list[str]:

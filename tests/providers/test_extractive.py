@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+import sitechat
 from sitechat._text import split_sentences
+from sitechat.chat.prompts import build_messages
+from sitechat.config import Settings
 from sitechat.llm.extractive import ExtractiveLLMService, answer_units
+from sitechat.models import Source
 
 ACCOUNT = (
     1,
@@ -48,9 +54,6 @@ def test_a_sentence_must_share_a_word_with_the_question() -> None:
 async def test_the_section_heading_in_the_prompt_counts_like_the_title() -> None:
     """Through a real prompt, a step under "Install on Windows" answers installing on
     Windows, though the step itself says "Download the installer" (not "install")."""
-    from sitechat.chat.prompts import build_messages
-    from sitechat.models import Source
-
     windows = Source(
         1, "Guide", "https://d/install.html#windows", "", 0.9, heading="Install on Windows"
     )
@@ -64,6 +67,48 @@ async def test_the_section_heading_in_the_prompt_counts_like_the_title() -> None
     messages = build_messages("How do I install Lumen on Windows?", [windows, platforms], texts, [])
     answer = await ExtractiveLLMService().generate_response(messages)
     assert answer.startswith("Download the Lumen setup file"), answer
+
+
+async def _ask(site: Path, index: Path, question: str) -> str:
+    settings = Settings.load(env_file=None, index=str(index))
+    await sitechat.ingest(str(site), settings=settings)
+    chat = await sitechat.open_chat(settings=settings)
+    try:
+        return await chat.process_message(question, [])
+    finally:
+        await chat.aclose()
+
+
+async def test_a_sentence_under_a_heading_naming_the_question_is_quoted_first(
+    tmp_path: Path,
+) -> None:
+    """Ingested and asked for real, the Windows step (under "Install › Windows", holding
+    none of the question's words) is quoted before the Linux one, which shares "install"."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "install.html").write_text(
+        "<html><head><title>Install</title></head><body><main><h1>Install</h1>"
+        "<h2>Linux</h2><p>Run apt install foo.</p>"
+        "<h2>Windows</h2><p>Download the installer and double-click it.</p></main></body></html>"
+    )
+    (site / "index.html").write_text(
+        "<html><head><title>Foo</title></head><body><main><h1>Foo</h1><p>Foo is a tool. "
+        'See the <a href="install.html">install guide</a>.</p></main></body></html>'
+    )
+    answer = await _ask(site, tmp_path / "index", "how do I install on Windows")
+    assert answer.startswith("Download the installer and double-click it."), answer
+
+
+def test_a_heading_makes_a_sentence_eligible_only_with_the_whole_question_around_it() -> None:
+    """A heading sharing one word ("paying") with "Can I pay with bitcoin?" does not make
+    the sentences under it answers: their headings and title hold no "bitcoin"."""
+    sources = [
+        (1, "Billing", "https://d/billing#pay", "We accept Visa and PayPal; you pay monthly."),
+        (2, "FAQ", "https://d/faq#stop", "Nothing is deleted. Your account moves to Free."),
+    ]
+    sections = ["Billing › Payment methods", "FAQ › What happens if I stop paying?"]
+    answer = ExtractiveLLMService().compose("Can I pay with bitcoin?", sources, sections=sections)
+    assert "Nothing is deleted" not in answer, answer
 
 
 PRICES = (
