@@ -39,6 +39,22 @@ _STEP_RE = re.compile(
     r"\bpress\b|^\s*(?:download|run|install|enter|type|copy|add|set|use)\b",
     re.I,
 )
+# A question asking for an amount ("How long do you keep…", "What does the Team plan
+# cost?") is answered by a number: "30 days", "$12 per member per month". Only a question
+# that opens with "how much/long…" asks for one: "count how many times…" asks for a method.
+_AMOUNT_RE = re.compile(r"\s*how (much|many|long|often|big|large|old|far|soon)\b", re.I)
+_PRICE_RE = re.compile(r"\b(costs?|prices?|pricing|fees?)\b", re.I)
+_NUMBER_RE = re.compile(r"\d")
+# A sentence about the whole page ("This page lists what each plan costs…", "In this
+# chapter…", "Read about…") names the page's topics, so it shares many of the question's
+# words, but says where the answer is, not what it is. "This section describes…" is left
+# alone: it opens the very passage that is cited with it.
+_SIGNPOST_RE = re.compile(
+    r"\s*(?:(?:this|the following) (?:page|guide|chapter|document|tutorial|article|manual|"
+    r"how-?to)s?\b|(?:on|in) this (?:page|guide|chapter|document|tutorial|article|manual)\b|"
+    r"read about\b)",
+    re.I,
+)
 _NO_SOURCES = "The site does not seem to cover this: no passage matched the question."
 # how the ingester writes a table row: its cells joined by " | ", one row a line
 _CELL_SEP = " | "
@@ -133,6 +149,13 @@ class ExtractiveLLMService(BaseLLMService):
         "Download the installer" under "Install › Windows" answers how to install on
         Windows. That heading is the innermost one, and only its words the page title lacks
         count for this: a page's title and its lead heading cover every sentence of it.
+
+        Steps count half again for "how do I …" questions, and sentences with a number for
+        "how much …" questions and prices. A table row quoted at the column the question
+        names counts double when its label holds one of the question's words too: it is
+        the cell asked for ("Price, billed monthly — Team" for the Team plan's cost). A
+        sentence about the whole page ("This page lists…") counts a quarter, so it is
+        quoted only when nothing says more.
         """
         own = content_terms(question)
         weights = dict.fromkeys(own, 1.0)
@@ -144,7 +167,7 @@ class ExtractiveLLMService(BaseLLMService):
         topic = set(weights) - asked
         query = set(weights)
         split = [
-            (rank, n, pos, sentence, set(content_terms(sentence)), titled, headed)
+            (rank, n, pos, sentence, set(content_terms(sentence)), titled, headed, cell)
             for rank, ((n, title, _url, text), section) in enumerate(
                 zip(sources, sections or [""] * len(sources), strict=True)
             )
@@ -155,15 +178,16 @@ class ExtractiveLLMService(BaseLLMService):
                 around.issuperset(own)
                 and bool((set(content_terms(_innermost(section))) - page_terms) & query)
             ]
-            for pos, sentence in enumerate(answer_units(text, asked))
+            for pos, (sentence, cell) in enumerate(_units(text, asked))
         ]
         wants_steps = bool(_HOW_RE.match(question))
+        wants_amount = bool(_AMOUNT_RE.match(question) or _PRICE_RE.search(question))
         document_frequency: Counter[str] = Counter()
-        for *_, terms, titled, _headed in split:
+        for *_, terms, titled, _headed, _cell in split:
             document_frequency.update((terms | titled) & query)
         total = max(len(split), 1)
         out = []
-        for rank, n, pos, sentence, terms, titled, headed in split:
+        for rank, n, pos, sentence, terms, titled, headed, cell in split:
             matched = terms & query
             score = sum(
                 weights[t]
@@ -178,6 +202,13 @@ class ExtractiveLLMService(BaseLLMService):
             # "how do I …" is answered by steps: list items and menu paths
             if wants_steps and _STEP_RE.search(sentence):
                 score *= 1.5
+            # "how long …?" and "what does it cost?" are answered by an amount
+            if wants_amount and _NUMBER_RE.search(sentence):
+                score *= 1.5
+            if cell:
+                score *= 2.0  # the row and the column the question names: its very cell
+            if _SIGNPOST_RE.match(sentence):
+                score *= 0.25
             # earlier (better-ranked) sources and shorter, denser sentences win ties
             score *= 1.0 / (1 + 0.15 * rank)
             score /= 1 + max(len(terms) - 25, 0) / 50
@@ -221,9 +252,15 @@ def answer_units(text: str, asked: Set[str] = frozenset()) -> list[str]:
     When ``asked`` (the question's stemmed words) names some of the other columns ("the
     Team plan", "the annual price"), only those are quoted, still after the label.
     """
+    return [unit for unit, _cell in _units(text, asked)]
+
+
+def _units(text: str, asked: Set[str]) -> list[tuple[str, bool]]:
+    """:func:`answer_units`, each told apart as the cell ``asked`` names or not: a row
+    whose label holds one of its words, quoted at the columns it names."""
     if _CELL_SEP not in text:  # most passages: prose only
-        return split_sentences(text)
-    units: list[str] = []
+        return [(sentence, False) for sentence in split_sentences(text)]
+    units: list[tuple[str, bool]] = []
     prose: list[str] = []
     lines = text.split("\n")
     in_code = False  # inside a ``` fence, bars are code (shell pipes), not cells
@@ -235,24 +272,25 @@ def answer_units(text: str, asked: Set[str] = frozenset()) -> list[str]:
             while end < len(lines) and lines[end].count(_CELL_SEP) == width:
                 end += 1
         if end - i >= 2:
-            units.extend(split_sentences("\n".join(prose)))
+            units.extend((sentence, False) for sentence in split_sentences("\n".join(prose)))
             prose = []
             units.extend(_table_rows(lines[i:end], asked))
         else:
             prose.append(lines[i])
             in_code ^= lines[i].lstrip().startswith("```")
         i = end
-    units.extend(split_sentences("\n".join(prose)))
+    units.extend((sentence, False) for sentence in split_sentences("\n".join(prose)))
     return units
 
 
-def _table_rows(lines: Sequence[str], asked: Set[str]) -> list[str]:
+def _table_rows(lines: Sequence[str], asked: Set[str]) -> list[tuple[str, bool]]:
     header, *rows = ([cell.strip() for cell in line.split(_CELL_SEP)] for line in lines)
     # the first column names each row ("Business", "Price, billed monthly"), whether its
     # heading is empty or says what the rows are ("Plan"): it leads every quoted row
     columns: Sequence[int] = range(1, len(header))
     named = [i for i in columns if header[i] and asked & set(content_terms(header[i]))]
-    if named and len(named) < len(columns):
+    narrowed = bool(named) and len(named) < len(columns)
+    if narrowed:
         columns = named
     out = []
     for cells in rows:
@@ -265,5 +303,6 @@ def _table_rows(lines: Sequence[str], asked: Set[str]) -> list[str]:
         if not pairs:
             continue
         row = f"{cells[0]} — {pairs}" if cells[0] else pairs
-        out.append(row if row.endswith((".", "!", "?")) else f"{row}.")
+        cell = narrowed and bool(asked & set(content_terms(cells[0])))
+        out.append((row if row.endswith((".", "!", "?")) else f"{row}.", cell))
     return out

@@ -14,6 +14,8 @@ from sitechat.config import Settings
 from sitechat.llm.extractive import ExtractiveLLMService, answer_units
 from sitechat.models import Source
 
+SAMPLE_SITE = Path(__file__).resolve().parents[2] / "examples" / "sample_site"
+
 ACCOUNT = (
     1,
     "Account — Delete your account",
@@ -128,6 +130,56 @@ def test_a_table_row_is_quoted_with_its_header_and_the_column_asked_about() -> N
     answer = ExtractiveLLMService().compose("What does the Team plan cost?", [PRICES])
     assert "Price, billed monthly — Team: $12 per member per month." in answer, answer
     assert "$6 per month" not in answer
+
+
+BILLING_LEAD = (
+    1,
+    "Plans, pricing and billing",
+    "https://d/billing.html",
+    "Lumen Notes is free for personal use. Paid plans add storage and team features. This "
+    "page lists what each plan costs, how payments work, and when you get your money back.",
+)
+TRIAL = (
+    2,
+    "Plans, pricing and billing — Trying Plus or Team before paying",
+    "https://d/billing.html#free-trial",
+    "Every account can start one 14-day trial of Plus or Team without entering a card.",
+)
+
+
+def test_the_cell_asked_for_beats_a_lead_that_says_what_the_page_lists() -> None:
+    """The Team plan's cost is quoted from the price row's Team cell first, not from the
+    lead sentence about the page ("This page lists what each plan costs…"), though that
+    one holds "plan" and "cost" and the row only "Team" and "Price"."""
+    prices = (3, *PRICES[1:])
+    answer = ExtractiveLLMService().compose(
+        "How much does the Team plan cost?", [BILLING_LEAD, TRIAL, prices]
+    )
+    assert answer.startswith("Price, billed monthly — Team: $12 per member per month."), answer
+    assert "This page lists" not in answer
+
+
+RESTORED = "Deleted notes can be restored from the Trash."
+KEPT = "Notes you delete stay in the Trash for 30 days."
+
+
+def test_a_how_long_question_prefers_the_sentence_with_the_number() -> None:
+    """A "how long" question is answered by an amount: the sentence saying "30 days" leads,
+    though the better-ranked source's sentence holds more of the question's words."""
+    faq = (1, "FAQ — Can I recover a deleted note?", "https://d/faq.html#recover", RESTORED)
+    trash = (2, "Getting started — The Trash", "https://d/start.html#trash", KEPT)
+    answer = ExtractiveLLMService().compose(
+        "How long are deleted notes kept in the Trash?", [faq, trash]
+    )
+    assert answer.startswith("Notes you delete stay in the Trash for 30 days. [2]"), answer
+
+
+async def test_the_sample_sites_team_price_is_quoted_from_its_table(tmp_path: Path) -> None:
+    """Asked for real on the bundled sample site, the Team plan's cost is answered with the
+    price table's Team cells, not the billing page's lead paragraph."""
+    answer = await _ask(SAMPLE_SITE, tmp_path / "index", "How much does the Team plan cost?")
+    assert answer.startswith("Price, billed monthly — Team: $12 per member per month."), answer
+    assert "This page lists" not in answer
 
 
 def test_a_row_names_every_filled_column_when_the_question_names_none() -> None:
