@@ -77,8 +77,12 @@ def decode_text(body: bytes, charset: str | None = None) -> str:
     return body.decode(name, errors="replace") if name else decode_unlabelled(body)
 
 
-def _normalise_newlines(text: str) -> str:
-    return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+def _normalise(text: str) -> str:
+    """The text with LF newlines and without a BOM or NUL characters. The HTML parser
+    drops NUL too, and PostgreSQL text cannot hold it: the pgvector store would keep
+    another text than the one the chunk's content hash was taken of."""
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\x00", "") if "\x00" in text else text
 
 
 def _skip_front_matter(lines: list[str]) -> tuple[int, str | None]:
@@ -150,7 +154,7 @@ def extract_markdown(
     last_modified: str | None = None,
 ) -> Page:
     """Split Markdown at ATX and setext headings; fenced code is never read as headings."""
-    lines = _normalise_newlines(text).split("\n")
+    lines = _normalise(text).split("\n")
     start, front_title = _skip_front_matter(lines)
     out = _MarkdownSections()
     fence: str | None = None
@@ -209,7 +213,7 @@ def extract_text(
     """A plain-text document as one section; runs of blank lines become one paragraph break."""
     paragraphs = []
     current: list[str] = []
-    for line in _normalise_newlines(text).split("\n"):
+    for line in _normalise(text).split("\n"):
         if line.strip():
             current.append(line.rstrip())
         elif current:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sitechat.ingest.extract import extract_markdown, extract_text
+from sitechat.ingest.extract import extract_html, extract_markdown, extract_text
 from sitechat.ingest.markdown import decode_text, github_slug, title_from_url
 
 GUIDE = Path(__file__).parent / "sites" / "docs" / "guide.md"
@@ -80,6 +80,17 @@ def test_plain_text_page() -> None:
     assert page.title == "Release notes"
     assert page.sections[0].text == "Release notes\n\nFixed a bug.\nAdded a flag."
     assert extract_text("   \n", "http://x.test/empty.txt").sections == ()
+
+
+def test_nul_characters_are_dropped_as_the_html_parser_drops_them() -> None:
+    """A stray NUL in a Markdown or text file is dropped, as from HTML, so every store can
+    keep the text its chunk's content hash was taken of."""
+    page = extract_markdown("# Se\x00tup\n\nRun the\x00 installer.\n", "http://x.test/s.md")
+    assert [(s.heading_path, s.text) for s in page.sections] == [(("Setup",), "Run the installer.")]
+    page = extract_text("Release\x00 notes\n\nFixed.\x00\n", "http://x.test/n.txt")
+    assert (page.title, page.text) == ("Release notes", "Release notes\n\nFixed.")
+    html = extract_html(b"<main><h1>T</h1><p>Run the\x00 installer.</p></main>", "http://x.test/")
+    assert "\x00" not in html.page.text
 
 
 def test_title_from_url() -> None:
