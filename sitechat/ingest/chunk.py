@@ -16,20 +16,24 @@ and anchor, with the other headings kept in the text. Such a page then yields ab
 chunks as a page of the same amount of plain text; ordinary pages are never merged.
 
 Chunk ids are a hash of where the text is and what it says (URL, anchor, heading path,
-the piece's hash, and its occurrence number among identical pieces there): re-chunking
-an unchanged page gives identical ids, and editing one section changes only its ids, so
-the pipeline re-embeds only what changed.
+the piece's hash, and its occurrence number among identical pieces there; see
+:func:`chunk_key` and :func:`chunk_id`): re-chunking an unchanged page gives identical ids,
+and editing one section changes only its ids, so the pipeline re-embeds only what changed.
+Because the id is derived from the piece's ``content_hash``, a chunk this module made can
+be told from one made by hand, which lets ``verify()`` re-hash its text (see
+:mod:`sitechat.vectorstores._text_hashes`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 from sitechat.errors import InvalidInputError
 from sitechat.models import Chunk, Page, Section, content_hash
 
-__all__ = ["MAX_SEPARATE_SECTIONS", "chunk_page", "split_text"]
+__all__ = ["MAX_SEPARATE_SECTIONS", "chunk_id", "chunk_key", "chunk_page", "split_text"]
 
 #: Sections a page may have before small neighbouring ones are merged (see above).
 MAX_SEPARATE_SECTIONS = 1000
@@ -234,6 +238,18 @@ def _bounded_sections(sections: tuple[Section, ...], max_chars: int) -> list[Sec
     return merged
 
 
+def chunk_key(url: str, anchor: str | None, heading_path: Sequence[str], piece_hash: str) -> str:
+    """What a chunk's id is derived from, apart from its occurrence: where the piece is (page
+    URL, anchor, heading path) and the ``content_hash`` of its text."""
+    return "\x00".join((url, anchor or "", *heading_path)) + "\x01" + piece_hash
+
+
+def chunk_id(key: str, occurrence: int) -> str:
+    """The id of the ``occurrence``-th (from 0) piece with this :func:`chunk_key` on a page:
+    identical pieces under one heading get distinct, stable ids."""
+    return content_hash(f"{key}\x01{occurrence}")
+
+
 def chunk_page(page: Page, *, max_chars: int = 1200, overlap: int = 150) -> list[Chunk]:
     """Heading-aware chunks of ``page``, with ids stable across re-ingests.
 
@@ -246,15 +262,14 @@ def chunk_page(page: Page, *, max_chars: int = 1200, overlap: int = 150) -> list
     occurrences: dict[str, int] = {}
     chunks: list[Chunk] = []
     for section in _bounded_sections(page.sections, max_chars):
-        place = "\x00".join((page.url, section.anchor or "", *section.heading_path))
         for piece in split_text(section.text, max_chars=max_chars, overlap=overlap):
             piece_hash = content_hash(piece)
-            key = f"{place}\x01{piece_hash}"
+            key = chunk_key(page.url, section.anchor, section.heading_path, piece_hash)
             occurrence = occurrences.get(key, 0)
             occurrences[key] = occurrence + 1
             chunks.append(
                 Chunk(
-                    id=content_hash(f"{key}\x01{occurrence}"),
+                    id=chunk_id(key, occurrence),
                     url=page.url,
                     title=page.title,
                     heading_path=section.heading_path,

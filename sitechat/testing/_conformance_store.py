@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import ClassVar
@@ -11,7 +12,8 @@ import pytest
 import pytest_asyncio
 
 from sitechat.errors import EmbedderMismatchError, IndexNotFoundError, InvalidInputError
-from sitechat.models import Chunk, content_hash
+from sitechat.ingest.chunk import chunk_page
+from sitechat.models import Chunk, Page, Section, content_hash
 from sitechat.vectorstores.base import EmbedderInfo, VectorStore
 
 __all__ = ["OpenStore", "VectorStoreConformance", "basis_vector", "conformance_chunks"]
@@ -378,6 +380,33 @@ class VectorStoreConformance:
         assert check.chunks == len(conformance_chunks()) - 1
         assert check.checked, "verify() should say what it checked"
         assert check.to_dict()["ok"] is True
+
+    @pytest.mark.asyncio
+    async def test_verify_names_an_ingested_chunk_whose_text_changed(
+        self, filled: VectorStore
+    ) -> None:
+        """verify() re-hashes the text of the chunks ingest made and names one whose text no
+        longer matches its content_hash (stored so through upsert here, as a damaged row
+        reads back); the kit's chunks, with ids of their own, are not faulted. A store that
+        overrides verify() keeps this check by calling the base version."""
+        page = Page(
+            "https://docs.example.com/upgrade",
+            "Upgrade",
+            (
+                Section(("Upgrade",), "upgrade", "Stop the app before you upgrade it."),
+                Section(("Upgrade", "Rollback"), "rollback", "Reinstall the previous version."),
+            ),
+        )
+        ingested = chunk_page(page)
+        damaged = dataclasses.replace(ingested[1], text="Delete the data folder.")
+        offset = len(conformance_chunks())
+        await filled.upsert([ingested[0], damaged], self._vectors(2, offset=offset))
+        await filled.persist()
+        check = await filled.verify()
+        assert check.problems == (
+            f"chunks whose text does not match their content hash: 1 (e.g. id {damaged.id})",
+        )
+        assert not check.ok
 
     # ------------------------------------------------------------------ filters
 

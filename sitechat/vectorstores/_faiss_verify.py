@@ -8,6 +8,8 @@ its row) only shows when a search happens to touch it. This reads everything onc
 * the SQLite database's own integrity check, and the keyword index against the rows;
 * every vector: finite, of unit length, and its id unique and belonging to a chunk
   (a graph may also hold tombstones of deleted chunks: they are counted, not faulted);
+* every chunk row: readable, and, for the chunks ingest made, its text still hashing to
+  its ``content_hash`` (see ``_text_hashes``);
 * every payload record against the database row of the same chunk.
 
 It reads the committed state on disk with its own connection (as another process would),
@@ -24,8 +26,10 @@ import faiss
 import numpy as np
 
 from sitechat.errors import CorruptIndexError
+from sitechat.models import Chunk
 from sitechat.vectorstores import _faiss_sql as sql
 from sitechat.vectorstores._faiss_open import LoadedIndex, load_directory
+from sitechat.vectorstores._text_hashes import TextHashCheck
 from sitechat.vectorstores.base import StoreCheck
 
 __all__ = ["verify_directory"]
@@ -48,6 +52,10 @@ class _Problems:
         if example and len(examples) < _EXAMPLES:
             examples.append(example)
         self._found[kind] = (count + 1, examples)
+
+    def add_line(self, line: str) -> None:
+        """A problem already counted and worded elsewhere."""
+        self._found[line] = (1, [])
 
     def lines(self) -> tuple[str, ...]:
         out = []
@@ -92,9 +100,14 @@ def verify_directory(directory: Path) -> StoreCheck:
             )
             checked.append("vectors")
             tombstones = _check_vectors(loaded, live, problems)
+            texts = TextHashCheck()
+            _check_rows(loaded, directory, problems, texts)
+            if texts.checked_line:
+                checked.append(texts.checked_line)
+            if texts.problem:
+                problems.add_line(texts.problem)
             if loaded.payload.fids:
                 checked.append("payload records")
-                _check_payload(loaded, directory, problems)
         finally:
             conn.execute("COMMIT")
         checked.append("keyword index")
@@ -175,25 +188,49 @@ def _check_vectors(loaded: LoadedIndex, live: np.ndarray, problems: _Problems) -
     return extra if graph else 0
 
 
-def _check_payload(loaded: LoadedIndex, directory: Path, problems: _Problems) -> None:
-    """Each payload record equal to its chunk's row (an empty record defers to the row)."""
+def _check_rows(
+    loaded: LoadedIndex, directory: Path, problems: _Problems, texts: TextHashCheck
+) -> None:
+    """Every chunk row read once: its text re-hashed (ingest's chunks), and its payload
+    record, where it has one, equal to it (an empty record defers to the row)."""
     payload, conn = loaded.payload, loaded.conn
     last = 0
     while True:
         rows = conn.execute(
-            "SELECT fid FROM chunks WHERE fid > ? AND fid < ? ORDER BY fid LIMIT ?",
-            (last, payload.fids, _ROW_BATCH),
+            "SELECT fid FROM chunks WHERE fid > ? ORDER BY fid LIMIT ?", (last, _ROW_BATCH)
         ).fetchall()
         if not rows:
-            return
+            break
         fids = [int(row[0]) for row in rows]
         last = fids[-1]
-        stored = sql.chunks_by_fid(conn, directory, fids)
+        stored = _read_rows(conn, directory, fids, problems)
+        texts.add(stored.values())
         for fid in fids:
+            chunk = stored.get(fid)
+            if chunk is None or fid >= payload.fids:
+                continue
             try:
                 record = payload.chunk(fid)
             except CorruptIndexError:
                 problems.add("payload records that cannot be read", f"fid {fid}")
                 continue
-            if record is not None and record != stored.get(fid):
+            if record is not None and record != chunk:
                 problems.add("payload records that differ from their chunk", f"fid {fid}")
+    texts.finish()
+
+
+def _read_rows(
+    conn: sqlite3.Connection, directory: Path, fids: list[int], problems: _Problems
+) -> dict[int, Chunk]:
+    """The chunks of ``fids``; a row that does not decode is named, not raised."""
+    try:
+        return sql.chunks_by_fid(conn, directory, fids)
+    except CorruptIndexError:
+        pass
+    found: dict[int, Chunk] = {}
+    for fid in fids:
+        try:
+            found.update(sql.chunks_by_fid(conn, directory, [fid]))
+        except CorruptIndexError:
+            problems.add("chunk rows with unreadable headings or metadata", f"fid {fid}")
+    return found

@@ -30,8 +30,10 @@ Member                         Contract
                                leaves the previous persisted state readable.
 ``verify()``                   Read everything persisted once and report damage as
                                a :class:`StoreCheck` (never raises for damage). The
-                               base class checks what the contract above can see;
-                               stores add their own checks.
+                               base class checks what the contract above can see,
+                               and that the text of every chunk ingest made still
+                               hashes to its ``content_hash``; stores add their own
+                               checks.
 ``aclose()``                   Persist if needed and release resources.
 =============================  ======================================================
 
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import BaseModel
 
 from sitechat.models import Chunk, SearchHit
+from sitechat.vectorstores._text_hashes import TextHashCheck
 
 if TYPE_CHECKING:
     from sitechat.config import Settings
@@ -212,9 +215,12 @@ class VectorStore(ABC):
         """Check the store in full and report what is damaged; never raises for damage.
 
         This base version checks what the contract can see: every chunk ``chunk_hashes``
-        lists can be read back with the same hash, ``count`` agrees, and every chunk's
-        page is among ``urls``. Stores override it to check their own files or tables
-        (vectors, keyword index) too.
+        lists can be read back with the same hash, ``count`` agrees, every chunk's page is
+        among ``urls``, and the text of every chunk ingest made (recognised by its id,
+        which ingest derives from the chunk's place and ``content_hash``) still hashes to
+        its ``content_hash``. Chunks upserted with ids and hashes of their own are not
+        re-hashed: their ``content_hash`` may be anything. Stores override it to check
+        their own files or tables (vectors, keyword index) too.
         """
         hashes = await self.chunk_hashes()
         problems: list[str] = []
@@ -223,10 +229,12 @@ class VectorStore(ABC):
             problems.append(f"count() says {total} chunks, chunk_hashes() lists {len(hashes)}")
         ids = list(hashes)
         pages = set(await self.urls())
+        texts = TextHashCheck()
         unreadable = differing = orphaned = 0
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
             found = {chunk.id: chunk for chunk in await self.get(part)}
+            texts.add(found.values())
             for chunk_id in part:
                 chunk = found.get(chunk_id)
                 if chunk is None:
@@ -235,6 +243,7 @@ class VectorStore(ABC):
                     differing += 1
                 elif chunk.url not in pages:
                     orphaned += 1
+        texts.finish()
         for count, what in (
             (unreadable, "chunks listed by chunk_hashes() that get() does not return"),
             (differing, "chunks whose content_hash differs between get() and chunk_hashes()"),
@@ -242,10 +251,15 @@ class VectorStore(ABC):
         ):
             if count:
                 problems.append(f"{what}: {count}")
+        if texts.problem:
+            problems.append(texts.problem)
+        checked = ["chunks readable", "counts"]
+        if texts.checked_line:
+            checked.append(texts.checked_line)
         return StoreCheck(
             f"{self.name or type(self).__name__} store",
             chunks=len(hashes),
             vectors=None,
-            checked=("chunks readable", "counts"),
+            checked=tuple(checked),
             problems=tuple(problems),
         )

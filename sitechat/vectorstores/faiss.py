@@ -226,7 +226,8 @@ class FaissVectorStore(VectorStore):
 
     async def verify(self) -> StoreCheck:
         """Check the index as persisted on disk, in full: the database and its keyword
-        index, every vector, every payload record (see ``_faiss_verify``). Changes not
+        index, every vector, every chunk row (the text of ingest's chunks against their
+        content hash), every payload record (see ``_faiss_verify``). Changes not
         yet persisted are not part of it: call :meth:`persist` first to include them.
         Searches and writes go on meanwhile; at 100k chunks it takes about a second."""
         self._check_open()

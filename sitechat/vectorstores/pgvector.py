@@ -320,9 +320,10 @@ class PgVectorStore(VectorStore):
         self._indexed = True
 
     async def verify(self) -> StoreCheck:
-        """The base checks (every chunk readable, counts agree), then the table's own:
-        every vector of the store's dimension and of unit length, no index left invalid
-        by a failed build, and the HNSW index present once the collection needs it."""
+        """The base checks (every chunk readable, counts agree, the text of ingest's chunks
+        against their content hash), then the table's own: every vector of the store's
+        dimension and of unit length, no index left invalid by a failed build, and the
+        HNSW index present once the collection needs it."""
         base = await super().verify()
         problems = list(base.problems)
         dimension, tolerance = self._embedder.dimension, _UNIT_TOLERANCE

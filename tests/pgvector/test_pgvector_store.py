@@ -26,7 +26,9 @@ from sitechat.errors import (
     SitechatError,
     StoreError,
 )
-from sitechat.models import Chunk, content_hash
+from sitechat.ingest.chunk import chunk_page
+from sitechat.ingest.markdown import extract_markdown
+from sitechat.models import Chunk, Page, Section, content_hash
 from sitechat.retrieval.hybrid import keyword_terms
 from sitechat.testing.pg import TemporaryPostgres
 from sitechat.vectorstores._pg_sql import collection_table_name
@@ -693,3 +695,47 @@ async def test_verify_reports_an_index_a_failed_build_left_invalid(
         sql_rows(postgres.dsn, f"CREATE UNIQUE INDEX CONCURRENTLY by_url ON {store.table} (url)")
     check = await store.verify()
     assert check.problems == ("indexes left invalid by a failed build: by_url (drop them)",)
+
+
+async def test_verify_names_an_ingested_chunk_whose_text_was_edited(
+    postgres: TemporaryPostgres, store: PgVectorStore
+) -> None:
+    """An ingested chunk's text edited in the table (its keyword vector follows, being
+    generated) no longer hashes to its content_hash: verify names the chunk."""
+    page = Page(
+        "https://docs.example.com/setup",
+        "Setup",
+        tuple(Section(("Setup", f"Step {i}"), f"step-{i}", f"Step {i}: run it.") for i in range(3)),
+    )
+    made = chunk_page(page)
+    await store.upsert(made, vectors(made))
+    await store.persist()
+    check = await store.verify()
+    assert check.ok
+    assert check.checked == (
+        "chunks readable",
+        "counts",
+        "chunk text against content hashes",
+        "vectors",
+        "indexes",
+    )
+    sql_rows(
+        postgres.dsn,
+        f"UPDATE {store.table} SET body = 'edited by hand' WHERE chunk_id = %s",
+        [made[1].id],
+    )
+    check = await store.verify()
+    assert check.problems == (
+        f"chunks whose text does not match their content hash: 1 (e.g. id {made[1].id})",
+    )
+
+
+async def test_a_stray_nul_in_an_ingested_file_verifies_sound(store: PgVectorStore) -> None:
+    """A Markdown file with a stray NUL is chunked without it (PostgreSQL text cannot hold
+    a NUL), so the stored text is the one its content hash was taken of."""
+    page = extract_markdown("# Setup\n\nRun the\x00 installer.\n", "https://docs.example.com/s.md")
+    made = chunk_page(page)
+    await store.upsert(made, vectors(made))
+    check = await store.verify()
+    assert check.ok, check.problems
+    assert "chunk text against content hashes" in check.checked

@@ -17,7 +17,8 @@ import sitechat
 from sitechat.cli import main
 from sitechat.embeddings.hashing import HashingEmbeddings
 from sitechat.errors import IndexNotFoundError
-from sitechat.models import Chunk, content_hash
+from sitechat.ingest.chunk import chunk_page
+from sitechat.models import Chunk, Page, Section, content_hash
 from sitechat.vectorstores import _faiss_files
 from sitechat.vectorstores.base import EmbedderInfo
 from sitechat.vectorstores.faiss import FaissConfig, FaissVectorStore
@@ -148,6 +149,157 @@ async def test_rows_changed_behind_the_store_are_found_twice(tmp_path: Path) -> 
     assert check.problems == (
         f"payload records that differ from their chunk: 1 (e.g. fid {fid})",
         "keyword index: it disagrees with the chunk rows (re-ingest to rebuild it)",
+    )
+
+
+def ingested() -> list[Chunk]:
+    """Chunks as ingest makes them (ids and content hashes from ``chunk_page``): 4 pages of
+    5 sections."""
+    pages = [
+        Page(
+            f"https://docs.example.com/guide-{p}",
+            f"Guide {p}",
+            tuple(
+                Section(("Guide", f"Step {s}"), f"step-{s}", f"Step {s} of guide {p}: run it.")
+                for s in range(5)
+            ),
+        )
+        for p in range(4)
+    ]
+    return [chunk for page in pages for chunk in chunk_page(page)]
+
+
+async def build_ingested(directory: Path, extra: list[Chunk] | None = None) -> None:
+    store = await FaissVectorStore.open_path(directory, INFO, create=True)
+    made = ingested() + (extra or [])
+    await store.upsert(made, EMBEDDER.embed_documents([c.text for c in made]))
+    await store.aclose()
+
+
+def edit_everywhere(directory: Path, chunk_id: str, old: str, new: str) -> None:
+    """Change ``old`` to ``new`` (as long) in one chunk's text in its row, its payload
+    record and the keyword index alike, so that every copy agrees."""
+    assert len(old) == len(new)
+    with closing(sqlite3.connect(directory / "chunks.sqlite3")) as conn:
+        (text,) = conn.execute("SELECT text FROM chunks WHERE chunk_id = ?", (chunk_id,)).fetchone()
+        conn.execute("DROP TRIGGER chunks_no_update")
+        conn.execute(
+            "UPDATE chunks SET text = ? WHERE chunk_id = ?", (text.replace(old, new), chunk_id)
+        )
+        conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+        conn.commit()
+    (payload,) = directory.glob("payload-*.bin")
+    data = payload.read_bytes()
+    assert data.count(text.encode()) == 1
+    payload.write_bytes(data.replace(text.encode(), text.replace(old, new).encode()))
+
+
+async def test_text_that_no_longer_matches_its_hash_is_named_by_its_id(tmp_path: Path) -> None:
+    """A chunk's text changed alike in its row, its payload copy and the keyword index (a
+    thorough hand edit, or a restore that mixed two backups) no longer hashes to the
+    content_hash ingest gave it: verify names the chunk, though every copy agrees."""
+    await build_ingested(tmp_path / "i")
+    assert (await verify(tmp_path / "i")).ok
+    target = ingested()[7]
+    edit_everywhere(tmp_path / "i", target.id, "run it", "rm -rf")
+    check = await verify(tmp_path / "i")
+    assert check.problems == (
+        f"chunks whose text does not match their content hash: 1 (e.g. id {target.id})",
+    )
+    assert "chunk text against content hashes" in check.checked
+    store = await FaissVectorStore.open_path(tmp_path / "i", None)
+    try:
+        (stored,) = await store.get([target.id])
+    finally:
+        await store.aclose()
+    assert stored.text.endswith("rm -rf.")  # what search would serve, under the old hash
+
+
+async def test_a_row_edited_alone_is_named_three_ways(tmp_path: Path) -> None:
+    """A row of an ingested chunk edited outside sitechat disagrees with its payload copy,
+    with the keyword index, and with its own content hash."""
+    await build_ingested(tmp_path / "i")
+    target = ingested()[12]
+    with closing(sqlite3.connect(tmp_path / "i" / "chunks.sqlite3")) as conn:
+        conn.execute("DROP TRIGGER chunks_no_update")
+        conn.execute("UPDATE chunks SET text = 'edited by hand' WHERE chunk_id = ?", (target.id,))
+        conn.commit()
+    check = await verify(tmp_path / "i")
+    fid = fid_for(tmp_path / "i", target.id)
+    assert check.problems == (
+        f"payload records that differ from their chunk: 1 (e.g. fid {fid})",
+        f"chunks whose text does not match their content hash: 1 (e.g. id {target.id})",
+        "keyword index: it disagrees with the chunk rows (re-ingest to rebuild it)",
+    )
+
+
+async def test_rows_past_the_payload_are_checked_too(tmp_path: Path) -> None:
+    """An index without a payload file (written before there was one) has its rows
+    re-hashed all the same."""
+    await build_ingested(tmp_path / "i")
+    target = ingested()[3]
+    edit_everywhere(tmp_path / "i", target.id, "run it", "rm -rf")
+    for path in (tmp_path / "i").glob("payload-*"):
+        path.unlink()
+    with closing(sqlite3.connect(tmp_path / "i" / "chunks.sqlite3")) as conn:
+        conn.execute("DELETE FROM meta WHERE key LIKE 'payload%'")
+        conn.commit()
+    check = await verify(tmp_path / "i")
+    assert "payload records" not in check.checked
+    assert check.problems == (
+        f"chunks whose text does not match their content hash: 1 (e.g. id {target.id})",
+    )
+
+
+async def test_chunks_with_hashes_of_their_own_are_not_re_hashed(tmp_path: Path) -> None:
+    """Chunks upserted with ids and content hashes of their own (any string: an md5, a
+    version) are never faulted for their text; the chunks ingest made still are checked,
+    and the check says how many those were."""
+    own = [
+        Chunk("c1", "https://docs.example.com/own", "Own", (), None, "some text", "v1"),
+        Chunk(
+            "0123456789abcdef0123456789abcdef",  # an id of the same shape as ingest's
+            "https://docs.example.com/own",
+            "Own",
+            ("Guide",),
+            "a",
+            "other text",
+            content_hash("not this text"),
+        ),
+    ]
+    await build_ingested(tmp_path / "i", own)
+    check = await verify(tmp_path / "i")
+    assert check.ok, check.problems
+    assert "chunk text against content hashes (20 of 22 chunks: the ones ingest made)" in (
+        check.checked
+    )
+
+
+def test_cli_verify_names_a_chunk_whose_text_changed(tmp_path: Path) -> None:
+    """`sitechat verify` exits 1 and names the chunk whose text no longer matches its hash."""
+    index = tmp_path / "i"
+    asyncio.run(build_ingested(index))
+    target = ingested()[0]
+    edit_everywhere(index, target.id, "run it", "rm -rf")
+    code, text = run("verify", "--index", str(index))
+    assert code == 1
+    assert (
+        f"  - chunks whose text does not match their content hash: 1 (e.g. id {target.id})\n"
+        in text
+    )
+
+
+async def test_a_row_that_does_not_decode_is_named_not_raised(tmp_path: Path) -> None:
+    """A row whose headings are no longer JSON is reported with its fid; verify goes on."""
+    await build(tmp_path / "i")
+    with closing(sqlite3.connect(tmp_path / "i" / "chunks.sqlite3")) as conn:
+        conn.execute("DROP TRIGGER chunks_no_update")
+        conn.execute("UPDATE chunks SET heading_path = '[\"Gui' WHERE chunk_id = 'c11'")
+        conn.commit()
+    check = await verify(tmp_path / "i")
+    fid = fid_for(tmp_path / "i", "c11")
+    assert check.problems == (
+        f"chunk rows with unreadable headings or metadata: 1 (e.g. fid {fid})",
     )
 
 
