@@ -133,9 +133,15 @@ class RetrievalSettings(BaseModel):
         default=40,
         ge=0,
         le=200,
-        description="How many of the best fused passages the embedder's passage scorer "
-        "re-orders, when it has one (the offline default matches them token by token); "
-        "0 turns re-ranking off.",
+        description="How many of the best fused passages are re-ordered by a passage "
+        "scorer: the embedder's own when it has one (the offline default matches token by "
+        "token), else the bundled token table (see token_rerank); 0 turns re-ranking off.",
+    )
+    token_rerank: bool = Field(
+        default=True,
+        description="Re-rank with sitechat's bundled token table when the embedder has no "
+        "passage scorer of its own (MiniLM, OpenAI, Bedrock, hashing). The table is "
+        "English; turn this off for a site in another language.",
     )
 
 

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from sitechat.config import RetrievalSettings
 from sitechat.embeddings.base import embedder_info
-from sitechat.embeddings.static import StaticEmbeddings
+from sitechat.embeddings.static import StaticEmbeddings, TokenReranker
 from sitechat.errors import ProviderError
 from sitechat.models import Chunk, SearchHit
+from sitechat.retrieval import hybrid
 from sitechat.retrieval.hybrid import HybridRetriever
 from sitechat.retrieval.rerank import PassageScorer, rerank_fused
 from sitechat.testing.fakes import FakeEmbeddings, InMemoryVectorStore
@@ -106,7 +107,8 @@ async def test_the_retriever_reranks_with_the_embedder_scorer(mode: str) -> None
     """In hybrid and dense mode the scorer sees the fused passages and can lift one up."""
     embeddings = ScoringEmbeddings("wheelhouse")
     store = await filled_store(embeddings)
-    plain = HybridRetriever(store, FakeEmbeddings(), RetrievalSettings(mode=mode))  # type: ignore[arg-type]
+    unranked = RetrievalSettings(mode=mode, token_rerank=False)  # type: ignore[arg-type]
+    plain = HybridRetriever(store, FakeEmbeddings(), unranked)
     scored = HybridRetriever(store, embeddings, RetrievalSettings(mode=mode))  # type: ignore[arg-type]
     before = ids((await plain.retrieve("how do I install with pip")).hits)
     after = ids((await scored.retrieve("how do I install with pip")).hits)
@@ -141,3 +143,54 @@ def test_the_offline_default_is_a_passage_scorer() -> None:
     """The static embedder offers token-level scoring, so the default setup re-ranks."""
     assert isinstance(StaticEmbeddings(), PassageScorer)
     assert RetrievalSettings().rerank_depth == 40
+
+
+class SpyReranker(TokenReranker):
+    """The bundled token re-ranker, preferring chunks that hold one word, and counting."""
+
+    def __init__(self, favourite: str) -> None:
+        super().__init__()
+        self.favourite = favourite
+        self.calls: list[int] = []
+
+    def score_passages(self, query: str, chunks: Sequence[Chunk]) -> list[float]:
+        self.calls.append(len(chunks))
+        return [1.0 if self.favourite in c.text else 0.0 for c in chunks]
+
+
+async def test_an_embedder_without_a_scorer_is_reranked_with_the_token_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MiniLM, OpenAI, Bedrock and plugin embedders have no scorer: the bundled token table
+    re-ranks their results (loaded off the event loop on first use), unless turned off."""
+    spy = SpyReranker("wheelhouse")
+    monkeypatch.setattr(hybrid, "_TOKEN_RERANKER", spy)
+    embeddings = FakeEmbeddings()
+    store = await filled_store(embeddings)
+    off = RetrievalSettings(token_rerank=False)
+    before = ids((await HybridRetriever(store, embeddings, off).retrieve("install with pip")).hits)
+    assert spy.calls == [] and not spy.loaded
+    after = ids((await HybridRetriever(store, embeddings).retrieve("install with pip")).hits)
+    assert spy.calls == [4] and spy.loaded
+    assert after.index("four") < before.index("four")
+
+
+async def test_the_embedders_own_scorer_comes_before_the_token_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An embedder with ``score_passages`` is re-ranked by it alone."""
+    spy = SpyReranker("wheelhouse")
+    monkeypatch.setattr(hybrid, "_TOKEN_RERANKER", spy)
+    embeddings = ScoringEmbeddings("compiler")
+    await HybridRetriever(await filled_store(embeddings), embeddings).retrieve("install with pip")
+    assert embeddings.calls == [4] and spy.calls == []
+
+
+def test_the_token_reranker_scores_as_the_offline_embedder_does() -> None:
+    """The fallback is the static embedder's own token matcher on the same table."""
+    chunks = [passage(text, f"c{n}") for n, text in enumerate(["pip install", "a wheelhouse"])]
+    query = "install a package offline"
+    fallback = TokenReranker().score_passages(query, chunks)
+    own = StaticEmbeddings().score_passages(query, chunks)
+    assert fallback is not None and own is not None
+    assert list(fallback) == list(own)

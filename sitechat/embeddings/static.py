@@ -47,7 +47,14 @@ if TYPE_CHECKING:
 
     from sitechat.config import Settings
 
-__all__ = ["DEFAULT_TABLE", "RECIPE", "StaticEmbeddings", "StaticTable", "load_table"]
+__all__ = [
+    "DEFAULT_TABLE",
+    "RECIPE",
+    "StaticEmbeddings",
+    "StaticTable",
+    "TokenReranker",
+    "load_table",
+]
 
 RECIPE = "minilm-v1"
 _FORMAT_VERSION = 1
@@ -261,3 +268,36 @@ class StaticEmbeddings(ArrayEmbeddings):
 
     def __repr__(self) -> str:
         return f"StaticEmbeddings(model={self._model!r})"
+
+
+class TokenReranker:
+    """The static table's token-by-token passage scorer, for embedders without their own.
+
+    The retriever re-ranks its best fused passages with it whatever embedder found them
+    (``RetrievalSettings.token_rerank``): it matches each question token to its closest
+    token in a passage, which a sentence vector averages away. The table (the default one,
+    shared with :class:`StaticEmbeddings`) is loaded on first use; :meth:`load` does it
+    ahead, e.g. in a thread.
+    """
+
+    def __init__(self, table_path: Path = DEFAULT_TABLE) -> None:
+        self._path = table_path
+        self._table: StaticTable | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._table is not None
+
+    def load(self) -> None:
+        """Read (and check) the table now rather than on the first question."""
+        if self._table is None:
+            self._table = _shared_table(self._path)
+
+    def score_passages(self, query: str, chunks: Sequence[Chunk]) -> FloatArray | None:
+        """As :meth:`StaticEmbeddings.score_passages`."""
+        self.load()
+        assert self._table is not None
+        return self._table.matcher.scores(query, chunks)
+
+    def __repr__(self) -> str:
+        return f"TokenReranker({str(self._path)!r})"

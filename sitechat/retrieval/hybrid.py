@@ -50,6 +50,7 @@ from langchain_core.embeddings import Embeddings
 
 from sitechat._text import STOPWORDS, compound_words, content_terms, stem
 from sitechat.config import RetrievalSettings
+from sitechat.embeddings.static import TokenReranker
 from sitechat.errors import InvalidInputError, ProviderError
 from sitechat.models import Chunk, SearchHit
 from sitechat.retrieval.fusion import (
@@ -75,6 +76,8 @@ __all__ = [
 ]
 
 MIN_POOL = 50
+# Shared by every retriever: the table it reads is loaded once per process.
+_TOKEN_RERANKER = TokenReranker()
 # A dense hit is evidence for its page (step 3) from this share of the relevance threshold
 # up: 0.3 for the offline default. Chosen on the Python tuning questions, where 0.6 keeps
 # every figure as it was and higher shares lose questions (docs/src/retrieval.md).
@@ -287,6 +290,9 @@ class HybridRetriever:
             [dense_hits, keyword_hits], [self._dense_weight(), 1.0], evidence=evidence, sizes=sizes
         )
         if use_dense:
+            scorer = self._scorer()
+            if isinstance(scorer, TokenReranker) and not scorer.loaded:
+                await asyncio.to_thread(scorer.load)  # ~0.1 s once: off the event loop
             fused = self._reranked(query, fused, evidence, sizes)
         fused = exact_first(fused, exact_compounds(query))
         hits = diversify(fused, k, self.settings.max_per_page)
@@ -326,8 +332,8 @@ class HybridRetriever:
         """The top ``rerank_depth`` passages re-ordered by the embedder's passage scorer,
         when it has one (see ``sitechat.retrieval.rerank``)."""
         depth = self.settings.rerank_depth
-        scorer = self.embeddings
-        if depth < 2 or len(fused) < 2 or not isinstance(scorer, PassageScorer):
+        scorer = self._scorer()
+        if depth < 2 or len(fused) < 2 or scorer is None:
             return fused
         head = [hit.chunk for hit in fused[:depth]]
         scores = scorer.score_passages(query, head)
@@ -338,6 +344,12 @@ class HybridRetriever:
                 "SITECHAT_RETRIEVAL__RERANK_DEPTH=0."
             )
         return rerank_fused(fused, scores, depth, evidence, sizes)
+
+    def _scorer(self) -> PassageScorer | None:
+        """The embedder's passage scorer, else the bundled token table's (step 5)."""
+        if isinstance(self.embeddings, PassageScorer):
+            return self.embeddings
+        return _TOKEN_RERANKER if self.settings.token_rerank else None
 
     def _dense_weight(self) -> float:
         """How much the embedder's ranking counts against keyword search's (1.0: as much).

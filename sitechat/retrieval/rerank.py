@@ -12,26 +12,32 @@ from being pushed down by one weak signal.
 from __future__ import annotations
 
 from collections.abc import Container, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
 
 from sitechat.models import Chunk, SearchHit
 from sitechat.retrieval.fusion import fuse_by_page
 from sitechat.vectorstores.base import PageSizes
 
-__all__ = ["PassageScorer", "rerank_fused"]
+__all__ = ["PassageScorer", "Scores", "rerank_fused"]
+
+#: One score per passage: a list, or a numpy array as the offline scorers return.
+Scores: TypeAlias = Sequence[float] | npt.NDArray[np.floating[Any]]
 
 
 @runtime_checkable
 class PassageScorer(Protocol):
     """An embedder that can score a few passages against a query more finely."""
 
-    def score_passages(self, query: str, chunks: Sequence[Chunk]) -> Sequence[float] | None:
+    def score_passages(self, query: str, chunks: Sequence[Chunk]) -> Scores | None:
         """One score per chunk, higher is better; None when it cannot judge this query."""
 
 
 def rerank_fused(
     fused: Sequence[SearchHit],
-    scores: Sequence[float] | None,
+    scores: Scores | None,
     depth: int,
     evidence: Container[str] | None = None,
     sizes: PageSizes | None = None,

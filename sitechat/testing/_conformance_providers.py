@@ -131,7 +131,7 @@ class EmbeddingsConformance:
         """An embedder that re-ranks (``score_passages``) gives one finite score per chunk,
         in order, the related passage above the unrelated one; none for no chunks."""
         if not isinstance(embeddings, PassageScorer):
-            pytest.skip("this embedder has no passage scorer (the retriever will not re-rank)")
+            pytest.skip("no passage scorer of its own (the token table re-ranks instead)")
         chunks = [_chunk(text, f"c{n}") for n, text in enumerate(_TEXTS)]
         scores = embeddings.score_passages(_TEXTS[0], chunks)
         if scores is None:

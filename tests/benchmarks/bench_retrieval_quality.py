@@ -8,9 +8,9 @@ like any site, and the bundled sample site is read from its folder:
 * *The Rust Programming Language* (the book in rustup's ``rust-docs`` component, found
   through ``rustc --print sysroot`` or given with ``--rust-book``), with held-out
   questions only: nothing was ever tuned on it. Skipped when it is not installed.
-* *The Cargo Book* and *The rustc book* (installed by the same component, next to the
-  Rust book; or given with ``--cargo-book`` / ``--rustc-book``), with held-out questions
-  only, written from the pages alone like the Rust book's.
+* *The Cargo Book*, *The rustc book* and *The Rust Reference* (installed by the same
+  component, next to the Rust book; or given with ``--cargo-book`` / ``--rustc-book``),
+  with held-out questions only, written from the pages alone like the Rust book's.
 
 Question sets are in ``examples/eval``. Configurations:
 
@@ -33,7 +33,8 @@ questions whose answering section came back: among the hits, and among the passa
 chat answers from (see ``tests/benchmarks/sections.py``).
 
 Usage: python tests/benchmarks/bench_retrieval_quality.py [--local] [--keep DIR] [-k 5]
-[--only static,hashing,local] [--sites python-docs,rust-book,cargo-book,rustc-book,sample]
+[--only static,hashing,local]
+[--sites python-docs,rust-book,cargo-book,rustc-book,rust-reference,sample]
 [--rust-book DIR] [--cargo-book DIR] [--rustc-book DIR]
 ``--keep DIR`` stores the indexes there and reuses them on the next run.
 """
@@ -68,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script: tests.doc_sites is in the repository
 
 from tests.benchmarks.sections import SectionMap, measure_sections  # noqa: E402
-from tests.doc_sites import CARGO_BOOK, RUST_BOOK, RUSTC_BOOK, served  # noqa: E402
+from tests.doc_sites import CARGO_BOOK, RUST_BOOK, RUST_REFERENCE, RUSTC_BOOK, served  # noqa: E402
 from tests.doc_sites import PYTHON_DOCS as DOCS  # noqa: E402
 
 SAMPLE_SITE = ROOT / "examples" / "sample_site"
@@ -76,8 +77,15 @@ T = TypeVar("T")
 QUESTIONS = ROOT / "examples" / "eval"
 HELD_OUT_CARGO = "cargo-book-heldout.jsonl"
 HELD_OUT_RUSTC = "rustc-book-heldout.jsonl"
+HELD_OUT_REFERENCE = "rust-reference-heldout.jsonl"
 #: The columns the pooled "held-out" figure adds up.
-HELD_OUT_COLUMNS = ("python held-out", "rust held-out", "cargo held-out", "rustc held-out")
+HELD_OUT_COLUMNS = (
+    "python held-out",
+    "rust held-out",
+    "cargo held-out",
+    "rustc held-out",
+    "reference held-out",
+)
 
 
 def local_embeddings(threads: int) -> Embeddings:
@@ -148,6 +156,7 @@ SPLITS = (
     "rust held-out",
     "cargo held-out",
     "rustc held-out",
+    "reference held-out",
     "held-out",
     "sample",
     "python off-topic",
@@ -194,6 +203,7 @@ def sites(args: argparse.Namespace) -> list[Site]:
         ("rust-book", rust_book(args.rust_book), "rust held-out", "rust-book-heldout.jsonl"),
         ("cargo-book", given_or(args.cargo_book, CARGO_BOOK), "cargo held-out", HELD_OUT_CARGO),
         ("rustc-book", given_or(args.rustc_book, RUSTC_BOOK), "rustc held-out", HELD_OUT_RUSTC),
+        ("rust-reference", RUST_REFERENCE, "reference held-out", HELD_OUT_REFERENCE),
     )
     for position, (name, folder, column, questions) in enumerate(books, start=1):
         if folder is None:
