@@ -458,12 +458,22 @@ class PgVectorStore(VectorStore):
 
     async def page_sizes(self, urls: Sequence[str]) -> PageSizes | None:
         """Chunks per page, and the collection's total as its last save recorded it; None
-        before the first save (no total to compare with)."""
-        pages = list(dict.fromkeys(u for u in urls if storable(u)))
-        rows = await self._fetch(self._sql.page_sizes, [pages, self._collection])
-        counts = {str(url): int(n) for url, n in rows if url is not None}
-        total = max((int(n) for url, n in rows if url is None), default=0)
-        return PageSizes(counts, total) if total > 0 else None
+        before the first save (no total to compare with).
+
+        The page counts are live and the total is not: while an ingest adds pages, the
+        total is raised to at least the pages' own sum, so that no page counts as more
+        than the whole collection. A URL is matched as it is stored, without NUL."""
+        asked = list(dict.fromkeys(u for u in urls if storable(u)))
+        stored = {url: q.without_nul(url) for url in asked}
+        rows = await self._fetch(
+            self._sql.page_sizes, [list(dict.fromkeys(stored.values())), self._collection]
+        )
+        found = {str(url): int(n) for url, n in rows if url is not None}
+        recorded = max((int(n) for url, n in rows if url is None), default=0)
+        if recorded <= 0:
+            return None
+        counts = {url: found[key] for url, key in stored.items() if key in found}
+        return PageSizes(counts, max(recorded, sum(found.values())))
 
     # ------------------------------------------------------------------ plumbing
 

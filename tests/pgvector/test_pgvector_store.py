@@ -377,6 +377,47 @@ async def test_nul_characters_are_stripped_not_fatal(store: PgVectorStore) -> No
     assert await store.count() == 1
 
 
+async def test_page_sizes_match_a_url_as_stored_without_nul(store: PgVectorStore) -> None:
+    """page_sizes() reads a URL holding a NUL as the store keeps it, as every other read does,
+    and answers under the URL it was asked about."""
+    chunks = [
+        make_chunk(f"n{i}", f"passage {i}", url="https://docs.example.com/nul") for i in range(3)
+    ]
+    await store.upsert(chunks, vectors(chunks))
+    await store.persist()
+    sizes = await store.page_sizes(
+        ["https://docs.example.com/n\x00ul", "https://docs.example.com/nul"]
+    )
+    assert sizes is not None
+    assert dict(sizes.chunks) == {
+        "https://docs.example.com/n\x00ul": 3,
+        "https://docs.example.com/nul": 3,
+    }
+
+
+async def test_page_sizes_total_is_never_below_the_pages_counted(store: PgVectorStore) -> None:
+    """Pages added since the last save are counted live, and the total (recorded at that
+    save) is raised to at least their sum: no page is more than the whole collection."""
+    first = [
+        make_chunk(f"a{i}", f"alpha passage {i}", url="https://docs.example.com/a")
+        for i in range(2)
+    ]
+    await store.upsert(first, vectors(first))
+    await store.persist()
+    added = [
+        make_chunk(f"b{i}", f"beta passage {i}", url="https://docs.example.com/b")
+        for i in range(30)
+    ]
+    await store.upsert(added, vectors(added))
+    sizes = await store.page_sizes(["https://docs.example.com/a", "https://docs.example.com/b"])
+    assert sizes is not None
+    assert dict(sizes.chunks) == {"https://docs.example.com/a": 2, "https://docs.example.com/b": 30}
+    assert sizes.total >= 32
+    await store.persist()
+    after = await store.page_sizes(["https://docs.example.com/a"])
+    assert after is not None and after.total == 32
+
+
 async def test_lone_surrogate_is_invalid_input_naming_the_chunk(store: PgVectorStore) -> None:
     """A lone surrogate is an InvalidInputError naming the chunk; nothing is written."""
     bad = dataclasses.replace(make_chunk("broken-chunk", "text"), text="text with \ud800 inside")
