@@ -42,8 +42,19 @@ _UNTRIMMED = r"[^\s,;\"']+"
 _NAMED = r"([\"']?\s*[:=]\s*(?:b?[\"'])?)"
 
 _CREDENTIAL_NAMES = r"(?:secret(?:[_-]?(?:access[_-]?)?key)?|password|passwd|private[_-]?key)"
+# a key or a token: api_key, token, and botocore's SessionToken and SecurityToken
+_TOKEN_NAMES = r"(?:api[_-]?key|(?:session|security)?token)"  # noqa: S105 - a pattern
+
+# a PEM private key: the whole block, its newlines real or written as "\n" (a service
+# account's JSON); a block cut short runs to the next quote or the end of the text
+_PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----|[^\"']*)",
+    re.DOTALL,
+)
 
 _SECRET_PATTERNS = (
+    # first: the names below would mask only "-----BEGIN" and leave the key itself
+    (_PEM_PRIVATE_KEY, "***"),
     (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-]{6,}"), r"\1-***"),
     (re.compile(r"(?i)\bbearer\s+" + _TOKEN), "Bearer ***"),
     (
@@ -66,11 +77,20 @@ _SECRET_PATTERNS = (
         r"\1***",
     ),
     # a whole word or the end of a snake_case one (access_token), not TimeToFirstToken
-    (re.compile(r"(?i)\b((?:\w+[_-])?(?:api[_-]?key|token))" + _NAMED + _TOKEN), r"\1\2***"),
+    (re.compile(r"(?i)\b((?:\w+[_-])?" + _TOKEN_NAMES + ")" + _NAMED + _TOKEN), r"\1\2***"),
     # ... and secret_key, aws_secret_access_key, private_key, passwd
     (
         re.compile(r"(?i)\b((?:\w+[_-])?" + _CREDENTIAL_NAMES + ")" + _NAMED + _UNTRIMMED),
         r"\1\2***",
+    ),
+    # the same names as XML elements: an STS response in botocore's debug log
+    # (<SecretAccessKey>...</SecretAccessKey>, <SessionToken>...</SessionToken>)
+    (
+        re.compile(
+            r"(?i)(<((?:\w+[_-])?(?:" + _TOKEN_NAMES + "|" + _CREDENTIAL_NAMES + r"))>)"
+            r"[^<]+(?=</\2>)"
+        ),
+        r"\1***",
     ),
 )
 

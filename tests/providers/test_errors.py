@@ -296,6 +296,60 @@ def test_redact_masks_a_password_to_its_end(text: str, shown: str) -> None:
     assert redact(text) == shown
 
 
+PEM_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            f"private_key: -----BEGIN PRIVATE KEY-----\n{PEM_BODY}\n-----END PRIVATE KEY-----",
+            "private_key: ***",
+        ),
+        (  # a service account's JSON: the newlines are written as \n
+            f'{{"private_key": "-----BEGIN PRIVATE KEY-----\\n{PEM_BODY}\\n'
+            '-----END PRIVATE KEY-----\\n", "client_email": "bot@example.com"}',
+            '{"private_key": "***", "client_email": "bot@example.com"}',
+        ),
+        (
+            f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----\nnext",
+            "***\nnext",
+        ),
+        (f"cut short: '-----BEGIN EC PRIVATE KEY-----\n{PEM_BODY}' end", "cut short: '***' end"),
+    ],
+)
+def test_redact_masks_a_whole_pem_private_key(text: str, shown: str) -> None:
+    """A PEM private key is masked from its BEGIN line to its END line, named or not."""
+    assert redact(text) == shown
+    assert PEM_BODY not in redact(text)
+
+
+def test_redact_leaves_a_pem_public_key() -> None:
+    """A public key or certificate is no secret."""
+    text = f"-----BEGIN PUBLIC KEY-----\n{PEM_BODY}\n-----END PUBLIC KEY-----"
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{'AccessKeyId': 'AKID', 'SecretAccessKey': 'abc123XYZ', 'SessionToken': 'abc123XYZ'}",
+        '{"SecurityToken": "abc123XYZ"}',
+        "<SecretAccessKey>abc123XYZ</SecretAccessKey><SessionToken>abc123XYZ</SessionToken>",
+        "<Password>abc123XYZ</Password>",
+    ],
+)
+def test_redact_masks_botocore_credentials(text: str) -> None:
+    """The temporary credentials botocore logs (a dict repr, or STS's XML) are masked."""
+    assert "abc123XYZ" not in redact(text)
+
+
+def test_redact_leaves_xml_elements_that_merely_contain_token() -> None:
+    """A metric element is not a credential."""
+    text = "<TimeToFirstToken>0.12</TimeToFirstToken><Expiration>2026-01-01</Expiration>"
+    assert redact(text) == text
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
