@@ -117,9 +117,11 @@ class JsonFormatter(logging.Formatter):
     A record with an ``emf`` attribute (see :data:`EMF_RECORD_ATTRIBUTE`) is merged into
     that document so CloudWatch can still extract its metrics.
 
-    Secrets are masked in the finished line, whichever library logged them: httpx logs
-    each request's full URL, and a gateway password in ``SITECHAT_OPENAI__BASE_URL`` would
-    otherwise reach the log collector.
+    Secrets are masked whichever library logged them: httpx logs each request's full URL,
+    and a gateway password in ``SITECHAT_OPENAI__BASE_URL`` would otherwise reach the log
+    collector. Each text is masked before it is encoded, where JSON would escape the quotes
+    of a message quoting JSON (``{"password": "…"}``) out of the patterns' sight, and the
+    finished line again, for a name and its value that only meet there (``extra=``).
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -144,7 +146,21 @@ class JsonFormatter(logging.Formatter):
         if isinstance(emf, Mapping):
             # the EMF members win: CloudWatch reads metric values from the top level
             line = {**line, **emf}
-        return redact(json_line(line))
+        return redact(json_line(_masked(line)))
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with every text in it redacted, through mappings and sequences; anything
+    else that JSON cannot hold is written with ``str()``, as ``json_line`` would."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return redact(str(value))
 
 
 class LoggingConfig(BaseModel):

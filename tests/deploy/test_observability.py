@@ -284,6 +284,28 @@ def test_json_log_lines_carry_the_request_id_and_extras() -> None:
     assert current_request_id() is None
 
 
+def test_json_log_lines_mask_secrets_in_quoted_json() -> None:
+    """A message or extra quoting JSON keeps its secrets masked, though JSON escapes its
+    quotes: {\"password\": \"...\"} in the finished line."""
+    out = io.StringIO()
+    logger = logging.getLogger("sitechat.test.json.secrets")
+    logger.propagate = False
+    configure_logging(LoggingConfig(format="json", level="DEBUG"), stream=out, logger=logger)
+    logger.warning(
+        'Response body: {"password": "hunter2XYZ", "api_key": "key123XYZ"}',
+        extra={
+            "body": {"sent": '{"token": "tok123XYZ"}'},
+            "error": ValueError('"secret": "s3XYZ"'),
+        },
+    )
+    text = out.getvalue()
+    assert "XYZ" not in text
+    (line,) = lines_of(out)
+    assert line["message"] == 'Response body: {"password": "***", "api_key": "***"}'
+    assert line["body"] == {"sent": '{"token": "***"}'}
+    assert line["error"] == '"secret": "***"'
+
+
 def test_configure_logging_replaces_its_own_handler() -> None:
     """Calling configure_logging twice leaves one sitechat handler, not two."""
     logger = logging.getLogger("sitechat.test.twice")
