@@ -85,6 +85,9 @@ class PageSizes:
     chunks: Mapping[str, int]
     """Chunks per page URL; a page missing from it has none (or was not asked about)."""
     total: int
+    """Chunks in the whole store; never less than the sum of ``chunks``, even when the
+    total lags behind the pages (a pgvector total recorded at the last save, a FAISS
+    reader opened before another process saved more)."""
 
 
 @dataclass(frozen=True, slots=True)

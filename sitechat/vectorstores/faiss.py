@@ -469,10 +469,16 @@ class FaissVectorStore(VectorStore):
         return await self._read(lambda: self._vectors.live)
 
     async def page_sizes(self, urls: Sequence[str]) -> PageSizes:
+        """Chunks per page from the database, and the vectors this store holds as its total.
+        The database shows the rows another process saved since this one opened the index,
+        its vectors do not: the total is then at least the pages' own sum."""
         pages = list(dict.fromkeys(u for u in urls if storable(u)))
-        return await self._read(
-            lambda: PageSizes(sql.page_chunk_counts(self._conn, pages), self._vectors.live)
-        )
+
+        def sizes() -> PageSizes:
+            counts = sql.page_chunk_counts(self._conn, pages)
+            return PageSizes(counts, max(self._vectors.live, sum(counts.values())))
+
+        return await self._read(sizes)
 
     async def _read(self, work: Callable[[], T], *, inline: bool = True) -> T:
         """Run ``work`` under the data lock: here if it is free and cheap, else in a thread."""

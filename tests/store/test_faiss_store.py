@@ -252,6 +252,28 @@ async def test_adopts_the_recorded_embedder(store: FaissVectorStore, index_dir: 
     await reader.aclose()
 
 
+async def test_page_sizes_total_is_never_below_the_pages_counted(
+    store: FaissVectorStore, index_dir: Path
+) -> None:
+    """A store opened before another one saved more pages counts those pages' rows, but not
+    their vectors: its total is raised to at least the pages' sum."""
+    await store.persist()
+    reader = await FaissVectorStore.open_path(index_dir, None)
+    try:
+        added = [
+            make_chunk(f"big-{i}", f"Passage {i} of a long page.", url="https://d/big")
+            for i in range(40)
+        ]
+        await store.upsert(added, vectors(added))
+        await store.persist()
+        sizes = await reader.page_sizes(["https://d/big", "https://d/install"])
+        assert dict(sizes.chunks) == {"https://d/big": 40, "https://d/install": 1}
+        assert sizes.total >= 41
+        assert (await store.page_sizes(["https://d/big"])).total == len(CORPUS) + 40
+    finally:
+        await reader.aclose()
+
+
 async def test_another_embedder_is_refused_naming_both(
     store: FaissVectorStore, index_dir: Path
 ) -> None:
