@@ -215,7 +215,8 @@ def _supporting(
     if not hits:
         return ()
     top = hits[0].chunk
-    wanted = 1 + extra + _is_summary_lead(top)
+    page = [h.chunk for h in fused if h.chunk.url == top.url and h.chunk.id != top.id]
+    wanted = 1 + extra + _is_summary_lead(top, page)
     taken = {h.chunk.id for h in hits}
     on_page = sum(1 for h in hits if h.chunk.url == top.url)
     if on_page >= wanted:
@@ -224,10 +225,20 @@ def _supporting(
     return tuple(found[: wanted - on_page])
 
 
-def _is_summary_lead(chunk: Chunk) -> bool:
-    """Whether ``chunk`` is its page's lead, under the top heading alone, and short enough
-    to be a summary of the page (:data:`SUMMARY_LEAD_CHARS`)."""
-    return len(chunk.heading_path) <= 1 and len(chunk.text) <= SUMMARY_LEAD_CHARS
+def _is_summary_lead(chunk: Chunk, others: Sequence[Chunk]) -> bool:
+    """Whether ``chunk`` is its page's lead, the text under the top heading alone (every
+    other passage found of its page sits under that heading too), and short enough to be
+    a summary of the page (:data:`SUMMARY_LEAD_CHARS`).
+
+    A page whose top heading is outside its main content, or a Markdown file that starts
+    at ``##``, has several sections under one heading each: those are siblings, and none
+    is the lead."""
+    path = chunk.heading_path
+    if len(path) > 1 or len(chunk.text) > SUMMARY_LEAD_CHARS:
+        return False
+    return all(
+        len(o.heading_path) > len(path) and o.heading_path[: len(path)] == path for o in others
+    )
 
 
 def check_k(k: object) -> int:

@@ -202,6 +202,26 @@ def test_a_short_lead_on_top_brings_two_more_passages_of_its_page() -> None:
     assert supporting(hit("a1", "A", ("Billing", "Refunds"), "Refunds take 5 days.")) == ["a2"]
 
 
+def test_a_short_section_beside_others_under_their_own_top_heading_is_no_lead() -> None:
+    """On a page whose top heading is outside its main content (or a Markdown file that
+    starts at ``##``), each section sits under one heading of its own: a short one on top
+    is a section, not the page's lead, and brings one more passage; the text before the
+    first heading is the lead."""
+    from sitechat.models import SearchHit
+    from sitechat.retrieval.hybrid import _supporting
+
+    def hit(cid: str, headings: tuple[str, ...], url: str = "A") -> SearchHit:
+        return SearchHit(Chunk(cid, url, "Billing", headings, None, "Short.", cid), 1.0)
+
+    siblings = [hit("a2", ("Invoices",)), hit("a3", ("Payments",)), hit("b1", ("B",), "B")]
+    first = hit("a1", ("Refunds",))
+    fused = [first, *siblings]
+    assert [h.chunk.id for h in _supporting(fused, [first, siblings[2]])] == ["a2"]
+    lead = hit("a0", ())
+    fused = [lead, first, *siblings]
+    assert [h.chunk.id for h in _supporting(fused, [lead, siblings[2]])] == ["a1", "a2"]
+
+
 def test_the_answer_context_puts_the_supporting_passage_second() -> None:
     """``context``: the best page's next passage after its first, the weakest hit dropped,
     and nothing at all for a query that is not covered."""
