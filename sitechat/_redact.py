@@ -46,10 +46,12 @@ _CREDENTIAL_NAMES = r"(?:secret(?:[_-]?(?:access[_-]?)?key)?|password|passwd|pri
 _TOKEN_NAMES = r"(?:api[_-]?key|(?:session|security)?token)"  # noqa: S105 - a pattern
 
 # a PEM private key: the whole block, its newlines real or written as "\n" (a service
-# account's JSON); a block cut short runs to the next quote or the end of the text
+# account's JSON); a block cut short runs to the next quote or the end of the text. The
+# body stops at a quote or an END line without looking back, so a text full of BEGIN
+# lines costs one pass.
 _PEM_PRIVATE_KEY = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----|[^\"']*)",
-    re.DOTALL,
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:[^\"'-]|-(?!----END ))*"
+    r"(?:-----END [A-Z0-9 ]*PRIVATE KEY-----)?"
 )
 
 _SECRET_PATTERNS = (
