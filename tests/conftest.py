@@ -1,5 +1,5 @@
 """Shared fixtures: an isolated environment, the bundled sample site, small settings, and
-real documentation sites (the Python docs, the Rust book, the Cargo book) served over HTTP."""
+real documentation sites (the Python docs, the Rust book) served over HTTP."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from sitechat.config import Settings
 from sitechat.registry import refresh
-from tests.doc_sites import CARGO_BOOK, PYTHON_DOCS, RUST_BOOK, served
+from tests.doc_sites import PYTHON_DOCS, RUST_BOOK, served
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SITE = ROOT / "examples" / "sample_site"
@@ -33,14 +33,6 @@ needs_rust_book = [
     pytest.mark.slow,
     pytest.mark.skipif(
         RUST_BOOK is None, reason="needs the Rust book (rustup component add rust-docs)"
-    ),
-]
-
-#: Marks for tests that crawl the Cargo book (installed with the Rust book).
-needs_cargo_book = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CARGO_BOOK is None, reason="needs the Cargo book (rustup component add rust-docs)"
     ),
 ]
 
@@ -109,12 +101,4 @@ def rust_book_site() -> Iterator[str]:
     """The Rust book served on 127.0.0.1 at a free port."""
     assert RUST_BOOK is not None
     with served(RUST_BOOK) as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def cargo_book_site() -> Iterator[str]:
-    """The Cargo book served on 127.0.0.1 at a free port."""
-    assert CARGO_BOOK is not None
-    with served(CARGO_BOOK) as url:
         yield url
