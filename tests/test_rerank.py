@@ -73,8 +73,8 @@ def test_reranking_returns_the_same_passages(
     assert sorted(ids(rerank_fused(fused, scores, depth))) == sorted(ids(fused))
 
 
-class ScoringEmbeddings(FakeEmbeddings):
-    """Fake embeddings whose passage scorer prefers chunks holding one word."""
+class Favouring:
+    """A passage scorer that prefers chunks holding one word, and counts its calls."""
 
     def __init__(self, favourite: str) -> None:
         super().__init__()
@@ -84,6 +84,10 @@ class ScoringEmbeddings(FakeEmbeddings):
     def score_passages(self, query: str, chunks: Sequence[Chunk]) -> list[float]:
         self.calls.append(len(chunks))
         return [1.0 if self.favourite in c.text else 0.0 for c in chunks]
+
+
+class ScoringEmbeddings(Favouring, FakeEmbeddings):
+    """Fake embeddings with a passage scorer of their own."""
 
 
 async def filled_store(embeddings: FakeEmbeddings) -> InMemoryVectorStore:
@@ -145,17 +149,8 @@ def test_the_offline_default_is_a_passage_scorer() -> None:
     assert RetrievalSettings().rerank_depth == 40
 
 
-class SpyReranker(TokenReranker):
-    """The bundled token re-ranker, preferring chunks that hold one word, and counting."""
-
-    def __init__(self, favourite: str) -> None:
-        super().__init__()
-        self.favourite = favourite
-        self.calls: list[int] = []
-
-    def score_passages(self, query: str, chunks: Sequence[Chunk]) -> list[float]:
-        self.calls.append(len(chunks))
-        return [1.0 if self.favourite in c.text else 0.0 for c in chunks]
+class SpyReranker(Favouring, TokenReranker):
+    """The bundled token re-ranker (its table loading included), scoring as ``Favouring``."""
 
 
 async def test_an_embedder_without_a_scorer_is_reranked_with_the_token_table(

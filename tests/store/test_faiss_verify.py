@@ -89,6 +89,14 @@ def fid_for(directory: Path, chunk_id: str) -> int:
     return int(fid)
 
 
+def edit_row(directory: Path, statement: str, params: tuple[str, ...] = ()) -> None:
+    """Change the chunk rows behind the store's back (its no-update guard dropped first)."""
+    with closing(sqlite3.connect(directory / "chunks.sqlite3")) as conn:
+        conn.execute("DROP TRIGGER chunks_no_update")
+        conn.execute(statement, params)
+        conn.commit()
+
+
 @pytest.mark.parametrize("graph", [False, True], ids=["flat", "hnsw"])
 async def test_a_sound_index_is_sound(tmp_path: Path, graph: bool) -> None:
     """A healthy index passes every check, with its counts (a graph's tombstones apart)."""
@@ -140,10 +148,7 @@ async def test_rows_changed_behind_the_store_are_found_twice(tmp_path: Path) -> 
     """A row edited outside sitechat disagrees with its payload copy and with the keyword
     index; both are reported."""
     await build(tmp_path / "i")
-    with closing(sqlite3.connect(tmp_path / "i" / "chunks.sqlite3")) as conn:
-        conn.execute("DROP TRIGGER chunks_no_update")
-        conn.execute("UPDATE chunks SET text = 'edited by hand' WHERE chunk_id = 'c30'")
-        conn.commit()
+    edit_row(tmp_path / "i", "UPDATE chunks SET text = 'edited by hand' WHERE chunk_id = 'c30'")
     check = await verify(tmp_path / "i")
     fid = fid_for(tmp_path / "i", "c30")
     assert check.problems == (
@@ -220,10 +225,9 @@ async def test_a_row_edited_alone_is_named_three_ways(tmp_path: Path) -> None:
     with the keyword index, and with its own content hash."""
     await build_ingested(tmp_path / "i")
     target = ingested()[12]
-    with closing(sqlite3.connect(tmp_path / "i" / "chunks.sqlite3")) as conn:
-        conn.execute("DROP TRIGGER chunks_no_update")
-        conn.execute("UPDATE chunks SET text = 'edited by hand' WHERE chunk_id = ?", (target.id,))
-        conn.commit()
+    edit_row(
+        tmp_path / "i", "UPDATE chunks SET text = 'edited by hand' WHERE chunk_id = ?", (target.id,)
+    )
     check = await verify(tmp_path / "i")
     fid = fid_for(tmp_path / "i", target.id)
     assert check.problems == (
@@ -292,10 +296,7 @@ def test_cli_verify_names_a_chunk_whose_text_changed(tmp_path: Path) -> None:
 async def test_a_row_that_does_not_decode_is_named_not_raised(tmp_path: Path) -> None:
     """A row whose headings are no longer JSON is reported with its fid; verify goes on."""
     await build(tmp_path / "i")
-    with closing(sqlite3.connect(tmp_path / "i" / "chunks.sqlite3")) as conn:
-        conn.execute("DROP TRIGGER chunks_no_update")
-        conn.execute("UPDATE chunks SET heading_path = '[\"Gui' WHERE chunk_id = 'c11'")
-        conn.commit()
+    edit_row(tmp_path / "i", "UPDATE chunks SET heading_path = '[\"Gui' WHERE chunk_id = 'c11'")
     check = await verify(tmp_path / "i")
     fid = fid_for(tmp_path / "i", "c11")
     assert check.problems == (
