@@ -27,23 +27,68 @@ __all__ = ["RedactedException", "redact", "redacted_exception", "safe_url"]
 _TRAILING = r".:!?)\]}>`"
 
 
-def _value(ends: str, trailing: str = _TRAILING) -> str:
+# A backslash before a quote is the quote's escape, in JSON or a repr, and so ends a value
+# that runs to a quote: the text stays valid JSON (a JSON log line is masked once more
+# after it is encoded, "token=***" in it written as \"token=***\").
+_NOT_AN_ESCAPE = r"\\(?![\"'])"
+
+
+def _value(ends: str, trailing: str = _TRAILING, *, punctuation_alone: bool = True) -> str:
     """A run of anything but ``ends``, less the ``trailing`` punctuation it ends with; a run
-    of nothing but such punctuation is taken whole."""
-    return rf"(?:[^{ends}]*[^{ends}{trailing}]|[^{ends}]+)"
+    of nothing but such punctuation is taken whole, unless ``punctuation_alone`` is false."""
+    char = rf"(?:[^{ends}\\]|{_NOT_AN_ESCAPE})"
+    last = rf"(?:[^{ends}{trailing}\\]|{_NOT_AN_ESCAPE})"
+    return rf"(?:{char}*{last}|{char}+)" if punctuation_alone else rf"{char}*{last}"
 
 
 _TOKEN = _value(r"\s,;\"'")
 # a password or a secret may end in any punctuation ("Summer2024!"): masked to its end
-_UNTRIMMED = r"[^\s,;\"']+"
+_UNTRIMMED = rf"(?:[^\s,;\"'\\]|{_NOT_AN_ESCAPE})+"
 
-# a value may be quoted, or written as a bytes repr: botocore's debug log prints headers as
-# {'X-Amz-Security-Token': b'...'} and its signature as "Signature:\n<hex>"
-_NAMED = r"([\"']?\s*[:=]\s*(?:b?[\"'])?)"
 
-_CREDENTIAL_NAMES = r"(?:secret(?:[_-]?(?:access[_-]?)?key)?|password|passwd|private[_-]?key)"
-# a key or a token: api_key, token, and botocore's SessionToken and SecurityToken
-_TOKEN_NAMES = r"(?:api[_-]?key|(?:session|security)?token)"  # noqa: S105 - a pattern
+def _named(names: str, value: str, lead: str = "") -> re.Pattern[str]:
+    """A name that ``names`` matches from the start of a word, ``:`` or ``=``, and a value
+    to mask: ``value`` unquoted, or anything up to the closing quote.
+
+    The name may be quoted and the value written as a bytes repr (botocore's debug log
+    prints headers as ``{'X-Amz-Security-Token': b'...'}`` and its signature as
+    ``"Signature:\\n<hex>"``). A quoted value may hold spaces and, as in JSON, a quote
+    escaped with a backslash; one with no closing quote (a message cut short) is masked
+    to the end of its line. A quoted value is scanned once, whether it closes or not, so
+    a text full of unfinished quotes costs one pass. What ``lead`` matches at the start
+    of the value (an auth scheme) stays visible.
+
+    The replacement is :data:`_NAMED_MASK`.
+    """
+    return re.compile(
+        rf"(?i)\b({names})([\"']?\s*[:=]\s*)"
+        rf"(?:(b?\"{lead})(?:[^\"\\\n]|\\.)+|(b?'{lead})(?:[^'\\\n]|\\.)+|({lead}){value})"
+    )
+
+
+_NAMED_MASK = r"\1\2\3\4\5***"
+
+# secrets, passwords and private keys; a name ending in "password" or "passwd" may be
+# glued to what comes before it (PGPASSWORD), but "pass" and "pwd" only end a snake_case
+# or kebab-case name (DB_PASS, MYSQL_PWD): alone, they are an ordinary word and the
+# working directory ($PWD), and inside a word (bypass, passthrough) no name at all. Each
+# alternative reads a word once, so a long word costs a pass over it.
+_CREDENTIAL_NAMES = (
+    r"(?:\w+[_-])?(?:secret(?:[_-]?(?:access[_-]?)?key)?|private[_-]?key)"
+    r"|\w*pass(?:word|wd)"
+    r"|\w+[_-](?:pass|pwd)"
+)
+# a key or a token: api_key, token, and botocore's SessionToken and SecurityToken; a whole
+# word or the end of a snake_case one (access_token), not TimeToFirstToken
+_TOKEN_NAMES = r"(?:\w+[_-])?(?:api[_-]?key|(?:session|security)?token)"  # noqa: S105
+# an HTTP auth scheme (RFC 9110's token) and the space after it: "Basic ", "Token "; its
+# credentials are one token (Basic, Bearer) or a list of parameters (Digest's
+# username="...", response="..."), a parameter's value quoted or a token ("abc=" is a
+# token's padding, "abc=." a padded token ending a sentence)
+_AUTH_SCHEME = r"(?:[A-Za-z][A-Za-z0-9!#$%&*+.^_`|~-]*\s+)?"
+_AUTH_PARAM_TOKEN = _value(r"\s,;\"'", punctuation_alone=False)
+_AUTH_PARAM = rf"[\w-]+=(?:\"(?:[^\"\\\n]|\\.)*\"?|{_AUTH_PARAM_TOKEN})?"
+_AUTH_CREDENTIALS = rf"(?:{_AUTH_PARAM}(?:\s*,\s*{_AUTH_PARAM})*|{_TOKEN})"
 
 # a PEM private key: the whole block, its newlines real or written as "\n" (a service
 # account's JSON); a block cut short runs to the next quote or the end of the text. The
@@ -59,18 +104,25 @@ _SECRET_PATTERNS = (
     (_PEM_PRIVATE_KEY, "***"),
     (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-]{6,}"), r"\1-***"),
     (re.compile(r"(?i)\bbearer\s+" + _TOKEN), "Bearer ***"),
+    # any scheme's credential in an Authorization header (Basic, Token, Digest, ...)
+    (_named(r"(?:proxy-)?authorization", _AUTH_CREDENTIALS, lead=_AUTH_SCHEME), _NAMED_MASK),
+    # OpenAI repeats a rejected key, whatever its shape (a gateway's, a wrong paste)
+    (_named("API key provided", _TOKEN, lead=r"(?:(?:sk|rk|pk)-)?"), _NAMED_MASK),
     (
-        re.compile(
-            r"(?i)\b(Signature|Credential|X-Amz-Security-Token|X-Amz-Signature)"
-            + _NAMED
-            + _value(r"\s,;&\"'")
+        _named(
+            r"Signature|Credential|X-Amz-Security-Token|X-Amz-Signature",
+            _value(r"\s,;&\"'"),
         ),
-        r"\1\2***",
+        _NAMED_MASK,
     ),
     (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{12,}"), "***"),
-    # user:password@ in any URL, and query parameters that usually carry a credential; a
-    # query value may hold a comma or a semicolon, but not end with one
-    (re.compile(r"(?<=//)[^/\s@:]*:[^/\s@]*@"), "***@"),
+    # the userinfo of a URL, up to the last "@" of its authority (a password may hold a raw
+    # "@"): in an http(s) URL whatever it is (a token alone, as in a git clone URL), in any
+    # other (postgresql://, redis://) when it holds a password
+    (re.compile(r"(?i)(?:(?<=http://)|(?<=https://))(?:[^/?#\s@]*@)+"), "***@"),
+    (re.compile(r"(?<=//)(?=[^/?#\s:]*:[^/?#\s]*@)(?:[^/?#\s@]*@)+"), "***@"),
+    # query parameters that usually carry a credential; a query value may hold a comma or
+    # a semicolon, but not end with one
     (
         re.compile(
             r"(?i)([?&](?:key|sig|auth|code|access_token)=)"
@@ -78,27 +130,23 @@ _SECRET_PATTERNS = (
         ),
         r"\1***",
     ),
-    # a whole word or the end of a snake_case one (access_token), not TimeToFirstToken
-    (re.compile(r"(?i)\b((?:\w+[_-])?" + _TOKEN_NAMES + ")" + _NAMED + _TOKEN), r"\1\2***"),
+    (_named(_TOKEN_NAMES, _TOKEN), _NAMED_MASK),
     # ... and secret_key, aws_secret_access_key, private_key, passwd
-    (
-        re.compile(r"(?i)\b((?:\w+[_-])?" + _CREDENTIAL_NAMES + ")" + _NAMED + _UNTRIMMED),
-        r"\1\2***",
-    ),
+    (_named(_CREDENTIAL_NAMES, _UNTRIMMED), _NAMED_MASK),
     # the same names as XML elements: an STS response in botocore's debug log
     # (<SecretAccessKey>...</SecretAccessKey>, <SessionToken>...</SessionToken>)
     (
-        re.compile(
-            r"(?i)(<((?:\w+[_-])?(?:" + _TOKEN_NAMES + "|" + _CREDENTIAL_NAMES + r"))>)"
-            r"[^<]+(?=</\2>)"
-        ),
+        re.compile(r"(?i)(<(" + _TOKEN_NAMES + "|" + _CREDENTIAL_NAMES + r")>)[^<]+(?=</\2>)"),
         r"\1***",
     ),
 )
 
 
-# a run of text (up to a space or a quote) holding at least one percent escape
-_ENCODED_RUN = re.compile(r"[^\s\"'<>]*%[0-9A-Fa-f]{2}[^\s\"'<>]*")
+# a run of text, up to a space or a quote, and a percent escape in it; runs are found whole
+# and then searched, since a pattern for "a run holding an escape" would rescan a long run
+# without one from each of its characters
+_RUN = re.compile(r"[^\s\"'<>]+")
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -108,7 +156,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _mask(text, known)
     if "%" not in text:
         return text
-    return _ENCODED_RUN.sub(lambda run: _mask_encoded(run.group(), known), text)
+    return _RUN.sub(lambda run: _mask_encoded(run.group(), known), text)
 
 
 def _mask(text: str, secrets: list[str]) -> str:
@@ -122,6 +170,8 @@ def _mask(text: str, secrets: list[str]) -> str:
 def _mask_encoded(run: str, secrets: list[str]) -> str:
     """``run`` as is when it hides nothing, else decoded and masked (``+`` read as a plus
     first, as in a path, then as a space, as in a form-encoded query)."""
+    if not _PERCENT_ESCAPE.search(run):
+        return run
     for decode in (unquote, unquote_plus):
         decoded = decode(run)
         masked = _mask(decoded, secrets)

@@ -306,6 +306,18 @@ def test_json_log_lines_mask_secrets_in_quoted_json() -> None:
     assert line["error"] == '"secret": "***"'
 
 
+def test_json_log_lines_stay_json_when_a_message_quotes_a_credential() -> None:
+    """A message quoting a named credential ("token=...") gives a line that is still JSON,
+    the credential masked."""
+    out = io.StringIO()
+    logger = logging.getLogger("sitechat.test.json.quoted")
+    logger.propagate = False
+    configure_logging(LoggingConfig(format="json", level="DEBUG"), stream=out, logger=logger)
+    logger.warning('retry with "token=tok123XYZ" and "password=hunter2"')
+    (line,) = lines_of(out)
+    assert line["message"] == 'retry with "token=***" and "password=***"'
+
+
 def test_configure_logging_replaces_its_own_handler() -> None:
     """Calling configure_logging twice leaves one sitechat handler, not two."""
     logger = logging.getLogger("sitechat.test.twice")
