@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -103,18 +102,17 @@ async def test_stalled_provider_is_not_waited_on_twice_with_history(
     openai_server: OpenAICompatibleServer, http_client: httpx.AsyncClient
 ) -> None:
     """With history, a stalled LLM costs one rewrite try plus the answer's own tries, not the
-    rewrite's retries too: 3 requests for 2 attempts, and the sources come after one timeout."""
+    rewrite's retries too: 3 requests for 2 attempts, and the sources come after one try."""
     timeout = 0.3
     llm = _openai(openai_server, http_client, attempts=2, timeout=timeout)
     chat = await _chat(llm, llm={"timeout": timeout})
     openai_server.script(*[Reply("late", first_byte_delay=5)] * 4)
-    started = time.monotonic()
     events = chat.stream_events(QUESTION, HISTORY)
     sources = await events.__anext__()
-    sources_after = time.monotonic() - started
+    requests_before_sources = len(openai_server.requests)
     rest = [event async for event in events]
     assert isinstance(sources, SourcesEvent)
-    assert sources_after < 2 * timeout
+    assert requests_before_sources == 1  # one rewrite try timed out, no retry of it
     assert isinstance(rest[-1], ErrorEvent)
     assert rest[-1].error_type == "ProviderTimeoutError"
     assert len(openai_server.requests) == 3
