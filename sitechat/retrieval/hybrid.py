@@ -165,12 +165,15 @@ class RetrievalResult:
     def context(self) -> tuple[SearchHit, ...]:
         """The passages an answer is built from: ``hits``, with ``supporting`` next to the
         first one in place of the weakest, so there are as many as ``hits``; none when
-        the query is not covered."""
+        the query is not covered. From three hits up, the second page's best passage
+        always stays: a lead's two further passages would otherwise fill a context of
+        three with one page."""
         if not self.covered:
             return ()
         if not self.supporting:
             return self.hits
-        return (self.hits[:1] + self.supporting + self.hits[1:])[: len(self.hits)]
+        room = max(1, len(self.hits) - 2)
+        return (self.hits[:1] + self.supporting[:room] + self.hits[1:])[: len(self.hits)]
 
 
 def keyword_terms(query: str) -> list[str]:

@@ -238,6 +238,30 @@ def test_the_answer_context_puts_the_supporting_passage_second() -> None:
     assert RetrievalResult("q", hits, covered=False, supporting=(hit("a2"),)).context == ()
 
 
+def test_a_leads_two_passages_leave_the_second_page_in_a_short_context() -> None:
+    """With ``top_k=3`` a lead's two further passages would fill the context with one page:
+    only one of them joins, so the second page's best passage stays."""
+    from sitechat.models import SearchHit
+    from sitechat.retrieval.hybrid import RetrievalResult
+
+    def hit(cid: str) -> SearchHit:
+        return SearchHit(Chunk(cid, f"https://d/{cid[0]}", "t", (), None, cid, cid), 1.0)
+
+    two_more = (hit("a2"), hit("a3"))
+    three = RetrievalResult("q", (hit("a1"), hit("b1"), hit("c1")), True, two_more)
+    assert [h.chunk.id for h in three.context] == ["a1", "a2", "b1"]
+    five = tuple(hit(f"{page}1") for page in "abcde")
+    assert [h.chunk.id for h in RetrievalResult("q", five, True, two_more).context] == [
+        "a1",
+        "a2",
+        "a3",
+        "b1",
+        "c1",
+    ]
+    two = RetrievalResult("q", (hit("a1"), hit("b1")), True, two_more)
+    assert [h.chunk.id for h in two.context] == ["a1", "a2"]
+
+
 BAD_K = [0, -1, 2.5, "3", True]
 
 
