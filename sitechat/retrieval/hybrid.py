@@ -22,12 +22,18 @@ against the other. How the pieces fit, and why (figures in ``docs/src/retrieval.
    similarity of at least ``EVIDENCE_SIMILARITY`` times the embedder's calibrated
    ``relevance_threshold``. On a small site the dense pool holds every passage, and a
    page of many short sections would otherwise gain for each whatever the question.
+   Nor do as many of a page's further passages as its size alone would put in the list
+   (``CHANCE_EVIDENCE`` of ``n`` times its share of the store, from
+   ``VectorStore.page_sizes``): a changelog holding a sixth of a site matches a few words
+   of any question in dozens of entries.
 4. **Passages from pages.** Pages are taken in fused order; within a page, passages by
    their own fused rank. A page's second passage scores 0.3 of its first and competes
    with the next pages' best ones (``sitechat.retrieval.fusion``).
-5. **Re-ranking.** An embedder with a passage scorer (the offline ``static`` one matches
-   token by token) re-orders the best ``rerank_depth`` fused passages: their fused order
-   and their order by its score are fused again, page by page (``sitechat.retrieval.rerank``).
+5. **Re-ranking.** A passage scorer re-orders the best ``rerank_depth`` fused passages:
+   their fused order and their order by its score are fused again, page by page
+   (``sitechat.retrieval.rerank``). The scorer is the embedder's own when it has one (the
+   offline ``static`` one matches token by token), else the same token table's
+   (``TokenReranker``, unless ``token_rerank`` is off): it needs only the text.
 6. **Exact names lead their page.** Within each page, passages holding one of the
    question's versions or paths verbatim (:func:`exact_compounds`) move ahead of the
    page's others; pages keep their places (``sitechat.retrieval.fusion.exact_first``).
