@@ -305,7 +305,8 @@ class HybridRetriever:
 
         dense_hits, keyword_hits = await asyncio.gather(dense(), keyword())
         evidence = self._evidence(dense_hits, keyword_hits)
-        sizes = await self._page_sizes(dense_hits, keyword_hits)
+        # a filter keeps part of the store: its pages' shares of the whole mean nothing
+        sizes = None if where else await self._page_sizes(dense_hits, keyword_hits)
         fused = fuse_by_page(
             [dense_hits, keyword_hits], [self._dense_weight(), 1.0], evidence=evidence, sizes=sizes
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,8 +83,9 @@ def test_page_sizes_leave_small_pages_evidence_whole() -> None:
 
 
 async def test_the_retriever_asks_the_store_for_the_sizes_of_the_pages_found() -> None:
-    """Both searches' pages go to ``page_sizes`` once per query, and a store that cannot
-    tell (None) still gets fused results."""
+    """Both searches' pages go to ``page_sizes`` once per query (not for a filtered search,
+    where shares of the whole store mean nothing), and a store that cannot tell (None)
+    still gets fused results."""
     asked: list[list[str]] = []
 
     class Recording(InMemoryVectorStore):
@@ -93,11 +95,19 @@ async def test_the_retriever_asks_the_store_for_the_sizes_of_the_pages_found() -
 
     embeddings = FakeEmbeddings()
     store = Recording(EmbedderInfo(embeddings.embedder_name, embeddings.dimension))
-    chunks = [hit(page, n).chunk for page in ("cache", "log", "tea") for n in range(3)]
+    chunks = [
+        dataclasses.replace(hit(page, n).chunk, metadata={"lang": "en"})
+        for page in ("cache", "log", "tea")
+        for n in range(3)
+    ]
     await store.upsert(chunks, embeddings.embed_documents([c.text for c in chunks]))
     result = await HybridRetriever(store, embeddings).retrieve("cache passage")
     assert asked == [["https://d/cache", "https://d/log", "https://d/tea"]]
     assert result.hits
+    retriever = HybridRetriever(store, embeddings)
+    filtered = await retriever.retrieve("cache passage", where={"lang": "en"})
+    assert len({h.chunk.url for h in filtered.hits}) > 1
+    assert len(asked) == 1, "a filtered search does not weigh pages by their unfiltered size"
 
 
 async def test_on_a_small_site_the_only_page_with_the_word_comes_first(
