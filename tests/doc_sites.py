@@ -38,10 +38,12 @@ def _next_to_the_rust_book(name: str) -> Path | None:
     return folder if folder is not None and (folder / "index.html").is_file() else None
 
 
-#: *The Cargo Book*, *The rustc book* and *The Rust Reference*, or None when not installed.
+#: *The Cargo Book*, *The rustc book*, *The Rust Reference* and the Edition Guide, or None
+#: when not installed.
 CARGO_BOOK = _next_to_the_rust_book("cargo")
 RUSTC_BOOK = _next_to_the_rust_book("rustc")
 RUST_REFERENCE = _next_to_the_rust_book("reference")
+EDITION_GUIDE = _next_to_the_rust_book("edition-guide")
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

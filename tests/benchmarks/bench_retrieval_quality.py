@@ -8,9 +8,10 @@ like any site, and the bundled sample site is read from its folder:
 * *The Rust Programming Language* (the book in rustup's ``rust-docs`` component, found
   through ``rustc --print sysroot`` or given with ``--rust-book``), with held-out
   questions only: nothing was ever tuned on it. Skipped when it is not installed.
-* *The Cargo Book*, *The rustc book* and *The Rust Reference* (installed by the same
-  component, next to the Rust book; or given with ``--cargo-book`` / ``--rustc-book``),
-  with held-out questions only, written from the pages alone like the Rust book's.
+* *The Cargo Book*, *The rustc book*, *The Rust Reference* and the Edition Guide
+  (installed by the same component, next to the Rust book; or given with
+  ``--cargo-book`` / ``--rustc-book``), with held-out questions only, written from the
+  pages alone like the Rust book's.
 
 Question sets are in ``examples/eval``. Configurations:
 
@@ -34,7 +35,7 @@ chat answers from (see ``tests/benchmarks/sections.py``).
 
 Usage: python tests/benchmarks/bench_retrieval_quality.py [--local] [--keep DIR] [-k 5]
 [--only static,hashing,local]
-[--sites python-docs,rust-book,cargo-book,rustc-book,rust-reference,sample]
+[--sites python-docs,rust-book,cargo-book,rustc-book,rust-reference,edition-guide,sample]
 [--rust-book DIR] [--cargo-book DIR] [--rustc-book DIR]
 ``--keep DIR`` stores the indexes there and reuses them on the next run.
 """
@@ -69,7 +70,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script: tests.doc_sites is in the repository
 
 from tests.benchmarks.sections import SectionMap, measure_sections  # noqa: E402
-from tests.doc_sites import CARGO_BOOK, RUST_BOOK, RUST_REFERENCE, RUSTC_BOOK, served  # noqa: E402
+from tests.doc_sites import (  # noqa: E402
+    CARGO_BOOK,
+    EDITION_GUIDE,
+    RUST_BOOK,
+    RUST_REFERENCE,
+    RUSTC_BOOK,
+    served,
+)
 from tests.doc_sites import PYTHON_DOCS as DOCS  # noqa: E402
 
 SAMPLE_SITE = ROOT / "examples" / "sample_site"
@@ -78,6 +86,7 @@ QUESTIONS = ROOT / "examples" / "eval"
 HELD_OUT_CARGO = "cargo-book-heldout.jsonl"
 HELD_OUT_RUSTC = "rustc-book-heldout.jsonl"
 HELD_OUT_REFERENCE = "rust-reference-heldout.jsonl"
+HELD_OUT_EDITIONS = "edition-guide-heldout.jsonl"
 #: The columns the pooled "held-out" figure adds up.
 HELD_OUT_COLUMNS = (
     "python held-out",
@@ -85,6 +94,7 @@ HELD_OUT_COLUMNS = (
     "cargo held-out",
     "rustc held-out",
     "reference held-out",
+    "editions held-out",
 )
 
 
@@ -157,6 +167,7 @@ SPLITS = (
     "cargo held-out",
     "rustc held-out",
     "reference held-out",
+    "editions held-out",
     "held-out",
     "sample",
     "python off-topic",
@@ -204,6 +215,7 @@ def sites(args: argparse.Namespace) -> list[Site]:
         ("cargo-book", given_or(args.cargo_book, CARGO_BOOK), "cargo held-out", HELD_OUT_CARGO),
         ("rustc-book", given_or(args.rustc_book, RUSTC_BOOK), "rustc held-out", HELD_OUT_RUSTC),
         ("rust-reference", RUST_REFERENCE, "reference held-out", HELD_OUT_REFERENCE),
+        ("edition-guide", EDITION_GUIDE, "editions held-out", HELD_OUT_EDITIONS),
     )
     for position, (name, folder, column, questions) in enumerate(books, start=1):
         if folder is None:
@@ -391,7 +403,9 @@ def main() -> None:
     parser.add_argument("--misses", action="store_true", help="print tuning/sample misses")
     parser.add_argument("--only", help="comma-separated embedders to run (static,hashing,local)")
     parser.add_argument(
-        "--sites", help="comma-separated sites (python-docs,rust-book,cargo-book,rustc-book,sample)"
+        "--sites",
+        help="comma-separated sites (python-docs,rust-book,cargo-book,rustc-book,rust-reference,"
+        "edition-guide,sample)",
     )
     parser.add_argument("--rust-book", metavar="DIR", help="the Rust book's HTML folder")
     parser.add_argument("--cargo-book", metavar="DIR", help="the Cargo book's HTML folder")
