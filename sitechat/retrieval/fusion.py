@@ -93,6 +93,7 @@ def fuse_by_page(
         page_rank = k
         further: dict[str, int] = {}  # evidence passages after each page's first
         chance = CHANCE_EVIDENCE * len(ranking) / sizes.total if sizes and sizes.total else 0.0
+        page_chunks = sizes.chunks if sizes else {}
         for hit in ranking:
             page = hit.chunk.url
             counted = further.get(page)
@@ -104,11 +105,10 @@ def fuse_by_page(
                 further[page] = counted = counted + 1
                 gain = weight * PAGE_EVIDENCE_DECAY / page_rank
                 if chance:
-                    beyond = counted - chance * sizes.chunks.get(page, 0)  # type: ignore[union-attr]
-                    if beyond < 1.0:
-                        if beyond <= 0.0:
-                            continue
-                        gain *= beyond
+                    beyond = counted - chance * page_chunks.get(page, 0)
+                    if beyond <= 0.0:
+                        continue
+                    gain *= min(beyond, 1.0)
             else:
                 continue
             page_scores[page] = page_scores.get(page, 0.0) + gain

@@ -310,11 +310,11 @@ class HybridRetriever:
         fused = fuse_by_page(
             [dense_hits, keyword_hits], [self._dense_weight(), 1.0], evidence=evidence, sizes=sizes
         )
-        if use_dense:
-            scorer = self._scorer()
+        scorer = self._scorer() if use_dense else None
+        if scorer is not None:
             if isinstance(scorer, TokenReranker) and not scorer.loaded:
                 await asyncio.to_thread(scorer.load)  # ~0.1 s once: off the event loop
-            fused = self._reranked(query, fused, evidence, sizes)
+            fused = self._reranked(query, fused, scorer, evidence, sizes)
         fused = exact_first(fused, exact_compounds(query))
         hits = diversify(fused, k, self.settings.max_per_page)
         similarity = {h.chunk.id: h.score for h in dense_hits}
@@ -347,14 +347,14 @@ class HybridRetriever:
         self,
         query: str,
         fused: list[SearchHit],
+        scorer: PassageScorer,
         evidence: set[str] | None = None,
         sizes: PageSizes | None = None,
     ) -> list[SearchHit]:
-        """The top ``rerank_depth`` passages re-ordered by the embedder's passage scorer,
-        when it has one (see ``sitechat.retrieval.rerank``)."""
+        """The top ``rerank_depth`` passages re-ordered by ``scorer`` (see
+        ``sitechat.retrieval.rerank``)."""
         depth = self.settings.rerank_depth
-        scorer = self._scorer()
-        if depth < 2 or len(fused) < 2 or scorer is None:
+        if len(fused) < 2:
             return fused
         head = [hit.chunk for hit in fused[:depth]]
         scores = scorer.score_passages(query, head)
@@ -367,7 +367,10 @@ class HybridRetriever:
         return rerank_fused(fused, scores, depth, evidence, sizes)
 
     def _scorer(self) -> PassageScorer | None:
-        """The embedder's passage scorer, else the bundled token table's (step 5)."""
+        """The embedder's passage scorer, else the bundled token table's (step 5); None
+        when re-ranking is off."""
+        if self.settings.rerank_depth < 2:
+            return None
         if isinstance(self.embeddings, PassageScorer):
             return self.embeddings
         return _TOKEN_RERANKER if self.settings.token_rerank else None

@@ -83,10 +83,6 @@ from tests.doc_sites import PYTHON_DOCS as DOCS  # noqa: E402
 SAMPLE_SITE = ROOT / "examples" / "sample_site"
 T = TypeVar("T")
 QUESTIONS = ROOT / "examples" / "eval"
-HELD_OUT_CARGO = "cargo-book-heldout.jsonl"
-HELD_OUT_RUSTC = "rustc-book-heldout.jsonl"
-HELD_OUT_REFERENCE = "rust-reference-heldout.jsonl"
-HELD_OUT_EDITIONS = "edition-guide-heldout.jsonl"
 #: The columns the pooled "held-out" figure adds up.
 HELD_OUT_COLUMNS = (
     "python held-out",
@@ -162,12 +158,7 @@ class Site:
 
 SPLITS = (
     "python tuning",
-    "python held-out",
-    "rust held-out",
-    "cargo held-out",
-    "rustc held-out",
-    "reference held-out",
-    "editions held-out",
+    *HELD_OUT_COLUMNS,
     "held-out",
     "sample",
     "python off-topic",
@@ -211,22 +202,21 @@ def sites(args: argparse.Namespace) -> list[Site]:
         ),
     ]
     books = (
-        ("rust-book", rust_book(args.rust_book), "rust held-out", "rust-book-heldout.jsonl"),
-        ("cargo-book", given_or(args.cargo_book, CARGO_BOOK), "cargo held-out", HELD_OUT_CARGO),
-        ("rustc-book", given_or(args.rustc_book, RUSTC_BOOK), "rustc held-out", HELD_OUT_RUSTC),
-        ("rust-reference", RUST_REFERENCE, "reference held-out", HELD_OUT_REFERENCE),
-        ("edition-guide", EDITION_GUIDE, "editions held-out", HELD_OUT_EDITIONS),
+        ("rust-book", rust_book(args.rust_book), "rust held-out"),
+        ("cargo-book", given_or(args.cargo_book, CARGO_BOOK), "cargo held-out"),
+        ("rustc-book", given_or(args.rustc_book, RUSTC_BOOK), "rustc held-out"),
+        ("rust-reference", RUST_REFERENCE, "reference held-out"),
+        ("edition-guide", EDITION_GUIDE, "editions held-out"),
     )
-    for position, (name, folder, column, questions) in enumerate(books, start=1):
+    for position, (name, folder, column) in enumerate(books, start=1):
         if folder is None:
             print(
                 f"{name} is not installed (rustup component add rust-docs): skipped",
                 file=sys.stderr,
             )
             continue
-        found.insert(
-            min(position, len(found) - 1), Site(name, folder, "index.html", ((column, questions),))
-        )
+        questions = ((column, f"{name}-heldout.jsonl"),)  # examples/eval/<site>-heldout.jsonl
+        found.insert(min(position, len(found) - 1), Site(name, folder, "index.html", questions))
     if args.sites:
         wanted = {name.removesuffix("-site") for name in args.sites.split(",")}
         found = [site for site in found if site.name.removesuffix("-site") in wanted]
